@@ -1,0 +1,337 @@
+//! ResNet throughput (images/s) and peak memory per backend, optionally against PyTorch
+//! measured in the same run. Driven by `cargo xtask bench`, which builds it with the right
+//! backend features; every measurement runs in a child process so its peak RSS is its own.
+
+use std::io::Write;
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Distribution, Int, Tensor};
+use clap::Parser;
+use rekindle_model::{Arch, Backend, ResNetConfig, backend};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser, Debug)]
+#[command(about = "ResNet inference and train-step throughput, optionally vs PyTorch")]
+struct Args {
+    /// Backends to measure, comma-separated (default: every compiled one).
+    #[arg(long, value_delimiter = ',')]
+    backend: Vec<String>,
+    /// Architecture.
+    #[arg(long, default_value = "resnet50")]
+    arch: String,
+    /// Modes: inference, train.
+    #[arg(long, value_delimiter = ',', default_value = "inference,train")]
+    mode: Vec<Mode>,
+    /// Square input resolutions.
+    #[arg(long, value_delimiter = ',', default_value = "224,64")]
+    res: Vec<usize>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    batch: Vec<usize>,
+    /// Keep measuring a row until this many seconds have passed (after one warm-up step).
+    #[arg(long, default_value_t = 3.0)]
+    min_time: f64,
+    /// Measure PyTorch (2 threads) right after each row and print the ratio.
+    #[arg(long)]
+    vs_pytorch: bool,
+    /// Python with torch + torchvision (default: $REKINDLE_PYTHON, else python3).
+    #[arg(long)]
+    python: Option<String>,
+    /// One JSON object per row instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Internal: measure one row in this process (`backend:mode:res:batch`).
+    #[arg(long, hide = true)]
+    one: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Inference,
+    Train,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Inference => "inference",
+            Mode::Train => "train",
+        }
+    }
+}
+
+/// What one measurement reports (the Rust child and the PyTorch script print the same).
+#[derive(Debug, Serialize, Deserialize)]
+struct Measurement {
+    images_per_s: f64,
+    peak_rss_mb: f64,
+    iters: usize,
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    backend: &'a str,
+    mode: &'a str,
+    res: usize,
+    batch: usize,
+    images_per_s: f64,
+    peak_rss_mb: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_images_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_peak_rss_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio: Option<f64>,
+}
+
+/// Peak resident memory of this process (VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Runs `step` once to warm up (kernel compilation, autotuning, allocator), then until
+/// `min_time` has passed; returns images/s.
+fn time_steps(batch: usize, min_time: f64, mut step: impl FnMut()) -> (f64, usize) {
+    step();
+    let start = Instant::now();
+    let mut iters = 0;
+    while iters == 0 || start.elapsed().as_secs_f64() < min_time {
+        step();
+        iters += 1;
+    }
+    (
+        (iters * batch) as f64 / start.elapsed().as_secs_f64(),
+        iters,
+    )
+}
+
+fn measure_one(spec: &str, arch: Arch, min_time: f64) -> Result<Measurement, String> {
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [backend, mode, res, batch] = parts[..] else {
+        return Err(format!("bad row spec `{spec}`"));
+    };
+    let backend: Backend = backend.parse().map_err(|e| format!("{e}"))?;
+    let mode = <Mode as clap::ValueEnum>::from_str(mode, true)?;
+    let res: usize = res.parse().map_err(|e| format!("res: {e}"))?;
+    let batch: usize = batch.parse().map_err(|e| format!("batch: {e}"))?;
+    let device = backend.device().map_err(|e| e.to_string())?;
+    device.seed(0);
+    let config = ResNetConfig::imagenet(arch);
+
+    let (images_per_s, iters) = match mode {
+        Mode::Inference => {
+            let model = config.init(&device);
+            let x = Tensor::<4>::random([batch, 3, res, res], Distribution::Default, &device);
+            time_steps(batch, min_time, || {
+                // Reading the logits back waits for the whole forward pass.
+                let _ = model.forward(x.clone()).into_data();
+            })
+        }
+        Mode::Train => {
+            let device = device.autodiff();
+            let mut model = Some(config.init(&device));
+            let mut optim = SgdConfig::new()
+                .with_momentum(Some(
+                    MomentumConfig::new().with_momentum(0.9).with_dampening(0.0),
+                ))
+                .init();
+            let loss_fn = CrossEntropyLossConfig::new().init(&device);
+            let x = Tensor::<4>::random([batch, 3, res, res], Distribution::Default, &device);
+            let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, 1000.0), &device);
+            time_steps(batch, min_time, || {
+                let m = model.take().expect("model is put back after every step");
+                let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                let m = optim.step(0.01, m, grads);
+                // Reading a weight back waits for the optimiser step.
+                let _ = m
+                    .conv1
+                    .weight
+                    .val()
+                    .slice([0..1, 0..1, 0..1, 0..1])
+                    .into_data();
+                model = Some(m);
+            })
+        }
+    };
+    Ok(Measurement {
+        images_per_s,
+        peak_rss_mb: peak_rss_mb(),
+        iters,
+    })
+}
+
+fn run_child(cmd: &mut Command) -> Result<Measurement, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(format!(
+            "{} ({})",
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+            out.status
+        ));
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("unreadable result `{line}`: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let arch: Arch = match args.arch.parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(spec) = &args.one {
+        return match measure_one(spec, arch, args.min_time) {
+            Ok(m) => {
+                println!("{}", serde_json::to_string(&m).expect("plain struct"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let backends: Vec<Backend> = if args.backend.is_empty() {
+        Backend::compiled()
+    } else {
+        match args.backend.iter().map(|b| b.parse::<Backend>()).collect() {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    for b in &backends {
+        if let Err(e) = b.device() {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let python = args
+        .python
+        .clone()
+        .or_else(|| std::env::var("REKINDLE_PYTHON").ok())
+        .unwrap_or_else(|| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/bench_pytorch.py");
+    let exe = std::env::current_exe().expect("own path");
+
+    if !args.json {
+        println!(
+            "{arch}, backends: {}, threads: PyTorch 2; min {:.0} s a row after one warm-up step",
+            backend::names(&backends),
+            args.min_time
+        );
+        print!(
+            "{:<8} {:<9} {:>4} {:>5} {:>10} {:>9}",
+            "backend", "mode", "res", "batch", "images/s", "peak MB"
+        );
+        if args.vs_pytorch {
+            print!(" {:>12} {:>10} {:>7}", "torch img/s", "torch MB", "ratio");
+        }
+        println!();
+    }
+    let mut failures = 0;
+    for &b in &backends {
+        for &mode in &args.mode {
+            for &res in &args.res {
+                for &batch in &args.batch {
+                    let spec = format!("{b}:{}:{res}:{batch}", mode.name());
+                    let ours = run_child(
+                        Command::new(&exe)
+                            .args(["--one", &spec, "--arch", arch.name()])
+                            .args(["--min-time", &args.min_time.to_string()]),
+                    );
+                    let torch = args.vs_pytorch.then(|| {
+                        run_child(Command::new(&python).args([
+                            script,
+                            "--arch",
+                            arch.name(),
+                            "--mode",
+                            mode.name(),
+                            "--res",
+                            &res.to_string(),
+                            "--batch",
+                            &batch.to_string(),
+                            "--min-time",
+                            &args.min_time.to_string(),
+                        ]))
+                    });
+                    let ours = match ours {
+                        Ok(m) => m,
+                        Err(e) => {
+                            failures += 1;
+                            eprintln!("{spec}: failed: {e}");
+                            continue;
+                        }
+                    };
+                    let torch = match torch {
+                        Some(Err(e)) => {
+                            failures += 1;
+                            eprintln!("{spec}: PyTorch failed: {e}");
+                            None
+                        }
+                        Some(Ok(t)) => Some(t),
+                        None => None,
+                    };
+                    let row = Row {
+                        backend: b.name(),
+                        mode: mode.name(),
+                        res,
+                        batch,
+                        images_per_s: ours.images_per_s,
+                        peak_rss_mb: ours.peak_rss_mb,
+                        pytorch_images_per_s: torch.as_ref().map(|t| t.images_per_s),
+                        pytorch_peak_rss_mb: torch.as_ref().map(|t| t.peak_rss_mb),
+                        ratio: torch.as_ref().map(|t| ours.images_per_s / t.images_per_s),
+                    };
+                    if args.json {
+                        println!("{}", serde_json::to_string(&row).expect("plain struct"));
+                    } else {
+                        print!(
+                            "{:<8} {:<9} {:>4} {:>5} {:>10.2} {:>9.0}",
+                            row.backend, row.mode, res, batch, row.images_per_s, row.peak_rss_mb
+                        );
+                        if let (Some(t), Some(r)) = (&torch, row.ratio) {
+                            print!(
+                                " {:>12.2} {:>10.0} {:>6.2}x",
+                                t.images_per_s, t.peak_rss_mb, r
+                            );
+                        }
+                        println!();
+                    }
+                    let _ = std::io::stdout().flush();
+                }
+            }
+        }
+    }
+    if failures > 0 {
+        eprintln!("{failures} measurement(s) failed");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

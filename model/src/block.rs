@@ -1,0 +1,171 @@
+//! Residual blocks: torchvision's `BasicBlock` and `Bottleneck` (stride on the 3x3 conv, "v1.5").
+
+use burn::config::Config;
+use burn::module::{Initializer, Module};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use crate::arch::BlockKind;
+
+/// torchvision initialises every convolution with `kaiming_normal_(mode="fan_out",
+/// nonlinearity="relu")`: std = sqrt(2) / sqrt(fan_out).
+pub(crate) fn conv_init() -> Initializer {
+    Initializer::KaimingNormal {
+        gain: std::f64::consts::SQRT_2,
+        fan_out_only: true,
+    }
+}
+
+/// A bias-free convolution as torchvision's `conv3x3` / `conv1x1` build it.
+pub(crate) fn conv(cin: usize, cout: usize, kernel: usize, stride: usize) -> Conv2dConfig {
+    let pad = kernel / 2;
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(false)
+        .with_initializer(conv_init())
+}
+
+/// BatchNorm with PyTorch's defaults (eps 1e-5, momentum 0.1); gamma 1, beta 0.
+pub(crate) fn bn(channels: usize) -> BatchNormConfig {
+    BatchNormConfig::new(channels)
+}
+
+/// Configuration of one residual block.
+#[derive(Config, Debug)]
+pub struct BlockConfig {
+    /// Channels coming in.
+    pub in_channels: usize,
+    /// torchvision's `planes`: the block's inner width; output is `planes * expansion`.
+    pub planes: usize,
+    /// Stride of the block (1, or 2 at the first block of stages 2-4).
+    #[config(default = 1)]
+    pub stride: usize,
+}
+
+/// The 1x1 convolution + BatchNorm that reshapes the identity path (`downsample.0`, `downsample.1`).
+#[derive(Module, Debug)]
+pub struct Downsample {
+    /// torchvision `downsample.0`.
+    pub conv: Conv2d,
+    /// torchvision `downsample.1`.
+    pub bn: BatchNorm,
+}
+
+impl Downsample {
+    fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
+        Self {
+            conv: conv(cin, cout, 1, stride).init(device),
+            bn: bn(cout).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+
+    /// torchvision adds a downsample whenever the shape of the identity path changes.
+    fn needed(cin: usize, cout: usize, stride: usize) -> bool {
+        stride != 1 || cin != cout
+    }
+}
+
+/// ResNet-18/34 block: 3x3 conv (stride) -> BN -> ReLU -> 3x3 conv -> BN, + identity, ReLU.
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    /// 3x3, carries the stride.
+    pub conv1: Conv2d,
+    /// After `conv1`.
+    pub bn1: BatchNorm,
+    /// 3x3.
+    pub conv2: Conv2d,
+    /// After `conv2`.
+    pub bn2: BatchNorm,
+    /// Present when the block changes shape.
+    pub downsample: Option<Downsample>,
+}
+
+/// ResNet-50/101/152 block: 1x1 -> 3x3 (stride) -> 1x1 (x4 channels), each with BN, + identity.
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    /// 1x1 reduce to `planes`.
+    pub conv1: Conv2d,
+    /// After `conv1`.
+    pub bn1: BatchNorm,
+    /// 3x3, carries the stride (ResNet v1.5).
+    pub conv2: Conv2d,
+    /// After `conv2`.
+    pub bn2: BatchNorm,
+    /// 1x1 expand to `planes * 4`.
+    pub conv3: Conv2d,
+    /// After `conv3`.
+    pub bn3: BatchNorm,
+    /// Present when the block changes shape.
+    pub downsample: Option<Downsample>,
+}
+
+/// One residual block of either kind; the variant name never appears in torchvision keys.
+#[derive(Module, Debug)]
+pub enum Block {
+    /// ResNet-18/34.
+    Basic(BasicBlock),
+    /// ResNet-50/101/152.
+    Bottleneck(Bottleneck),
+}
+
+impl BlockConfig {
+    /// Builds a block of the given kind.
+    pub fn init(&self, kind: BlockKind, device: &Device) -> Block {
+        let (cin, p, s) = (self.in_channels, self.planes, self.stride);
+        let cout = p * kind.expansion();
+        let downsample =
+            Downsample::needed(cin, cout, s).then(|| Downsample::new(cin, cout, s, device));
+        match kind {
+            BlockKind::Basic => Block::Basic(BasicBlock {
+                conv1: conv(cin, p, 3, s).init(device),
+                bn1: bn(p).init(device),
+                conv2: conv(p, p, 3, 1).init(device),
+                bn2: bn(p).init(device),
+                downsample,
+            }),
+            BlockKind::Bottleneck => Block::Bottleneck(Bottleneck {
+                conv1: conv(cin, p, 1, 1).init(device),
+                bn1: bn(p).init(device),
+                conv2: conv(p, p, 3, s).init(device),
+                bn2: bn(p).init(device),
+                conv3: conv(p, cout, 1, 1).init(device),
+                bn3: bn(cout).init(device),
+                downsample,
+            }),
+        }
+    }
+}
+
+impl Block {
+    /// Applies the block to `[batch, channels, height, width]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Block::Basic(b) => {
+                let identity = match &b.downsample {
+                    Some(d) => d.forward(x.clone()),
+                    None => x.clone(),
+                };
+                let out = relu(b.bn1.forward(b.conv1.forward(x)));
+                let out = b.bn2.forward(b.conv2.forward(out));
+                relu(out + identity)
+            }
+            Block::Bottleneck(b) => {
+                let identity = match &b.downsample {
+                    Some(d) => d.forward(x.clone()),
+                    None => x.clone(),
+                };
+                let out = relu(b.bn1.forward(b.conv1.forward(x)));
+                let out = relu(b.bn2.forward(b.conv2.forward(out)));
+                let out = b.bn3.forward(b.conv3.forward(out));
+                relu(out + identity)
+            }
+        }
+    }
+}

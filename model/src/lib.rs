@@ -1,0 +1,24 @@
+//! rekindle-model: a backend-agnostic, torchvision-exact ResNet (18/34/50/101/152) with a
+//! configurable classifier head, the metadata that travels with its weights, and the run-time
+//! backend choice. Shared by training, import and inference.
+
+pub mod arch;
+pub mod backend;
+pub mod block;
+pub mod error;
+pub mod file;
+pub mod head;
+pub mod metadata;
+pub mod remap;
+pub mod resnet;
+
+pub use arch::{Arch, BlockKind};
+pub use backend::Backend;
+pub use error::Error;
+pub use file::{load_model, load_weights, read_metadata, save_model};
+pub use head::{Head, HeadConfig};
+pub use metadata::{ModelMetadata, Preprocess};
+pub use resnet::{ResNet, ResNetConfig};
+
+/// Burn, re-exported so users of this crate build tensors and devices with the same version.
+pub use burn;

@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Reference fixtures for rekindle's parity tests, produced by PyTorch/torchvision.
+
+Writes into OUT_DIR (default: ./fixtures):
+  resnet18.safetensors, resnet50.safetensors
+      torchvision state_dicts (torchvision key names, num_batches_tracked included) with random
+      weights *and* random BatchNorm statistics, so a BN that is skipped, folded wrongly or
+      mixed up with another shows up in the logits.
+  reference.json
+      the fixed input, PyTorch's eval-mode logits for each model, torchvision's learnable
+      parameter count for every depth, and the library versions.
+
+Everything is seeded: the same torch version writes the same bytes. Fixtures are generated,
+not committed (ResNet-50 is ~100 MB).
+"""
+import json
+import os
+import sys
+
+import torch
+import torchvision
+from safetensors.torch import save_file
+
+SEED = 20261123
+INPUT_SHAPE = (2, 3, 115, 97)  # odd, non-square: catches padding and pooling mistakes
+DEPTHS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+WEIGHTED = ["resnet18", "resnet50"]
+
+
+def randomise_batchnorm(model: torch.nn.Module, gen: torch.Generator) -> None:
+    """Give every BatchNorm non-trivial affine weights and running statistics.
+
+    The statistics are first measured on random inputs (so activations keep an ordinary
+    magnitude through 50 layers), then perturbed per channel, so they are neither the
+    identity defaults nor the exact batch statistics.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average over the calibration batches
+            m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 3, 64, 64, generator=gen))
+    model.eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                c = m.num_features
+                m.weight.copy_(torch.empty(c).uniform_(0.6, 1.4, generator=gen))
+                m.bias.copy_(torch.randn(c, generator=gen) * 0.1)
+                m.running_mean.add_(torch.randn(c, generator=gen) * 0.05)
+                m.running_var.mul_(torch.empty(c).uniform_(0.7, 1.3, generator=gen))
+                m.momentum = 0.1
+        # Trained ResNets keep the last BN of each residual branch small; without that the
+        # residual sums of a random ResNet-50 grow into the hundreds.
+        for block in model.modules():
+            last = getattr(block, "bn3", None) or getattr(block, "bn2", None)
+            if isinstance(block, (torchvision.models.resnet.BasicBlock, torchvision.models.resnet.Bottleneck)):
+                last.weight.mul_(torch.empty(last.num_features).uniform_(0.2, 0.5, generator=gen))
+
+
+def scale_logits(model: torch.nn.Module, x: torch.Tensor, target_std: float = 4.0) -> None:
+    """Rescale the classifier so logits have an ordinary magnitude (std ~4)."""
+    with torch.no_grad():
+        s = target_std / model(x).std().item()
+        model.fc.weight.mul_(s)
+        model.fc.bias.mul_(s)
+
+
+def main() -> None:
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else "fixtures"
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(SEED)
+    torch.set_num_threads(2)
+    gen = torch.Generator().manual_seed(SEED)
+
+    x = torch.randn(*INPUT_SHAPE, generator=gen)
+    reference = {
+        "seed": SEED,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "input_shape": list(INPUT_SHAPE),
+        "input": x.flatten().tolist(),
+        "logits": {},
+        "logits_shape": {},
+        "learnable_params": {},
+    }
+
+    for name in DEPTHS:
+        model = getattr(torchvision.models, name)(weights=None)
+        reference["learnable_params"][name] = sum(p.numel() for p in model.parameters())
+        if name not in WEIGHTED:
+            continue
+        randomise_batchnorm(model, gen)
+        scale_logits(model, x)
+        with torch.no_grad():
+            logits = model(x)
+        reference["logits"][name] = logits.flatten().tolist()
+        reference["logits_shape"][name] = list(logits.shape)
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(state, os.path.join(out_dir, f"{name}.safetensors"))
+        print(
+            f"{name}: {len(state)} tensors, logits std {logits.std().item():.3f} "
+            f"max |logit| {logits.abs().max().item():.3f}"
+        )
+
+    with open(os.path.join(out_dir, "reference.json"), "w") as f:
+        json.dump(reference, f)
+    print(f"fixtures written to {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

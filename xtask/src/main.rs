@@ -1,0 +1,312 @@
+//! `cargo xtask`: rekindle's entry point. Maps `--backend` to cargo features so that a build
+//! compiles only the backends asked for, installs what the tests need, and runs the suite.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+/// Backends `cargo xtask test` runs when none are named: every one that runs on a CPU.
+const CPU_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch"];
+const ALL_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch", "cuda"];
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "rekindle's tasks: test, bench, setup, fixtures, lint"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the tests need (idempotent), generate fixtures, run the whole suite.
+    Test(TestArgs),
+    /// ResNet-50 inference and train-step throughput, optionally against PyTorch.
+    Bench(BenchArgs),
+    /// Only the install step of `test`: apt packages, Python venv, LibTorch.
+    Setup,
+    /// (Re)generate the PyTorch reference fixtures.
+    Fixtures {
+        /// Regenerate even when they are up to date.
+        #[arg(long)]
+        force: bool,
+    },
+    /// cargo fmt --check and clippy -D warnings over everything the tests build.
+    Lint(BackendArgs),
+}
+
+#[derive(Args)]
+struct BackendArgs {
+    /// Backends to compile in, comma-separated: flex, ndarray, wgpu, tch, cuda.
+    #[arg(long = "backend", alias = "backends", value_delimiter = ',')]
+    backends: Vec<String>,
+}
+
+#[derive(Args)]
+struct TestArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Skip the install step (apt, venv, LibTorch): for machines set up by hand.
+    #[arg(long)]
+    no_install: bool,
+    /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+    #[arg(last = true)]
+    cargo_args: Vec<String>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    backends: BackendArgs,
+    /// Measure PyTorch in the same run and print the ratio.
+    #[arg(long)]
+    vs_pytorch: bool,
+    /// One JSON object per row.
+    #[arg(long)]
+    json: bool,
+    /// More options for the benchmark (after `--`): --mode, --res, --batch, --min-time, --arch.
+    #[arg(last = true)]
+    bench_args: Vec<String>,
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("REKINDLE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/tmp"));
+            home.join(".cache/rekindle")
+        })
+}
+
+/// The environment every cargo invocation gets: a target dir outside the clone (so fresh clones
+/// and CI reuse the build), and LibTorch's location for the `tch` backend.
+fn base_env() -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    if std::env::var_os("CARGO_TARGET_DIR").is_none() {
+        env.insert(
+            "CARGO_TARGET_DIR".into(),
+            cache_dir().join("target").display().to_string(),
+        );
+    }
+    let libtorch = std::env::var("LIBTORCH").unwrap_or_else(|_| {
+        cache_dir()
+            .join("libtorch-2.9.0/torch")
+            .display()
+            .to_string()
+    });
+    if Path::new(&libtorch).exists() {
+        let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+        env.insert("LD_LIBRARY_PATH".into(), format!("{libtorch}/lib:{ld}"));
+        env.insert("LIBTORCH".into(), libtorch);
+    }
+    let python = cache_dir().join("venv/bin/python");
+    if std::env::var_os("REKINDLE_PYTHON").is_none() && python.exists() {
+        env.insert("REKINDLE_PYTHON".into(), python.display().to_string());
+    }
+    env
+}
+
+/// Checks backend names and turns them into cargo feature flags for the workspace build.
+fn feature_flags(backends: &[String]) -> Result<Vec<String>> {
+    for b in backends {
+        if !ALL_BACKENDS.contains(&b.as_str()) {
+            bail!(
+                "unknown backend `{b}`; valid ones: {}",
+                ALL_BACKENDS.join(", ")
+            );
+        }
+    }
+    let features: Vec<String> = backends
+        .iter()
+        .map(|b| format!("rekindle-model/{b}"))
+        .collect();
+    Ok(vec![
+        "--no-default-features".into(),
+        "--features".into(),
+        features.join(","),
+    ])
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("+ {}", render(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", render(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", render(cmd));
+    }
+    Ok(())
+}
+
+fn render(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cargo(env: &BTreeMap<String, String>) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root()).envs(env);
+    cmd
+}
+
+/// Runs the install script and adopts the variables it exports.
+fn setup(env: &mut BTreeMap<String, String>) -> Result<()> {
+    let script = root().join("scripts/install-deps.sh");
+    eprintln!("+ bash {}", script.display());
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("REKINDLE_CACHE", cache_dir())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("cannot run scripts/install-deps.sh")?;
+    if !out.status.success() {
+        bail!("installing test dependencies failed ({})", out.status);
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
+    if let Some(lt) = env.get("LIBTORCH").cloned() {
+        let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+        env.insert("LD_LIBRARY_PATH".into(), format!("{lt}/lib:{ld}"));
+    }
+    Ok(())
+}
+
+/// Generates the PyTorch fixtures unless the ones on disk came from the same script.
+fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
+    let dir = cache_dir().join("fixtures");
+    let script = root().join("scripts/make_fixtures.py");
+    let source = std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
+    let stamp = dir.join("make_fixtures.py.used");
+    let fresh =
+        std::fs::read(&stamp).is_ok_and(|s| s == source) && dir.join("reference.json").exists();
+    if force || !fresh {
+        let python = env.get("REKINDLE_PYTHON").cloned().context(
+            "no Python with torch: run `cargo xtask setup` first (or set REKINDLE_PYTHON)",
+        )?;
+        std::fs::create_dir_all(&dir)?;
+        run(Command::new(python).arg(&script).arg(&dir))?;
+        std::fs::write(&stamp, &source)?;
+    } else {
+        eprintln!("fixtures up to date in {}", dir.display());
+    }
+    Ok(dir)
+}
+
+fn default_test_backends() -> Vec<String> {
+    let mut v: Vec<String> = CPU_BACKENDS.iter().map(|s| s.to_string()).collect();
+    // A machine with an NVIDIA driver can run the CUDA backend as well.
+    if Command::new("nvidia-smi")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        v.push("cuda".into());
+    }
+    v
+}
+
+fn test(args: TestArgs) -> Result<()> {
+    let mut env = base_env();
+    if !args.no_install {
+        setup(&mut env)?;
+    }
+    let fixtures = fixtures(&env, false)?;
+    let backends = if args.backends.backends.is_empty() {
+        default_test_backends()
+    } else {
+        args.backends.backends
+    };
+    env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
+    env.insert("REKINDLE_REQUIRE_BACKENDS".into(), backends.join(","));
+    run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo(&env)
+        .args(["test", "--release", "--workspace"])
+        .args(feature_flags(&backends)?)
+        .args(&args.cargo_args))
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let env = base_env();
+    let backends = if args.backends.backends.is_empty() {
+        vec!["flex".to_string()]
+    } else {
+        args.backends.backends
+    };
+    let features = feature_flags(&backends)?;
+    // Build with the workspace's feature set (the same one `test` uses for these backends), so
+    // the benchmark reuses the test build instead of compiling Burn once more.
+    run(cargo(&env)
+        .args(["build", "--release", "--workspace", "--examples"])
+        .args(&features))?;
+    let target = env
+        .get("CARGO_TARGET_DIR")
+        .cloned()
+        .or_else(|| std::env::var("CARGO_TARGET_DIR").ok())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let mut cmd = Command::new(target.join("release/examples/bench"));
+    cmd.envs(&env).arg("--backend").arg(backends.join(","));
+    if args.vs_pytorch {
+        cmd.arg("--vs-pytorch");
+    }
+    if args.json {
+        cmd.arg("--json");
+    }
+    run(cmd.args(&args.bench_args))
+}
+
+fn lint(args: BackendArgs) -> Result<()> {
+    let env = base_env();
+    let backends = if args.backends.is_empty() {
+        default_test_backends()
+    } else {
+        args.backends
+    };
+    run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo(&env)
+        .args(["clippy", "--release", "--workspace", "--all-targets"])
+        .args(feature_flags(&backends)?)
+        .args(["--", "-D", "warnings"]))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Test(a) => test(a),
+        Cmd::Bench(a) => bench(a),
+        Cmd::Setup => setup(&mut base_env()),
+        Cmd::Fixtures { force } => {
+            let mut env = base_env();
+            setup(&mut env)
+                .and_then(|_| fixtures(&env, force))
+                .map(|_| ())
+        }
+        Cmd::Lint(a) => lint(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
