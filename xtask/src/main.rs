@@ -113,6 +113,15 @@ fn base_env() -> BTreeMap<String, String> {
         env.insert("LD_LIBRARY_PATH".into(), format!("{libtorch}/lib:{ld}"));
         env.insert("LIBTORCH".into(), libtorch);
     }
+    // Mesa's Vulkan loader complains on every device open without a runtime dir (headless CI).
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        let dir = cache_dir().join("xdg-runtime");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+            env.insert("XDG_RUNTIME_DIR".into(), dir.display().to_string());
+        }
+    }
     let python = cache_dir().join("venv/bin/python");
     if std::env::var_os("REKINDLE_PYTHON").is_none() && python.exists() {
         env.insert("REKINDLE_PYTHON".into(), python.display().to_string());
@@ -238,10 +247,50 @@ fn test(args: TestArgs) -> Result<()> {
     env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
     env.insert("REKINDLE_REQUIRE_BACKENDS".into(), backends.join(","));
     run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo(&env)
-        .args(["test", "--release", "--workspace"])
+    let mut cmd = cargo(&env);
+    cmd.args(["test", "--release", "--workspace"])
         .args(feature_flags(&backends)?)
-        .args(&args.cargo_args))
+        .args(&args.cargo_args);
+    run_counting_tests(&mut cmd)
+}
+
+/// Runs `cargo test`, passing its output through, and ends with one total over every test
+/// binary: cargo's own last line belongs to whichever binary ran last (often a doc-test run
+/// with nothing in it), not to the suite.
+fn run_counting_tests(cmd: &mut Command) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    eprintln!("+ {}", render(cmd));
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", render(cmd)))?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            for part in rest.split(';') {
+                let mut words = part.split_whitespace().rev();
+                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                    continue;
+                };
+                let n: u64 = n.parse().unwrap_or(0);
+                match kind {
+                    "passed" => passed += n,
+                    "failed" => failed += n,
+                    "ignored" => ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!("\nall test binaries: {passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("`{}` failed ({status})", render(cmd));
+    }
+    Ok(())
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
