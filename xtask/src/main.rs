@@ -286,7 +286,7 @@ fn run_counting_tests(cmd: &mut Command) -> Result<()> {
         }
     }
     let status = child.wait()?;
-    println!("\nall test binaries: {passed} passed, {failed} failed, {ignored} skipped");
+    println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("`{}` failed ({status})", render(cmd));
     }
