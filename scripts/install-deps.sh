@@ -46,8 +46,9 @@ if [ ! -f "$LT/.rekindle-v1" ]; then
   log "laying out LibTorch at $LT"
   site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   rm -rf "$LT"; mkdir -p "$LT/nvidia"
-  cp -al "$site/torch" "$LT/torch"
-  for d in cuda_runtime cuda_cupti; do cp -al "$site/nvidia/$d" "$LT/nvidia/$d"; done
+  link() { cp -al "$1" "$2" 2>/dev/null || cp -a "$1" "$2"; }  # copies across filesystems
+  link "$site/torch" "$LT/torch"
+  for d in cuda_runtime cuda_cupti; do link "$site/nvidia/$d" "$LT/nvidia/$d"; done
   for f in libtorch_cuda.so libtorch_cuda_linalg.so libc10_cuda.so libtorch_nvshmem.so libcaffe2_nvrtc.so; do
     rm -f "$LT/torch/lib/$f"
   done

@@ -317,9 +317,11 @@ fn main() -> ExitCode {
                             row.backend, row.mode, res, batch, row.images_per_s, row.peak_rss_mb
                         );
                         if let (Some(t), Some(r)) = (&torch, row.ratio) {
+                            // Three decimals where two would round a slow backend to 0.00x.
+                            let digits = if r < 0.1 { 3 } else { 2 };
                             print!(
-                                " {:>12.2} {:>10.0} {:>6.2}x",
-                                t.images_per_s, t.peak_rss_mb, r
+                                " {:>12.2} {:>10.0} {:>6.*}x",
+                                t.images_per_s, t.peak_rss_mb, digits, r
                             );
                         }
                         println!();

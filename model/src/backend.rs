@@ -83,7 +83,11 @@ impl Backend {
                 "backend `{self}` has a single device, index {index} does not exist"
             )));
         }
-        Ok(self.make_device(index))
+        let device = self.make_device(index);
+        if matches!(self, Backend::Wgpu | Backend::Cuda) {
+            probe(self, index, &device)?;
+        }
+        Ok(device)
     }
 
     #[allow(deprecated, unreachable_code, unused_variables)]
@@ -107,6 +111,32 @@ impl Backend {
             _ => unreachable!("device_at checked that `{self}` is compiled"),
         }
     }
+}
+
+/// Runs one tiny operation so that a GPU backend without a usable adapter or driver is an
+/// error here rather than a panic deep inside the first real operation.
+fn probe(backend: Backend, index: usize, device: &Device) -> Result<(), Error> {
+    let device = device.clone();
+    // The device handle is only read here; nothing observes it half-updated after a panic.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        burn::tensor::Tensor::<1>::ones([1], &device).into_data()
+    }));
+    result.map(|_| ()).map_err(|panic| {
+        let reason = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("unknown failure");
+        let hint = match backend {
+            Backend::Wgpu => "a GPU driver with Vulkan/Metal/DX12, or Mesa's lavapipe on a CPU (Debian: mesa-vulkan-drivers libvulkan1)",
+            _ => "an NVIDIA GPU with its driver and the CUDA runtime",
+        };
+        Error::DeviceUnavailable {
+            name: backend.name(),
+            index,
+            reason: format!("{reason}; it needs {hint}"),
+        }
+    })
 }
 
 /// Comma-separated backend names.

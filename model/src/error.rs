@@ -32,6 +32,16 @@ pub enum Error {
         /// Backends this binary has, comma-separated.
         compiled: String,
     },
+    /// A compiled-in backend whose device cannot be opened on this machine.
+    #[error("backend `{name}` device {index} is not usable here: {reason}")]
+    DeviceUnavailable {
+        /// The backend asked for.
+        name: &'static str,
+        /// The device index asked for.
+        index: usize,
+        /// Why, and what the backend needs.
+        reason: String,
+    },
     /// A configuration value out of range.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

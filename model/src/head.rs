@@ -8,6 +8,9 @@ use burn::tensor::{Device, Tensor};
 
 use crate::Error;
 
+/// Largest number of classes or hidden units a head may have.
+pub const MAX_WIDTH: usize = 1 << 20;
+
 /// Configuration of the classifier head that sits on the pooled embedding.
 #[derive(Config, Debug, PartialEq)]
 pub struct HeadConfig {
@@ -44,6 +47,17 @@ impl HeadConfig {
             return Err(Error::InvalidConfig(
                 "head: hidden width must be at least 1".into(),
             ));
+        }
+        // A model file is user input: refuse sizes that would only exhaust memory.
+        for (what, n) in [
+            ("num_classes", Some(self.num_classes)),
+            ("hidden width", self.hidden),
+        ] {
+            if let Some(n) = n.filter(|n| *n > MAX_WIDTH) {
+                return Err(Error::InvalidConfig(format!(
+                    "head: {what} {n} is larger than the supported {MAX_WIDTH}"
+                )));
+            }
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::InvalidConfig(format!(

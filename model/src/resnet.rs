@@ -299,6 +299,14 @@ mod tests {
         assert!(HeadConfig::new(3).with_dropout(1.0).validate().is_err());
         assert!(HeadConfig::new(3).with_dropout(-0.1).validate().is_err());
         assert!(HeadConfig::new(3).with_hidden(Some(0)).validate().is_err());
+        let err = HeadConfig::new(usize::MAX)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("num_classes") && err.contains("larger than"),
+            "{err}"
+        );
     }
 
     proptest! {

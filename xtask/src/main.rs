@@ -269,20 +269,8 @@ fn run_counting_tests(cmd: &mut Command) -> Result<()> {
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            for part in rest.split(';') {
-                let mut words = part.split_whitespace().rev();
-                let (Some(kind), Some(n)) = (words.next(), words.next()) else {
-                    continue;
-                };
-                let n: u64 = n.parse().unwrap_or(0);
-                match kind {
-                    "passed" => passed += n,
-                    "failed" => failed += n,
-                    "ignored" => ignored += n,
-                    _ => {}
-                }
-            }
+        if let Some([p, f, i]) = parse_test_result(&line) {
+            (passed, failed, ignored) = (passed + p, failed + f, ignored + i);
         }
     }
     let status = child.wait()?;
@@ -301,8 +289,8 @@ fn bench(args: BenchArgs) -> Result<()> {
         args.backends.backends
     };
     let features = feature_flags(&backends)?;
-    // Build with the workspace's feature set (the same one `test` uses for these backends), so
-    // the benchmark reuses the test build instead of compiling Burn once more.
+    // Exactly the backends asked for, built workspace-wide like `cargo xtask test --backend`
+    // with the same list, so the two share one build of Burn.
     run(cargo(&env)
         .args(["build", "--release", "--workspace", "--examples"])
         .args(&features))?;
@@ -337,6 +325,27 @@ fn lint(args: BackendArgs) -> Result<()> {
         .args(["--", "-D", "warnings"]))
 }
 
+/// Counts (passed, failed, ignored) from a libtest closing line
+/// (`test result: ok. 17 passed; 0 failed; 0 ignored; ...`).
+fn parse_test_result(line: &str) -> Option<[u64; 3]> {
+    let rest = line.strip_prefix("test result: ")?;
+    let mut counts = [0; 3];
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let slot = match kind {
+            "passed" => 0,
+            "failed" => 1,
+            "ignored" => 2,
+            _ => continue,
+        };
+        counts[slot] += n.parse::<u64>().ok()?;
+    }
+    Some(counts)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -357,5 +366,35 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_become_model_features() {
+        let flags = feature_flags(&["flex".into(), "wgpu".into()]).unwrap();
+        assert_eq!(
+            flags,
+            [
+                "--no-default-features",
+                "--features",
+                "rekindle-model/flex,rekindle-model/wgpu"
+            ]
+        );
+        let err = feature_flags(&["opencl".into()]).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown backend `opencl`") && err.contains("flex, ndarray"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_libtest_closing_lines() {
+        let line = "test result: ok. 17 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out; finished in 7.68s";
+        assert_eq!(parse_test_result(line), Some([17, 2, 3]));
+        assert_eq!(parse_test_result("running 17 tests"), None);
     }
 }
