@@ -246,7 +246,7 @@ fn test(args: TestArgs) -> Result<()> {
     };
     env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
     env.insert("REKINDLE_REQUIRE_BACKENDS".into(), backends.join(","));
-    run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
+    lint_with(&env, &backends)?;
     let mut cmd = cargo(&env);
     cmd.args(["test", "--release", "--workspace"])
         .args(feature_flags(&backends)?)
@@ -312,16 +312,20 @@ fn bench(args: BenchArgs) -> Result<()> {
 }
 
 fn lint(args: BackendArgs) -> Result<()> {
-    let env = base_env();
     let backends = if args.backends.is_empty() {
         default_test_backends()
     } else {
         args.backends
     };
-    run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo(&env)
+    lint_with(&base_env(), &backends)
+}
+
+/// `cargo fmt --check`, then clippy with warnings as errors over every target the tests build.
+fn lint_with(env: &BTreeMap<String, String>, backends: &[String]) -> Result<()> {
+    run(cargo(env).args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo(env)
         .args(["clippy", "--release", "--workspace", "--all-targets"])
-        .args(feature_flags(&backends)?)
+        .args(feature_flags(backends)?)
         .args(["--", "-D", "warnings"]))
 }
 
