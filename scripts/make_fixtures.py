@@ -1,11 +1,22 @@
 #!/usr/bin/env python3
 """Reference fixtures for rekindle's parity tests, produced by PyTorch/torchvision.
 
-Writes into OUT_DIR (default: ./fixtures):
-  resnet18.safetensors, resnet50.safetensors
-      torchvision state_dicts (torchvision key names, num_batches_tracked included) with random
-      weights *and* random BatchNorm statistics, so a BN that is skipped, folded wrongly or
-      mixed up with another shows up in the logits.
+Writes into OUT_DIR (default: ./fixtures), for NAME in resnet18 and resnet50:
+  NAME.safetensors
+      the torchvision state_dict (torchvision key names, num_batches_tracked included) with
+      random weights *and* random BatchNorm statistics, so a BN that is skipped, folded wrongly
+      or mixed up with another shows up in the logits.
+  NAME.pth, NAME_legacy.pth
+      the same state_dict with torch.save, zip and legacy (pre-1.6) serialisation.
+  NAME_ddp_checkpoint.pth
+      a training checkpoint: {"epoch", "arch", "state_dict": DataParallel "module."-prefixed
+      keys, "optimizer": SGD state with momentum buffers}.
+  NAME_model_key.pth
+      a timm-style checkpoint nesting the state_dict under "model".
+  NAME_hf.safetensors
+      the same weights under Hugging Face transformers' ResNetForImageClassification names;
+      the script proves the renaming by loading them strictly into transformers' model and
+      checking its logits equal torchvision's.
   reference.json
       the fixed input, PyTorch's eval-mode logits for each model, torchvision's learnable
       parameter count for every depth, and the library versions.
@@ -20,6 +31,8 @@ import sys
 import torch
 import torchvision
 from safetensors.torch import save_file
+from transformers import ResNetConfig as HfResNetConfig
+from transformers import ResNetForImageClassification
 
 SEED = 20261123
 INPUT_SHAPE = (2, 3, 115, 97)  # odd, non-square: catches padding and pooling mistakes
@@ -68,6 +81,71 @@ def scale_logits(model: torch.nn.Module, x: torch.Tensor, target_std: float = 4.
         model.fc.bias.mul_(s)
 
 
+def to_hf_names(state: dict, bottleneck: bool) -> dict:
+    """torchvision keys -> transformers ResNetForImageClassification keys."""
+    import re
+
+    out = {}
+    for k, v in state.items():
+        n = k
+        n = re.sub(r"^conv1\.", "resnet.embedder.embedder.convolution.", n)
+        n = re.sub(r"^bn1\.", "resnet.embedder.embedder.normalization.", n)
+        n = re.sub(r"^fc\.", "classifier.1.", n)
+        m = re.match(r"^layer(\d)\.(\d+)\.(.*)$", n)
+        if m:
+            stage, block, rest = int(m[1]) - 1, int(m[2]), m[3]
+            prefix = f"resnet.encoder.stages.{stage}.layers.{block}."
+            rest = re.sub(r"^downsample\.0\.", "shortcut.convolution.", rest)
+            rest = re.sub(r"^downsample\.1\.", "shortcut.normalization.", rest)
+            rest = re.sub(r"^conv(\d)\.", lambda c: f"layer.{int(c[1]) - 1}.convolution.", rest)
+            rest = re.sub(r"^bn(\d)\.", lambda c: f"layer.{int(c[1]) - 1}.normalization.", rest)
+            n = prefix + rest
+        out[n] = v
+    return out
+
+
+def hf_model(name: str) -> torch.nn.Module:
+    bottleneck = name != "resnet18"
+    config = HfResNetConfig(
+        embedding_size=64,
+        hidden_sizes=[256, 512, 1024, 2048] if bottleneck else [64, 128, 256, 512],
+        depths=[3, 4, 6, 3] if bottleneck else [2, 2, 2, 2],
+        layer_type="bottleneck" if bottleneck else "basic",
+        hidden_act="relu",
+        downsample_in_first_stage=False,
+        downsample_in_bottleneck=False,
+        num_labels=1000,
+    )
+    return ResNetForImageClassification(config).eval()
+
+
+def save_variants(name: str, model: torch.nn.Module, x: torch.Tensor, logits: torch.Tensor, out_dir: str) -> None:
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    path = lambda suffix: os.path.join(out_dir, f"{name}{suffix}")
+    save_file(state, path(".safetensors"))
+    torch.save(state, path(".pth"))
+    torch.save(state, path("_legacy.pth"), _use_new_zipfile_serialization=False)
+    # A DataParallel training checkpoint, optimizer state included.
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    for p in model.parameters():
+        opt.state[p]["momentum_buffer"] = torch.zeros_like(p)
+    torch.save(
+        {"epoch": 7, "arch": name, "state_dict": {f"module.{k}": v for k, v in state.items()},
+         "optimizer": opt.state_dict()},
+        path("_ddp_checkpoint.pth"),
+    )
+    torch.save({"model": state, "epoch": 3}, path("_model_key.pth"))
+
+    hf = hf_model(name)
+    hf_state = to_hf_names(state, bottleneck=name != "resnet18")
+    hf.load_state_dict(hf_state, strict=True)
+    with torch.no_grad():
+        hf_logits = hf(pixel_values=x).logits
+    err = (hf_logits - logits).abs().max().item()
+    assert err < 1e-4, f"{name}: transformers logits differ from torchvision by {err}"
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, path("_hf.safetensors"))
+
+
 def main() -> None:
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "fixtures"
     os.makedirs(out_dir, exist_ok=True)
@@ -98,10 +176,9 @@ def main() -> None:
             logits = model(x)
         reference["logits"][name] = logits.flatten().tolist()
         reference["logits_shape"][name] = list(logits.shape)
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        save_file(state, os.path.join(out_dir, f"{name}.safetensors"))
+        save_variants(name, model, x, logits, out_dir)
         print(
-            f"{name}: {len(state)} tensors, logits std {logits.std().item():.3f} "
+            f"{name}: {len(model.state_dict())} tensors, logits std {logits.std().item():.3f} "
             f"max |logit| {logits.abs().max().item():.3f}"
         )
 

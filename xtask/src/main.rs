@@ -38,6 +38,21 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy -D warnings over everything the tests build.
     Lint(BackendArgs),
+    /// Pretrained weights (.pth/.pt, .safetensors) -> a rekindle model file.
+    /// `cargo xtask import SRC -o OUT [--arch A] [--num-classes N] [--class-names FILE] [--allow-partial]`
+    #[command(disable_help_flag = true)]
+    Import {
+        /// Arguments for `rekindle-import import` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// A rekindle model file -> torchvision-layout safetensors. `cargo xtask export MODEL -o OUT`
+    #[command(disable_help_flag = true)]
+    Export {
+        /// Arguments for `rekindle-import export` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -350,6 +365,23 @@ fn parse_test_result(line: &str) -> Option<[u64; 3]> {
     Some(counts)
 }
 
+/// Builds and runs one of the workspace's binaries with the default (flex) backend.
+fn run_binary(package: &str, bin: &str, args: &[String]) -> Result<()> {
+    let env = base_env();
+    run(cargo(&env)
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--package",
+            package,
+            "--bin",
+            bin,
+            "--",
+        ])
+        .args(args))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -363,6 +395,16 @@ fn main() -> ExitCode {
                 .map(|_| ())
         }
         Cmd::Lint(a) => lint(a),
+        Cmd::Import { args } => run_binary(
+            "rekindle-import",
+            "rekindle-import",
+            &[vec!["import".into()], args].concat(),
+        ),
+        Cmd::Export { args } => run_binary(
+            "rekindle-import",
+            "rekindle-import",
+            &[vec!["export".into()], args].concat(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,116 @@
+//! `rekindle-import`: the command behind `cargo xtask import` and `cargo xtask export`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use rekindle_import::{ImportOptions, export_safetensors, import};
+use rekindle_model::{Arch, Backend, load_model, save_model};
+
+#[derive(Parser)]
+#[command(
+    name = "rekindle-import",
+    about = "Pretrained ResNet weights into rekindle, and back out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A PyTorch (.pth/.pt) or safetensors file -> a rekindle model file.
+    Import {
+        /// The weights file.
+        src: PathBuf,
+        /// The rekindle model file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Expected architecture (read from the file when not given).
+        #[arg(long)]
+        arch: Option<String>,
+        /// Classes of the head (read from the file when not given).
+        #[arg(long)]
+        num_classes: Option<usize>,
+        /// A text file with one class name per line, in logit order.
+        #[arg(long)]
+        class_names: Option<PathBuf>,
+        /// Load what fits and start the rest fresh, listing what was skipped.
+        #[arg(long)]
+        allow_partial: bool,
+    },
+    /// A rekindle model file -> safetensors in torchvision's layout and names.
+    Export {
+        /// The rekindle model file.
+        model: PathBuf,
+        /// The .safetensors file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn read_class_names(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading class names from {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // Conversion only moves tensors around: the CPU backend always does.
+    let device = Backend::Flex.device()?;
+    match cli.command {
+        Cmd::Import {
+            src,
+            output,
+            arch,
+            num_classes,
+            class_names,
+            allow_partial,
+        } => {
+            let start = Instant::now();
+            let options = ImportOptions {
+                arch: arch.map(|a| a.parse::<Arch>()).transpose()?,
+                num_classes,
+                class_names: class_names.as_deref().map(read_class_names).transpose()?,
+                allow_partial,
+            };
+            let imported = import(&src, &options, &device)?;
+            save_model(&output, &imported.model, &imported.metadata)?;
+            print!("{}", imported.report);
+            println!(
+                "wrote:        {} ({:.2} s)",
+                output.display(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+        Cmd::Export { model, output } => {
+            let (model_, metadata) = load_model(&model, &device)?;
+            let n = export_safetensors(&model_, &output)?;
+            println!(
+                "wrote {} ({} tensors): load it with torchvision.models.{}(num_classes={}) and load_state_dict(strict=True)",
+                output.display(),
+                n,
+                metadata.arch(),
+                metadata.head().num_classes
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Reading a weights file into named tensors, whatever its container.
+
+use std::io::Read;
+use std::path::Path;
+
+use rekindle_model::burn::store::burn_pack::Tensor as PackTensor;
+use rekindle_model::burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
+
+use crate::error::{Error, format_error};
+
+/// A weights container we recognise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// safetensors (torchvision/timm or Hugging Face names).
+    Safetensors,
+    /// `torch.save` output: zip (PyTorch >= 1.6), legacy pickle stream, or tar.
+    Pytorch,
+    /// An ONNX graph.
+    Onnx,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Safetensors => "safetensors",
+            Format::Pytorch => "PyTorch checkpoint",
+            Format::Onnx => "ONNX",
+        })
+    }
+}
+
+/// Tells the format from the file's first bytes (extensions lie; `.pt`, `.pth`, `.bin` and
+/// `.ckpt` are all used for the same thing).
+pub fn sniff(path: &Path) -> Result<Format, Error> {
+    let mut head = [0u8; 512];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| read_up_to(&mut f, &mut head))
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let head = &head[..n];
+    if n == 0 {
+        return Err(format_error(path, "the file is empty"));
+    }
+    // safetensors: an 8-byte little-endian header length, then a JSON object.
+    if n > 8 && head[8] == b'{' {
+        let len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+        if len > 1 && len < 100 << 20 {
+            return Ok(Format::Safetensors);
+        }
+    }
+    let is_zip = head.starts_with(b"PK\x03\x04");
+    let is_pickle = head.first() == Some(&0x80); // pickle PROTO opcode: legacy torch.save
+    let is_tar = n >= 262 && &head[257..262] == b"ustar";
+    if is_zip || is_pickle || is_tar {
+        return Ok(Format::Pytorch);
+    }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+    {
+        return Ok(Format::Onnx);
+    }
+    Err(format_error(
+        path,
+        "not a weights file we read: expected a PyTorch checkpoint (.pth/.pt: zip, legacy or tar), \
+         a .safetensors file or an .onnx graph",
+    ))
+}
+
+fn read_up_to(f: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..])? {
+            0 => break,
+            k => filled += k,
+        }
+    }
+    Ok(filled)
+}
+
+/// Every tensor of a safetensors or PyTorch file, with its key as written. Nothing is read
+/// from disk yet: the bytes come when a tensor is applied.
+pub fn read_tensors(path: &Path, format: Format) -> Result<Vec<PackTensor>, Error> {
+    let tensors: Vec<PackTensor> = match format {
+        Format::Safetensors => {
+            let mut store = SafetensorsStore::from_file(path);
+            store
+                .get_all_tensors()
+                .map(|t| t.values().cloned().collect())
+                .map_err(|e| format_error(path, format!("unreadable safetensors file: {e}")))
+        }
+        Format::Pytorch => {
+            // Keep the keys exactly as saved: we do our own mapping.
+            let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+            store
+                .get_all_tensors()
+                .map(|t| t.values().cloned().collect())
+                .map_err(|e| format_error(path, format!("unreadable PyTorch checkpoint: {e}")))
+        }
+        Format::Onnx => Err(format_error(
+            path,
+            "ONNX import is not available in this version yet; export the model from PyTorch \
+             as a state_dict (.pth) or safetensors instead",
+        )),
+    }?;
+    if tensors.is_empty() {
+        return Err(format_error(
+            path,
+            format!("a {format} file with no tensors in it"),
+        ));
+    }
+    Ok(tensors)
+}
