@@ -365,20 +365,12 @@ fn parse_test_result(line: &str) -> Option<[u64; 3]> {
     Some(counts)
 }
 
-/// Builds and runs one of the workspace's binaries with the default (flex) backend.
+/// Builds and runs one of the workspace's binaries with the default (flex) backend. Not quiet:
+/// the first build compiles Burn for several minutes, and cargo's progress says so.
 fn run_binary(package: &str, bin: &str, args: &[String]) -> Result<()> {
     let env = base_env();
     run(cargo(&env)
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--package",
-            package,
-            "--bin",
-            bin,
-            "--",
-        ])
+        .args(["run", "--release", "--package", package, "--bin", bin, "--"])
         .args(args))
 }
 
