@@ -13,6 +13,9 @@ Writes into OUT_DIR (default: ./fixtures), for NAME in resnet18 and resnet50:
       keys, "optimizer": SGD state with momentum buffers}.
   NAME_model_key.pth
       a timm-style checkpoint nesting the state_dict under "model".
+  resnet18_fp16.safetensors, resnet18_bf16.pth
+      half-precision copies, as timm and the Hub often publish them; their reference logits
+      (under those names in reference.json) are PyTorch's with the rounded weights in fp32.
   NAME_hf.safetensors
       the same weights under Hugging Face transformers' ResNetForImageClassification names;
       the script proves the renaming by loading them strictly into transformers' model and
@@ -146,6 +149,20 @@ def save_variants(name: str, model: torch.nn.Module, x: torch.Tensor, logits: to
     save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, path("_hf.safetensors"))
 
 
+def save_half_precision(model: torch.nn.Module, x: torch.Tensor, out_dir: str, reference: dict) -> None:
+    import copy
+
+    for dtype, tag, write in [
+        (torch.float16, "fp16", lambda st, p: save_file(st, p + ".safetensors")),
+        (torch.bfloat16, "bf16", lambda st, p: torch.save(st, p + ".pth")),
+    ]:
+        state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+        write(state, os.path.join(out_dir, f"resnet18_{tag}"))
+        rounded = copy.deepcopy(model).to(dtype).float().eval()
+        with torch.no_grad():
+            reference["logits"][f"resnet18_{tag}"] = rounded(x).flatten().tolist()
+
+
 def main() -> None:
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "fixtures"
     os.makedirs(out_dir, exist_ok=True)
@@ -177,6 +194,8 @@ def main() -> None:
         reference["logits"][name] = logits.flatten().tolist()
         reference["logits_shape"][name] = list(logits.shape)
         save_variants(name, model, x, logits, out_dir)
+        if name == "resnet18":
+            save_half_precision(model, x, out_dir, reference)
         print(
             f"{name}: {len(model.state_dict())} tensors, logits std {logits.std().item():.3f} "
             f"max |logit| {logits.abs().max().item():.3f}"

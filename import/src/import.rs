@@ -4,8 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use rekindle_model::burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter};
-use rekindle_model::burn::tensor::Device;
+use rekindle_model::burn::store::{
+    ApplyError, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+};
+use rekindle_model::burn::tensor::{DType, Device};
 use rekindle_model::file::check_applied;
 use rekindle_model::remap::{TORCHVISION_TO_REKINDLE, remap_key};
 use rekindle_model::{Arch, HeadConfig, ModelMetadata, Preprocess, ResNet, ResNetConfig};
@@ -56,6 +58,8 @@ pub struct Report {
     pub config: ResNetConfig,
     /// Number of tensors applied.
     pub applied: usize,
+    /// Float tensors stored in another precision, by dtype, widened to float32 on load.
+    pub cast: BTreeMap<String, usize>,
     /// Model tensors in the file that the model has no place for (BatchNorm step counters).
     pub unused: Vec<String>,
     /// Tensors outside the model's keys (optimizer state and the like).
@@ -123,7 +127,16 @@ pub fn import(path: &Path, options: &ImportOptions, device: &Device) -> Result<I
     for t in &mut tensors {
         t.name = remap_key(TORCHVISION_TO_REKINDLE, &t.name);
     }
-    let result = model.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    let mut cast = BTreeMap::new();
+    for t in tensors
+        .iter()
+        .filter(|t| t.dtype.is_float() && t.dtype != DType::F32)
+    {
+        *cast.entry(format!("{:?}", t.dtype)).or_insert(0) += 1;
+    }
+    // Half-precision checkpoints (common on the Hub) load into the float32 model.
+    let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+    let result = model.apply(tensors, None, Some(Box::new(adapter)), true);
     if !options.allow_partial
         && let Err(problems) = check_applied(&result)
     {
@@ -165,6 +178,7 @@ pub fn import(path: &Path, options: &ImportOptions, device: &Device) -> Result<I
         detected,
         config: config.clone(),
         applied: result.applied.len(),
+        cast,
         unused: result.unused,
         outside: norm.outside,
         skipped,
@@ -217,6 +231,9 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "classes:      {}", self.config.head.num_classes)?;
         writeln!(f, "applied:      {} tensors", self.applied)?;
+        for (dtype, n) in &self.cast {
+            writeln!(f, "precision:    {n} {dtype} tensors widened to F32")?;
+        }
         let (counters, other): (Vec<String>, Vec<String>) = self
             .unused
             .iter()

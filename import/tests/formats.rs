@@ -94,6 +94,38 @@ fn resnet50_every_source_matches_pytorch() {
 }
 
 #[test]
+fn half_precision_sources_load_into_float32() {
+    let r = reference();
+    for (file, dtype) in [
+        ("resnet18_fp16.safetensors", "F16"),
+        ("resnet18_bf16.pth", "BF16"),
+    ] {
+        let imported = import(
+            &fixtures().join(file),
+            &ImportOptions::default(),
+            &Device::flex(),
+        )
+        .unwrap();
+        let key = file.split('.').next().unwrap();
+        let err = max_diff(&logits(&imported.model, &r), &r.logits[key]);
+        println!("{file}: max abs diff vs PyTorch on the same rounded weights {err:.2e}");
+        assert!(err < 1e-4, "{file}: {err:e}");
+        assert_eq!(
+            imported.report.cast.get(dtype),
+            Some(&102),
+            "{}",
+            imported.report
+        );
+        assert!(
+            imported
+                .report
+                .to_string()
+                .contains(&format!("102 {dtype} tensors widened to F32"))
+        );
+    }
+}
+
+#[test]
 fn checkpoint_extras_are_reported_not_loaded() {
     let path = fixtures().join("resnet18_ddp_checkpoint.pth");
     let report = import(&path, &ImportOptions::default(), &Device::flex())
