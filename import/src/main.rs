@@ -81,7 +81,14 @@ fn run(cli: Cli) -> Result<()> {
                 class_names: class_names.as_deref().map(read_class_names).transpose()?,
                 allow_partial,
             };
-            let imported = import(&src, &options, &device)?;
+            let imported =
+                import(&src, &options, &device).map_err(|e| match (&e, &class_names) {
+                    // The library cannot know where the names came from; the CLI can.
+                    (rekindle_import::Error::Usage(m), Some(file)) if m.contains("class names") => {
+                        anyhow::anyhow!("{}: {m}", file.display())
+                    }
+                    _ => e.into(),
+                })?;
             save_model(&output, &imported.model, &imported.metadata)?;
             print!("{}", imported.report);
             println!(

@@ -401,4 +401,21 @@ fn the_cli_imports_and_exports() {
         stderr.contains("unknown architecture `resnet19`"),
         "{stderr}"
     );
+
+    let few = dir.path().join("three.txt");
+    std::fs::write(&few, "cat\ndog\nbird\n").unwrap();
+    let out = Command::new(exe)
+        .arg("import")
+        .arg(fixtures().join("resnet18.pth"))
+        .arg("-o")
+        .arg(dir.path().join("y.bpk"))
+        .arg("--class-names")
+        .arg(&few)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("three.txt: 3 class names given for a model with 1000 classes"),
+        "{stderr}"
+    );
 }
