@@ -120,7 +120,7 @@ pub fn import(path: &Path, options: &ImportOptions, device: &Device) -> Result<I
             )));
         }
         Some(names) => names.clone(),
-        None => (0..num_classes).map(|i| format!("class_{i}")).collect(),
+        None => ModelMetadata::default_class_names(num_classes),
     };
 
     let mut model = config.init(device);

@@ -80,10 +80,13 @@ impl ModelMetadata {
 
     /// ImageNet-style metadata with placeholder class names `class_0`, `class_1`, ...
     pub fn with_default_names(model: ResNetConfig) -> Self {
-        let names = (0..model.head.num_classes)
-            .map(|i| format!("class_{i}"))
-            .collect();
+        let names = Self::default_class_names(model.head.num_classes);
         Self::new(model, names, Preprocess::imagenet())
+    }
+
+    /// Placeholder names `class_0` ... for a model whose classes were never named.
+    pub fn default_class_names(num_classes: usize) -> Vec<String> {
+        (0..num_classes).map(|i| format!("class_{i}")).collect()
     }
 
     /// The architecture.

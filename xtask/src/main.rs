@@ -124,9 +124,7 @@ fn base_env() -> BTreeMap<String, String> {
             .to_string()
     });
     if Path::new(&libtorch).exists() {
-        let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-        env.insert("LD_LIBRARY_PATH".into(), format!("{libtorch}/lib:{ld}"));
-        env.insert("LIBTORCH".into(), libtorch);
+        use_libtorch(&mut env, libtorch);
     }
     // Mesa's Vulkan loader complains on every device open without a runtime dir (headless CI).
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
@@ -209,10 +207,17 @@ fn setup(env: &mut BTreeMap<String, String>) -> Result<()> {
         }
     }
     if let Some(lt) = env.get("LIBTORCH").cloned() {
-        let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-        env.insert("LD_LIBRARY_PATH".into(), format!("{lt}/lib:{ld}"));
+        use_libtorch(env, lt);
     }
     Ok(())
+}
+
+/// Points `tch` builds at LibTorch and puts its libraries on the loader path: the binaries
+/// burn-tch links carry no rpath.
+fn use_libtorch(env: &mut BTreeMap<String, String>, libtorch: String) {
+    let ld = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    env.insert("LD_LIBRARY_PATH".into(), format!("{libtorch}/lib:{ld}"));
+    env.insert("LIBTORCH".into(), libtorch);
 }
 
 /// Generates the PyTorch fixtures unless the ones on disk came from the same script.
