@@ -9,6 +9,7 @@ pub mod error;
 pub mod file;
 pub mod head;
 pub mod metadata;
+pub mod preprocess;
 pub mod remap;
 pub mod resnet;
 
