@@ -1,2 +1,21 @@
-//! rekindle-train: fine-tuning a rekindle ResNet on Burn's learner (strategies, optimisers,
-//! schedules, checkpoints). Depends on the model and import crates; filled by the train issues.
+//! rekindle-train: fine-tuning a rekindle ResNet on Burn's `SupervisedTraining`: a TOML config,
+//! image-folder and Fashion-MNIST data with seeded augmentation, full / partial / feature
+//! extraction fine-tuning, checkpoints with exact resume, CSV logs, plots, and the best model
+//! exported as a rekindle model file for `infer`.
+
+pub mod augment;
+pub mod config;
+pub mod dataset;
+pub mod demo;
+pub mod error;
+pub mod loader;
+pub mod optim;
+pub mod plot;
+pub mod progress;
+pub mod run;
+pub mod strategy;
+pub mod trainee;
+
+pub use config::TrainConfig;
+pub use error::TrainError;
+pub use run::{Outcome, train};

@@ -1,0 +1,366 @@
+//! One training run = one [`TrainConfig`]: a TOML file where every field has a default, plus
+//! command-line overrides. The effective config is saved in the run directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::TrainError;
+
+/// Everything a run needs; `TrainConfig::default()` is a sensible full fine-tune.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Where the starting weights come from and which head to put on.
+    pub model: ModelSection,
+    /// Which images, how they are split and transformed.
+    pub data: DataSection,
+    /// Optimisation: epochs, batch size, learning rate, strategy.
+    pub train: TrainSection,
+    /// Where the run writes, and on which backend it runs.
+    pub run: RunSection,
+}
+
+/// `[model]`: the starting point.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// `random`, a rekindle model file (`.bpk`), or a `.pth`/`.pt`/`.safetensors` file to import.
+    pub source: String,
+    /// Architecture for `random`, or to check an imported file against (empty: detect).
+    pub arch: String,
+    /// Width of an optional hidden layer in the new head.
+    pub head_hidden: Option<usize>,
+    /// Dropout before the new head's last layer.
+    pub head_dropout: f64,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            source: "random".into(),
+            arch: "resnet18".into(),
+            head_hidden: None,
+            head_dropout: 0.0,
+        }
+    }
+}
+
+/// The kind of dataset under `data.root`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataKind {
+    /// `root/<class>/*.png|jpg`, or `root/train/<class>/..` and `root/val/<class>/..`.
+    Folder,
+    /// The four IDX `.gz` files of Fashion-MNIST (Debian's `dataset-fashion-mnist`).
+    FashionMnist,
+}
+
+/// What to do with an image that cannot be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BadImage {
+    /// Leave it out, with a warning and a count.
+    Skip,
+    /// Stop before training, naming the file.
+    Fail,
+}
+
+/// `[data]`: the dataset and its transforms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataSection {
+    /// Dataset layout.
+    pub kind: DataKind,
+    /// Dataset directory.
+    pub root: PathBuf,
+    /// Use only these classes (names, or indices for Fashion-MNIST); empty: all.
+    pub classes: Vec<String>,
+    /// At most this many training images per class (few-label fine-tuning); 0: all.
+    pub train_per_class: usize,
+    /// At most this many validation images per class; 0: all.
+    pub val_per_class: usize,
+    /// Fraction held out for validation when the folder has no `val/` subfolder.
+    pub val_split: f64,
+    /// Shorter side before the centre crop (evaluation); default: the model's.
+    pub resize: Option<usize>,
+    /// Input side; default: the model's.
+    pub crop: Option<usize>,
+    /// Training augmentation: random resized crop and horizontal flip.
+    pub augment: bool,
+    /// Smallest area fraction of a random resized crop (torchvision: 0.08).
+    pub crop_scale_min: f64,
+    /// Probability of a horizontal flip.
+    pub hflip: f64,
+    /// Threads decoding and augmenting images; 0: one per core.
+    pub workers: usize,
+    /// Skip or fail on an unreadable image.
+    pub on_bad_image: BadImage,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        Self {
+            kind: DataKind::FashionMnist,
+            root: PathBuf::from("/usr/share/datasets/fashion-mnist"),
+            classes: Vec::new(),
+            train_per_class: 0,
+            val_per_class: 0,
+            val_split: 0.1,
+            resize: None,
+            crop: None,
+            augment: true,
+            crop_scale_min: 0.08,
+            hflip: 0.5,
+            workers: 0,
+            on_bad_image: BadImage::Skip,
+        }
+    }
+}
+
+/// How much of the pretrained network trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Every layer trains.
+    Full,
+    /// Only the new head trains; the backbone, BatchNorm statistics included, stays as loaded.
+    FeatureExtraction,
+    /// The stem and stages up to `freeze_to` stay frozen; the rest trains.
+    Partial,
+}
+
+/// The optimiser (PyTorch's defaults and meaning; the full catalog is issue 4's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// SGD with `momentum` (no dampening, as torch.optim.SGD).
+    Sgd,
+    /// AdamW (decoupled weight decay), eps 1e-8.
+    Adamw,
+}
+
+/// The learning-rate schedule, stepped per iteration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// The same rate throughout.
+    Constant,
+    /// Cosine annealing from `lr` to 0 over the run.
+    Cosine,
+}
+
+/// `[train]`: optimisation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainSection {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Seed of every random choice (init, split, shuffle, augmentation, dropout).
+    pub seed: u64,
+    /// Learning rate of the head (and of the backbone, times `backbone_lr_mult`).
+    pub lr: f64,
+    /// Backbone learning rate as a fraction of `lr` (1: one rate for all).
+    pub backbone_lr_mult: f64,
+    /// Optimiser.
+    pub optimizer: OptimizerKind,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Weight decay (L2 for SGD, decoupled for AdamW).
+    pub weight_decay: f64,
+    /// Learning-rate schedule.
+    pub schedule: ScheduleKind,
+    /// Which layers train.
+    pub strategy: Strategy,
+    /// Last frozen stage for `partial`: `stem`, `layer1` .. `layer4`.
+    pub freeze_to: String,
+    /// Backward passes summed before each optimiser step.
+    pub grad_accumulation: usize,
+    /// Stop after this many epochs without a better validation accuracy; 0: never.
+    pub early_stopping_patience: usize,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 5,
+            batch_size: 32,
+            seed: 42,
+            lr: 0.01,
+            backbone_lr_mult: 1.0,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 1e-4,
+            schedule: ScheduleKind::Cosine,
+            strategy: Strategy::Full,
+            freeze_to: "layer2".into(),
+            grad_accumulation: 1,
+            early_stopping_patience: 0,
+        }
+    }
+}
+
+/// `[run]`: output and hardware.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunSection {
+    /// Run directory: config copy, checkpoints, logs, plots, final model.
+    pub dir: PathBuf,
+    /// Backend: flex, ndarray, wgpu, tch, cuda.
+    pub backend: String,
+    /// Device indices; more than one trains data-parallel.
+    pub devices: Vec<usize>,
+}
+
+impl Default for RunSection {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("runs/train"),
+            backend: "flex".into(),
+            devices: vec![0],
+        }
+    }
+}
+
+/// Stage names `freeze_to` accepts, in network order.
+pub const STAGES: [&str; 5] = ["stem", "layer1", "layer2", "layer3", "layer4"];
+
+impl TrainConfig {
+    /// Reads a TOML config; an unknown key or a wrong type is an error naming it and the file.
+    pub fn from_file(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_toml(&text).map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses TOML text (see [`TrainConfig::from_file`]).
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The config as TOML, every field written out.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// Rejects impossible values before anything is loaded or trained.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let t = &self.train;
+        let bad = |msg: String| Err(TrainError::Config(msg));
+        if t.epochs == 0 {
+            return bad("train.epochs must be at least 1".into());
+        }
+        if t.batch_size == 0 {
+            return bad("train.batch_size must be at least 1".into());
+        }
+        if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= 1.0) {
+            return bad(format!("train.lr must be in (0, 1], got {}", t.lr));
+        }
+        if !(t.backbone_lr_mult.is_finite() && t.backbone_lr_mult > 0.0) {
+            return bad(format!(
+                "train.backbone_lr_mult must be positive, got {}",
+                t.backbone_lr_mult
+            ));
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            return bad(format!(
+                "train.momentum must be in [0, 1), got {}",
+                t.momentum
+            ));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return bad(format!(
+                "train.weight_decay must be >= 0, got {}",
+                t.weight_decay
+            ));
+        }
+        if t.grad_accumulation == 0 {
+            return bad("train.grad_accumulation must be at least 1".into());
+        }
+        if !STAGES.contains(&t.freeze_to.as_str()) {
+            return bad(format!(
+                "train.freeze_to `{}` is not a stage; valid ones: {}",
+                t.freeze_to,
+                STAGES.join(", ")
+            ));
+        }
+        let d = &self.data;
+        if !(0.0..1.0).contains(&d.val_split) {
+            return bad(format!(
+                "data.val_split must be in [0, 1), got {}",
+                d.val_split
+            ));
+        }
+        if !(d.crop_scale_min > 0.0 && d.crop_scale_min <= 1.0) {
+            return bad(format!(
+                "data.crop_scale_min must be in (0, 1], got {}",
+                d.crop_scale_min
+            ));
+        }
+        if !(0.0..=1.0).contains(&d.hflip) {
+            return bad(format!("data.hflip must be in [0, 1], got {}", d.hflip));
+        }
+        if let (Some(r), Some(c)) = (d.resize, d.crop)
+            && (c == 0 || r < c)
+        {
+            return bad(format!(
+                "data: need 0 < crop <= resize, got crop {c} and resize {r}"
+            ));
+        }
+        if !(0.0..1.0).contains(&self.model.head_dropout) {
+            return bad(format!(
+                "model.head_dropout must be in [0, 1), got {}",
+                self.model.head_dropout
+            ));
+        }
+        if self.run.devices.is_empty() {
+            return bad("run.devices must name at least one device".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() {
+        let c = TrainConfig::default();
+        c.validate().unwrap();
+        assert_eq!(TrainConfig::from_toml(&c.to_toml()).unwrap(), c);
+        assert_eq!(TrainConfig::from_toml("").unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = TrainConfig::from_toml("[train]\nepocs = 3\n").unwrap_err();
+        assert!(err.contains("epocs"), "{err}");
+        let err = TrainConfig::from_toml("[trian]\n").unwrap_err();
+        assert!(err.contains("trian"), "{err}");
+        let err = TrainConfig::from_toml("[train]\nstrategy = \"most\"\n").unwrap_err();
+        assert!(
+            err.contains("full") && err.contains("feature-extraction"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn impossible_values_are_refused() {
+        for (toml, word) in [
+            ("[train]\nlr = -0.1", "train.lr"),
+            ("[train]\nmomentum = 1.0", "train.momentum"),
+            ("[train]\nepochs = 0", "train.epochs"),
+            ("[train]\nfreeze_to = \"layer9\"", "layer9"),
+            ("[data]\nval_split = 1.5", "data.val_split"),
+            ("[data]\nresize = 16\ncrop = 32", "crop"),
+        ] {
+            let err = TrainConfig::from_toml(toml)
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(err.to_string().contains(word), "{toml}: {err}");
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! PNG plots of a run's loss, accuracy and learning rate, drawn from its CSV logs with
+//! plotters into an RGB buffer that the image crate encodes.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+use plotters::style::{FontStyle, register_font};
+
+use crate::progress::{EpochRow, read_epochs, read_steps};
+
+/// Fonts tried for the plot labels (Debian's fonts-dejavu-core, installed by `cargo xtask setup`).
+const FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+const SIZE: (u32, u32) = (900, 520);
+
+/// Registers a system font with plotters once; the error says which fonts were looked for.
+fn font() -> Result<(), String> {
+    static FONT: OnceLock<Result<(), String>> = OnceLock::new();
+    FONT.get_or_init(|| {
+        for path in FONTS {
+            if let Ok(bytes) = std::fs::read(path) {
+                // plotters keeps a 'static reference: the font lives as long as the process.
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return Ok(());
+                }
+            }
+        }
+        Err(format!(
+            "no font for plot labels (looked for {}); install fonts-dejavu-core",
+            FONTS.join(", ")
+        ))
+    })
+    .clone()
+}
+
+/// One line of a chart.
+struct Series {
+    label: String,
+    points: Vec<(f64, f64)>,
+    color: RGBColor,
+}
+
+/// Draws `series` into a PNG at `path`.
+fn chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), String> {
+    let pts = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .filter(|p| p.1.is_finite());
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in pts {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    if x0 > x1 {
+        return Err(format!("{title}: nothing to plot"));
+    }
+    if x1 - x0 < 1e-12 {
+        x1 = x0 + 1.0;
+    }
+    let pad = ((y1 - y0) * 0.05).max(1e-12);
+    let (y0, y1) = (y0 - pad, y1 + pad);
+    let mut buf = vec![255u8; (SIZE.0 * SIZE.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, SIZE).into_drawing_area();
+        let e = |e: &dyn std::fmt::Display| format!("{title}: {e}");
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 24))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|x| e(&x))?;
+        c.configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(|x| e(&x))?;
+        for s in series {
+            let color = s.color;
+            c.draw_series(LineSeries::new(
+                s.points.iter().copied().filter(|p| p.1.is_finite()),
+                color.stroke_width(2),
+            ))
+            .map_err(|x| e(&x))?
+            .label(s.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+    }
+    image::save_buffer(path, &buf, SIZE.0, SIZE.1, image::ColorType::Rgb8)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn epoch_series(
+    rows: &[EpochRow],
+    split: &str,
+    label: &str,
+    color: RGBColor,
+    f: fn(&EpochRow) -> f64,
+) -> Series {
+    Series {
+        label: label.into(),
+        points: rows
+            .iter()
+            .filter(|r| r.split == split)
+            .map(|r| (r.epoch as f64, f(r)))
+            .collect(),
+        color,
+    }
+}
+
+/// Writes `loss.png`, `accuracy.png` and `lr.png` into the run directory; returns their paths.
+pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    font()?;
+    let epochs = read_epochs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let steps = read_steps(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let per_epoch = steps.iter().filter(|s| s[1] == 1.0).count().max(1) as f64;
+    // Steps are placed on the epoch axis so that step and epoch curves share one chart.
+    let step_x = |s: &[f64; 5]| s[0] / per_epoch;
+    let mut out = Vec::new();
+    let loss = dir.join("loss.png");
+    chart(
+        &loss,
+        "Loss",
+        "epoch",
+        "cross-entropy",
+        &[
+            Series {
+                label: "train (per step)".into(),
+                points: steps.iter().map(|s| (step_x(s), s[2])).collect(),
+                color: RGBColor(170, 190, 230),
+            },
+            epoch_series(&epochs, "train", "train (epoch mean)", BLUE, |r| r.loss),
+            epoch_series(&epochs, "valid", "validation", RED, |r| r.loss),
+        ],
+    )?;
+    out.push(loss);
+    let acc = dir.join("accuracy.png");
+    chart(
+        &acc,
+        "Accuracy",
+        "epoch",
+        "top-1 accuracy (%)",
+        &[
+            epoch_series(&epochs, "train", "train", BLUE, |r| r.accuracy),
+            epoch_series(&epochs, "valid", "validation", RED, |r| r.accuracy),
+        ],
+    )?;
+    out.push(acc);
+    let lr = dir.join("lr.png");
+    chart(
+        &lr,
+        "Learning rate",
+        "epoch",
+        "learning rate",
+        &[Series {
+            label: "head".into(),
+            points: steps.iter().map(|s| (step_x(s), s[4])).collect(),
+            color: BLUE,
+        }],
+    )?;
+    out.push(lr);
+    Ok(out)
+}

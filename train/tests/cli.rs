@@ -1,0 +1,395 @@
+//! End-to-end tests through the `rekindle-train` binary: a full run's artefacts, exact resume
+//! after a kill, feature extraction leaving the backbone untouched, and bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use burn::store::ModuleSnapshot;
+use burn::tensor::Device;
+use image::{Rgb, RgbImage};
+use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_model};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rekindle-train"));
+    c.env(
+        "REKINDLE_CACHE",
+        std::env::temp_dir().join("rekindle-train-tests"),
+    );
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("start rekindle-train");
+    assert!(
+        out.status.success(),
+        "rekindle-train failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn run_err(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("start rekindle-train");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "expected a failure:\n{text}");
+    assert!(
+        !text.contains("panicked"),
+        "a panic instead of an error:\n{text}"
+    );
+    text
+}
+
+/// Three classes of 16x16 images told apart by colour, with some noise.
+fn image_folder(root: &Path, per_class: u32) {
+    let colours = [
+        ("red", [200u8, 30, 30]),
+        ("green", [30, 200, 30]),
+        ("blue", [30, 30, 200]),
+    ];
+    for (name, c) in colours {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = RgbImage::from_fn(16, 16, |x, y| {
+                let n = ((x * 7 + y * 13 + i * 31) % 40) as u8;
+                Rgb([
+                    c[0].saturating_add(n),
+                    c[1].saturating_add(n),
+                    c[2].saturating_add(n),
+                ])
+            });
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+fn write_config(path: &Path, text: &str) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+fn folder_config(data: &Path, run: &Path, extra: &str) -> String {
+    format!(
+        "[model]\nsource = \"random\"\narch = \"resnet18\"\n\
+         [data]\nkind = \"folder\"\nroot = \"{}\"\nval_split = 0.25\nresize = 16\ncrop = 16\ncrop_scale_min = 0.5\n\
+         [train]\nepochs = 2\nbatch_size = 8\nlr = 0.02\nseed = 3\n{extra}\n\
+         [run]\ndir = \"{}\"\n",
+        data.display(),
+        run.display()
+    )
+}
+
+/// Every tensor of a model, by name, as raw bytes.
+fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let (net, _) = load_model(path, &Device::flex()).unwrap();
+    let mut v: Vec<(String, Vec<u8>)> = net
+        .collect(None, None, false)
+        .into_iter()
+        .map(|s| (s.name.clone(), s.to_bytes().unwrap().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    image_folder(&data, 12);
+    let run = tmp.path().join("run");
+    let cfg = write_config(&tmp.path().join("c.toml"), &folder_config(&data, &run, ""));
+    let out = run_ok(bin().arg("run").arg("--config").arg(&cfg));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("<- best") && stdout.contains("valid acc"),
+        "{stdout}"
+    );
+    for f in [
+        "config.toml",
+        "metrics-steps.csv",
+        "metrics-epochs.csv",
+        "loss.png",
+        "accuracy.png",
+        "lr.png",
+        "model.bpk",
+        "checkpoint/model-2.bpk",
+        "checkpoint/optim-2.bpk",
+        "checkpoint/scheduler-2.bpk",
+    ] {
+        assert!(run.join(f).is_file(), "missing {f}");
+    }
+    let steps = std::fs::read_to_string(run.join("metrics-steps.csv")).unwrap();
+    // 27 training images in batches of 8: 4 steps per epoch, 2 epochs.
+    assert_eq!(steps.lines().count(), 1 + 8, "{steps}");
+    let epochs = std::fs::read_to_string(run.join("metrics-epochs.csv")).unwrap();
+    assert_eq!(epochs.lines().count(), 1 + 4, "{epochs}");
+    let png = image::open(run.join("loss.png")).unwrap();
+    assert!(png.width() > 100 && png.height() > 100);
+    // What infer will load: the model file with class names and preprocessing.
+    let (net, meta) = load_model(&run.join("model.bpk"), &Device::flex()).unwrap();
+    assert_eq!(meta.class_names, ["blue", "green", "red"]);
+    assert_eq!((meta.preprocess.resize, meta.preprocess.crop), (16, 16));
+    assert_eq!(net.config().head.num_classes, 3);
+    let saved = rekindle_train::TrainConfig::from_file(&run.join("config.toml")).unwrap();
+    assert_eq!(saved.train.epochs, 2);
+    // A second run into the same directory would mix two runs' checkpoints.
+    let err = run_err(bin().arg("run").arg("--config").arg(&cfg));
+    assert!(
+        err.contains("--resume") && err.contains("already holds"),
+        "{err}"
+    );
+}
+
+fn fmnist_config(run: &Path, extra: &str) -> String {
+    format!(
+        "[data]\nclasses = [\"Sneaker\", \"Bag\"]\ntrain_per_class = 96\nval_per_class = 16\nresize = 16\ncrop = 16\n\
+         [train]\nepochs = 3\nbatch_size = 16\nlr = 0.05\nseed = 9\n{extra}\n\
+         [run]\ndir = \"{}\"\n",
+        run.display()
+    )
+}
+
+fn step_rows(run: &Path) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(run.join("metrics-steps.csv"))
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .map(|v| v.parse().unwrap_or(f64::NAN))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let cfg = write_config(&tmp.path().join("a.toml"), &fmnist_config(&full, ""));
+    run_ok(bin().arg("run").arg("--config").arg(&cfg));
+
+    let cut = tmp.path().join("cut");
+    let cfg = write_config(&tmp.path().join("b.toml"), &fmnist_config(&cut, ""));
+    let mut child = bin()
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    // Kill during epoch 2, a few steps in (12 steps an epoch).
+    while !step_rows(&cut).iter().any(|r| r[0] == 2.0 && r[1] >= 3.0) {
+        assert!(Instant::now() < deadline, "the run never reached epoch 2");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        rekindle_train::run::last_checkpoint(&cut),
+        Some(1),
+        "not killed mid-epoch 2"
+    );
+    assert!(!cut.join("model.bpk").exists());
+
+    let out = run_ok(bin().arg("run").arg("--resume").arg(&cut));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    let (a, b) = (step_rows(&full), step_rows(&cut));
+    assert_eq!(a.len(), 36);
+    assert_eq!(a.len(), b.len(), "the resumed log has the same steps");
+    for (ra, rb) in a.iter().zip(&b) {
+        assert_eq!(ra[..2], rb[..2]);
+        // loss and learning rate at every step, before and after the interruption
+        assert!(
+            (ra[2] - rb[2]).abs() <= 1e-5 * ra[2].abs().max(1.0),
+            "loss {ra:?} vs {rb:?}"
+        );
+        assert!((ra[4] - rb[4]).abs() <= 1e-12, "lr {ra:?} vs {rb:?}");
+    }
+    let (wa, wb) = (
+        tensors(&full.join("model.bpk")),
+        tensors(&cut.join("model.bpk")),
+    );
+    assert_eq!(wa.len(), wb.len());
+    for ((na, da), (nb, db)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        let (fa, fb) = (floats(da), floats(db));
+        let worst = fa
+            .iter()
+            .zip(fb)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{na}: weights differ by {worst}");
+    }
+}
+
+/// A tensor's bytes read as little-endian f32 (a ResNet's tensors are all float32).
+fn floats(bytes: &[u8]) -> Vec<f32> {
+    assert_eq!(bytes.len() % 4, 0);
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+#[test]
+fn feature_extraction_moves_only_the_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    // A starting model with non-trivial BatchNorm statistics would make any drift visible;
+    // a freshly initialised one (mean 0, var 1) already moves on the first training batch.
+    let net = ResNetConfig::new(
+        rekindle_model::Arch::Resnet18,
+        rekindle_model::HeadConfig::new(4),
+    )
+    .init(&device);
+    let start = tmp.path().join("start.bpk");
+    let meta = ModelMetadata::new(
+        net.config(),
+        ModelMetadata::default_class_names(4),
+        Preprocess {
+            resize: 16,
+            crop: 16,
+            mean: [0.3; 3],
+            std: [0.3; 3],
+        },
+    );
+    save_model(&start, &net, &meta).unwrap();
+    let run = tmp.path().join("fe");
+    let cfg = write_config(
+        &tmp.path().join("fe.toml"),
+        &format!(
+            "[model]\nsource = \"{}\"\n{}",
+            start.display(),
+            fmnist_config(&run, "strategy = \"feature-extraction\"")
+                .replace("epochs = 3", "epochs = 1")
+        ),
+    );
+    run_ok(bin().arg("run").arg("--config").arg(&cfg));
+    let (before, after) = (tensors(&start), tensors(&run.join("model.bpk")));
+    let mut backbone = 0;
+    for ((n, a), (_, b)) in before.iter().zip(&after) {
+        if n.starts_with("head.") {
+            continue;
+        }
+        assert!(a == b, "{n} changed under feature extraction");
+        backbone += 1;
+    }
+    // ResNet-18: 20 convolutions and 20 BatchNorms (weight, bias, running mean and var).
+    assert_eq!(backbone, 100, "compared {backbone} backbone tensors");
+    let heads_after: Vec<_> = after
+        .iter()
+        .filter(|(n, _)| n.starts_with("head."))
+        .collect();
+    assert_eq!(heads_after.len(), 2);
+    // The head went from 4 classes to the dataset's 2, and trained.
+    let meta = rekindle_model::read_metadata(&run.join("model.bpk")).unwrap();
+    assert_eq!(meta.class_names, ["Sneaker", "Bag"]);
+    // mean/std come from the starting model, not from ImageNet
+    assert_eq!(meta.preprocess.mean, [0.3; 3]);
+}
+
+#[test]
+fn bad_input_is_named_without_a_panic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let typo = write_config(&tmp.path().join("typo.toml"), "[train]\nepocs = 3\n");
+    let err = run_err(bin().arg("run").arg("--config").arg(&typo));
+    assert!(err.contains("epocs") && err.contains("typo.toml"), "{err}");
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = run_err(
+        bin()
+            .args(["run", "--data-kind", "folder", "--data"])
+            .arg(&empty)
+            .arg("--run-dir")
+            .arg(tmp.path().join("r1")),
+    );
+    assert!(
+        err.contains("no class folders") && err.contains("empty"),
+        "{err}"
+    );
+
+    let one = tmp.path().join("one/cat");
+    std::fs::create_dir_all(&one).unwrap();
+    RgbImage::new(8, 8).save(one.join("a.png")).unwrap();
+    RgbImage::new(8, 8).save(one.join("b.png")).unwrap();
+    let err = run_err(
+        bin()
+            .args(["run", "--data-kind", "folder", "--data"])
+            .arg(tmp.path().join("one"))
+            .arg("--run-dir")
+            .arg(tmp.path().join("r2")),
+    );
+    assert!(err.contains("at least 2 classes"), "{err}");
+
+    let err = run_err(bin().args(["run", "--strategy", "most"]));
+    assert!(err.contains("feature-extraction"), "{err}");
+    let err = run_err(bin().args(["run", "--lr=-1"]));
+    assert!(err.contains("train.lr"), "{err}");
+    let err = run_err(
+        bin()
+            .args(["run", "--model"])
+            .arg(tmp.path().join("missing.pth"))
+            .arg("--run-dir")
+            .arg(tmp.path().join("r3")),
+    );
+    assert!(err.contains("missing.pth"), "{err}");
+    let err = run_err(
+        bin()
+            .arg("run")
+            .arg("--resume")
+            .arg(tmp.path().join("nothing")),
+    );
+    assert!(err.contains("nothing"), "{err}");
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_with_a_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let net = ResNetConfig::new(
+        rekindle_model::Arch::Resnet18,
+        rekindle_model::HeadConfig::new(2),
+    )
+    .init(&device);
+    // Poison one BatchNorm scale: every forward pass then produces NaN logits.
+    let mut net = net;
+    net.bn1.gamma = net.bn1.gamma.map(|g| g.mul_scalar(f32::NAN));
+    let start = tmp.path().join("nan.bpk");
+    let meta = ModelMetadata::new(
+        net.config(),
+        ModelMetadata::default_class_names(2),
+        Preprocess {
+            resize: 16,
+            crop: 16,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        },
+    );
+    save_model(&start, &net, &meta).unwrap();
+    let run = tmp.path().join("nan");
+    let cfg = write_config(
+        &tmp.path().join("nan.toml"),
+        &format!(
+            "[model]\nsource = \"{}\"\n{}",
+            start.display(),
+            fmnist_config(&run, "")
+        ),
+    );
+    let err = run_err(bin().arg("run").arg("--config").arg(&cfg));
+    assert!(err.contains("loss became NaN"), "{err}");
+    assert!(!run.join("model.bpk").exists());
+}
