@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what rekindle's tests need, idempotently: every step checks before it acts, so a warm
 # run costs a few seconds. Everything lands outside the clone, under $REKINDLE_CACHE.
-#   - Debian: Mesa's lavapipe (wgpu on the CPU) and the Fashion-MNIST dataset
+#   - Debian: Mesa's lavapipe (wgpu on the CPU), the Fashion-MNIST dataset, DejaVu fonts (plots)
 #   - a Python venv with torch 2.9.0 + torchvision 0.24.0 for the PyTorch reference fixtures
 #   - LibTorch 2.9.0 for the `tch` backend, taken from that venv's torch wheel (PyPI is the only
 #     place we can reach; the libtorch zip on pytorch.org is not), minus its CUDA libraries
 # Prints `export` lines for the caller (xtask) on the last lines of stdout.
+# `--system-only` stops after the Debian packages: what `cargo xtask train` needs.
 set -euo pipefail
 
 CACHE=${REKINDLE_CACHE:-$HOME/.cache/rekindle}
@@ -13,7 +14,7 @@ mkdir -p "$CACHE"
 log() { echo "[install] $*" >&2; }
 
 # --- 1. Debian packages -------------------------------------------------------------------
-apt_pkgs=(mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist)
+apt_pkgs=(mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist fonts-dejavu-core)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,6 +25,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -q >&2
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
+
+[ "${1:-}" = "--system-only" ] && exit 0
 
 # --- 2. Python venv for reference fixtures ------------------------------------------------
 VENV=$CACHE/venv

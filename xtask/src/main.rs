@@ -15,7 +15,7 @@ const ALL_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch", "cuda"];
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "rekindle's tasks: test, bench, setup, fixtures, lint"
+    about = "rekindle's tasks: train, test, bench, setup, fixtures, lint, import, export"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Fine-tune a ResNet. With no arguments: the transfer-learning demo on Fashion-MNIST.
+    /// `cargo xtask train [--backend B] [--config FILE] [--resume RUN_DIR] [--print-config] ...`
+    #[command(disable_help_flag = true)]
+    Train {
+        /// Arguments for `rekindle-train run` (`--help` lists them), or `demo [...]`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Install what the tests need (idempotent), generate fixtures, run the whole suite.
     Test(TestArgs),
     /// ResNet-50 inference and train-step throughput, optionally against PyTorch.
@@ -379,9 +387,66 @@ fn run_binary(package: &str, bin: &str, args: &[String]) -> Result<()> {
         .args(args))
 }
 
+/// The backend named by `--backend B` / `--backend=B` in pass-through arguments (default flex).
+fn backend_arg(args: &[String]) -> Result<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--backend" {
+            return it.next().cloned().context("--backend needs a value");
+        }
+        if let Some(v) = a.strip_prefix("--backend=") {
+            return Ok(v.to_string());
+        }
+    }
+    Ok("flex".into())
+}
+
+/// `cargo xtask train`: installs the system packages the demo needs (the dataset, fonts), builds
+/// `rekindle-train` with only the asked-for backend, and runs the demo or a run.
+fn train(args: Vec<String>) -> Result<()> {
+    let backend = backend_arg(&args)?;
+    feature_flags(std::slice::from_ref(&backend))?;
+    let mut env = base_env();
+    if backend == "tch" && !env.contains_key("LIBTORCH") {
+        setup(&mut env)?;
+    } else {
+        run(Command::new("bash")
+            .arg(root().join("scripts/install-deps.sh"))
+            .arg("--system-only")
+            .env("REKINDLE_CACHE", cache_dir()))?;
+    }
+    let only_backend = args
+        .iter()
+        .all(|a| a == "--backend" || a.starts_with("--backend=") || *a == backend);
+    let args: Vec<String> = if args.first().is_some_and(|a| a == "demo") {
+        args
+    } else if only_backend && !args.iter().any(|a| a == "--help" || a == "-h") {
+        ["demo".to_string(), "--backend".into(), backend.clone()].into()
+    } else {
+        [vec!["run".to_string()], args].concat()
+    };
+    run(cargo(&env)
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "rekindle-train",
+            "--bin",
+            "rekindle-train",
+        ])
+        .args([
+            "--no-default-features".to_string(),
+            "--features".into(),
+            format!("rekindle-train/{backend}"),
+            "--".into(),
+        ])
+        .args(&args))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Train { args } => train(args),
         Cmd::Test(a) => test(a),
         Cmd::Bench(a) => bench(a),
         Cmd::Setup => setup(&mut base_env()),
