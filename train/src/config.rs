@@ -27,7 +27,7 @@ pub struct TrainConfig {
 pub struct ModelSection {
     /// `random`, a rekindle model file (`.bpk`), or a `.pth`/`.pt`/`.safetensors` file to import.
     pub source: String,
-    /// Architecture for `random`, or to check an imported file against (empty: detect).
+    /// Architecture for `random` (empty: resnet18), or to check a file against (empty: detect).
     pub arch: String,
     /// Width of an optional hidden layer in the new head.
     pub head_hidden: Option<usize>,
@@ -39,7 +39,7 @@ impl Default for ModelSection {
     fn default() -> Self {
         Self {
             source: "random".into(),
-            arch: "resnet18".into(),
+            arch: String::new(),
             head_hidden: None,
             head_dropout: 0.0,
         }

@@ -53,7 +53,7 @@ impl Demo {
         c.data.resize = Some(32);
         c.data.crop = Some(32);
         c.data.crop_scale_min = 0.6;
-        c.train.epochs = 3;
+        c.train.epochs = 5;
         c.train.batch_size = 64;
         c.train.lr = 0.05;
         c.train.seed = 7;
