@@ -41,46 +41,43 @@ pub struct DemoReport {
 }
 
 impl Demo {
-    /// The pretraining run: half of Fashion-MNIST's classes.
-    pub fn pretrain_config(&self) -> TrainConfig {
+    /// What every demo run shares: a ResNet-18 from `source` on Fashion-MNIST `classes` at
+    /// 32x32, 200 validation images per class, written to `dir`.
+    fn base(&self, source: &str, classes: &[&str], dir: PathBuf) -> TrainConfig {
         let mut c = TrainConfig::default();
-        c.model.source = "random".into();
+        c.model.source = source.into();
         c.model.arch = "resnet18".into();
         c.data.kind = DataKind::FashionMnist;
-        c.data.classes = PRETRAIN_CLASSES.iter().map(|s| s.to_string()).collect();
-        c.data.train_per_class = 1200;
+        c.data.classes = classes.iter().map(|s| s.to_string()).collect();
         c.data.val_per_class = 200;
         c.data.resize = Some(32);
         c.data.crop = Some(32);
         c.data.crop_scale_min = 0.6;
+        c.run.backend = self.backend.clone();
+        c.run.dir = dir;
+        c
+    }
+
+    /// The pretraining run: half of Fashion-MNIST's classes.
+    pub fn pretrain_config(&self) -> TrainConfig {
+        let mut c = self.base("random", &PRETRAIN_CLASSES, self.cache.join("pretrain-run"));
+        c.data.train_per_class = 1200;
         c.train.epochs = 5;
         c.train.batch_size = 64;
         c.train.lr = 0.05;
         c.train.seed = 7;
-        c.run.backend = self.backend.clone();
-        c.run.dir = self.cache.join("pretrain-run");
         c
     }
 
     /// A fine-tuning run on the other half with few labels, from `source`.
     pub fn finetune_config(&self, source: &str, name: &str) -> TrainConfig {
-        let mut c = TrainConfig::default();
-        c.model.source = source.into();
-        c.model.arch = "resnet18".into();
-        c.data.kind = DataKind::FashionMnist;
-        c.data.classes = FINETUNE_CLASSES.iter().map(|s| s.to_string()).collect();
+        let mut c = self.base(source, &FINETUNE_CLASSES, self.out.join(name));
         c.data.train_per_class = self.labels_per_class;
-        c.data.val_per_class = 200;
-        c.data.resize = Some(32);
-        c.data.crop = Some(32);
-        c.data.crop_scale_min = 0.6;
         c.train.epochs = 10;
         c.train.batch_size = 10;
         c.train.lr = 0.03;
         c.train.strategy = Strategy::Full;
         c.train.seed = 11;
-        c.run.backend = self.backend.clone();
-        c.run.dir = self.out.join(name);
         c
     }
 
