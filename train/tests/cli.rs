@@ -244,6 +244,23 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// Saves `net` as a starting model file for 16x16 inputs with mean and std `norm`.
+fn save_start(path: &Path, net: &rekindle_model::ResNet, norm: f32) {
+    let classes = net.config().head.num_classes;
+    let pre = Preprocess {
+        resize: 16,
+        crop: 16,
+        mean: [norm; 3],
+        std: [norm; 3],
+    };
+    let meta = ModelMetadata::new(
+        net.config(),
+        ModelMetadata::default_class_names(classes),
+        pre,
+    );
+    save_model(path, net, &meta).unwrap();
+}
+
 #[test]
 fn feature_extraction_moves_only_the_head() {
     let tmp = tempfile::tempdir().unwrap();
@@ -256,17 +273,7 @@ fn feature_extraction_moves_only_the_head() {
     )
     .init(&device);
     let start = tmp.path().join("start.bpk");
-    let meta = ModelMetadata::new(
-        net.config(),
-        ModelMetadata::default_class_names(4),
-        Preprocess {
-            resize: 16,
-            crop: 16,
-            mean: [0.3; 3],
-            std: [0.3; 3],
-        },
-    );
-    save_model(&start, &net, &meta).unwrap();
+    save_start(&start, &net, 0.3);
     let run = tmp.path().join("fe");
     let cfg = write_config(
         &tmp.path().join("fe.toml"),
@@ -369,17 +376,7 @@ fn a_nan_loss_stops_the_run_with_a_message() {
     let mut net = net;
     net.bn1.gamma = net.bn1.gamma.map(|g| g.mul_scalar(f32::NAN));
     let start = tmp.path().join("nan.bpk");
-    let meta = ModelMetadata::new(
-        net.config(),
-        ModelMetadata::default_class_names(2),
-        Preprocess {
-            resize: 16,
-            crop: 16,
-            mean: [0.5; 3],
-            std: [0.5; 3],
-        },
-    );
-    save_model(&start, &net, &meta).unwrap();
+    save_start(&start, &net, 0.5);
     let run = tmp.path().join("nan");
     let cfg = write_config(
         &tmp.path().join("nan.toml"),
