@@ -128,6 +128,9 @@ pub enum Strategy {
     FeatureExtraction,
     /// The stem and stages up to `freeze_to` stay frozen; the rest trains.
     Partial,
+    /// Starts as feature extraction, then every `unfreeze_every` epochs one more stage trains,
+    /// from the top down (layer4, layer3, .., stem), as in ULMFiT.
+    Gradual,
 }
 
 /// The optimiser (PyTorch's defaults and meaning; the full catalog is issue 4's).
@@ -176,6 +179,8 @@ pub struct TrainSection {
     pub strategy: Strategy,
     /// Last frozen stage for `partial`: `stem`, `layer1` .. `layer4`.
     pub freeze_to: String,
+    /// Epochs between two unfreezings for `gradual`.
+    pub unfreeze_every: usize,
     /// Backward passes summed before each optimiser step.
     pub grad_accumulation: usize,
     /// Stop after this many epochs without a better validation accuracy; 0: never.
@@ -196,6 +201,7 @@ impl Default for TrainSection {
             schedule: ScheduleKind::Cosine,
             strategy: Strategy::Full,
             freeze_to: "layer2".into(),
+            unfreeze_every: 1,
             grad_accumulation: 1,
             early_stopping_patience: 0,
         }
@@ -274,6 +280,9 @@ impl TrainConfig {
                 "train.weight_decay must be >= 0, got {}",
                 t.weight_decay
             ));
+        }
+        if t.unfreeze_every == 0 {
+            return bad("train.unfreeze_every must be at least 1".into());
         }
         if t.grad_accumulation == 0 {
             return bad("train.grad_accumulation must be at least 1".into());

@@ -1,6 +1,6 @@
 //! rekindle-train: fine-tuning a rekindle ResNet on Burn's `SupervisedTraining`: a TOML config,
-//! image-folder and Fashion-MNIST data with seeded augmentation, full / partial / feature
-//! extraction fine-tuning, checkpoints with exact resume, CSV logs, plots, and the best model
+//! image-folder and Fashion-MNIST data with seeded augmentation, full / partial / gradual /
+//! feature-extraction fine-tuning, checkpoints with exact resume, CSV logs, plots, and the best model
 //! exported as a rekindle model file for `infer`.
 
 pub mod augment;

@@ -70,7 +70,7 @@ struct RunArgs {
     /// Learning rate (train.lr).
     #[arg(long)]
     lr: Option<f64>,
-    /// full, feature-extraction or partial (train.strategy).
+    /// full, feature-extraction, partial or gradual (train.strategy).
     #[arg(long, value_parser = parse_strategy)]
     strategy: Option<Strategy>,
     /// Last frozen stage for `partial`: stem, layer1..layer4 (train.freeze_to).
@@ -107,7 +107,9 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
     TrainConfig::from_toml(&format!("[train]\nstrategy = \"{s}\""))
         .map(|c| c.train.strategy)
         .map_err(|_| {
-            format!("unknown strategy `{s}`; valid ones: full, feature-extraction, partial")
+            format!(
+                "unknown strategy `{s}`; valid ones: full, feature-extraction, partial, gradual"
+            )
         })
 }
 

@@ -21,7 +21,7 @@ use burn::train::{
 use rekindle_model::{Arch, Backend, HeadConfig, ModelMetadata, Preprocess, ResNet, ResNetConfig};
 
 use crate::augment::Augment;
-use crate::config::TrainConfig;
+use crate::config::{Strategy, TrainConfig};
 use crate::dataset::Dataset;
 use crate::error::TrainError;
 use crate::loader::EpochLoader;
@@ -214,9 +214,10 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
     let classes = data.class_names.clone();
     // Parameters must be created on the autodiff device to be tracked by the learner.
     let (net, preprocess) = starting_model(cfg, classes.len(), &device.clone().autodiff())?;
-    let net = strategy::apply(net, cfg.train.strategy, &cfg.train.freeze_to);
     let model = Trainee { net };
     let (n_train, n_val) = (data.train.len(), data.val.len());
+    let t = &cfg.train;
+    let phases = strategy::phases(t);
     eprintln!(
         "{}: {n_train} training and {n_val} validation images of {} classes, \
          {}x{} input, {} on {}",
@@ -224,122 +225,143 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
         classes.len(),
         preprocess.crop,
         preprocess.crop,
-        match cfg.train.strategy {
-            crate::config::Strategy::Full => "full fine-tuning".to_string(),
-            crate::config::Strategy::FeatureExtraction => "feature extraction".to_string(),
-            crate::config::Strategy::Partial =>
-                format!("partial fine-tuning (frozen up to {})", cfg.train.freeze_to),
+        match t.strategy {
+            Strategy::Gradual => format!(
+                "gradual unfreezing (one more stage every {} epoch(s), {} phases)",
+                t.unfreeze_every,
+                phases.len()
+            ),
+            _ => strategy::describe(phases[0].depth),
         },
         backend.name()
     );
 
-    let t = &cfg.train;
     let batches = n_train.div_ceil(t.batch_size);
     let steps = t.epochs * batches.div_ceil(t.grad_accumulation);
-    let optimizer = optim::optimizer(t);
-    let scheduler = optim::scheduler(t, steps, strategy::backbone_group(&model))?;
-
     let data = Arc::new(data);
     let augment = cfg.data.augment.then_some(Augment {
         size: preprocess.crop as u32,
         scale_min: cfg.data.crop_scale_min,
         hflip: cfg.data.hflip,
     });
-    let train_loader = EpochLoader::train(
-        data.clone(),
-        data.train.clone(),
-        t.batch_size,
-        preprocess.clone(),
-        augment,
-        t.seed,
-        start_epoch + 1,
-        cfg.data.workers,
-        device.clone(),
-    );
-    let valid_loader = EpochLoader::eval(
-        data.clone(),
-        data.val.clone(),
-        t.batch_size,
-        preprocess.clone(),
-        cfg.data.workers,
-        device.clone(),
-    );
-
-    let interrupter = Interrupter::new();
-    *current_run().lock().unwrap_or_else(|e| e.into_inner()) = Some(interrupter.clone());
     let shared = Arc::new(Mutex::new(Shared::default()));
-    let renderer = Renderer::new(&dir, start_epoch, interrupter.clone(), shared.clone())
-        .map_err(|e| TrainError::io(&dir, e))?;
-    let top_k = classes.len().min(5);
-    let mut training =
-        SupervisedTraining::new(&dir, Arc::new(train_loader), Arc::new(valid_loader))
-            .metrics((
-                LossMetric::new(),
-                AccuracyMetric::new(),
-                TopKAccuracyMetric::new(top_k),
-            ))
-            .metric_train_numeric(LearningRateMetric::new())
-            .with_default_checkpointers()
-            .with_checkpointing_strategy(
-                ComposedCheckpointingStrategy::builder()
-                    .add(KeepLastNCheckpoints::new(1))
-                    .add(MetricCheckpointingStrategy::new(
-                        &AccuracyMetric::new(),
-                        Aggregate::Mean,
-                        Direction::Highest,
-                        Split::Valid,
-                    ))
-                    .build(),
-            )
-            .renderer(Box::new(renderer))
-            .with_interrupter(interrupter.clone())
-            .num_epochs(t.epochs);
-    if t.grad_accumulation > 1 {
-        training = training.grads_accumulation(t.grad_accumulation);
-    }
-    if t.early_stopping_patience > 0 {
-        training = training.early_stopping(MetricEarlyStoppingStrategy::new(
-            &AccuracyMetric::new(),
-            Aggregate::Mean,
-            Direction::Highest,
-            Split::Valid,
-            StoppingCondition::NoImprovementSince {
-                n_epochs: t.early_stopping_patience,
-            },
-        ));
-    }
-    if devices.len() > 1 {
-        training = training.with_training_strategy(
-            ExecutionStrategy::multi(devices.clone(), MultiDeviceOptim::OptimMainDevice).into(),
+
+    // Burn's learner freezes a module for a whole launch, so each phase of constant frozen
+    // depth is one launch that resumes from the previous phase's checkpoint: the same path as
+    // `--resume`, so an interrupted gradual run continues exactly too.
+    for phase in phases.iter().filter(|p| p.last > start_epoch) {
+        let first = phase.first.max(start_epoch + 1);
+        if phases.len() > 1 {
+            eprintln!(
+                "epochs {first}-{}: {}",
+                phase.last,
+                strategy::describe(phase.depth)
+            );
+        }
+        let model = Trainee {
+            net: strategy::apply(model.net.clone(), phase.depth),
+        };
+        let optimizer = optim::optimizer(t);
+        let scheduler = optim::scheduler(t, steps, strategy::backbone_group(&model))?;
+        let train_loader = EpochLoader::train(
+            data.clone(),
+            data.train.clone(),
+            t.batch_size,
+            preprocess.clone(),
+            augment,
+            t.seed,
+            first,
+            cfg.data.workers,
+            device.clone(),
         );
-    }
-    if start_epoch > 0 {
-        training = training.checkpoint(start_epoch);
-    }
+        let valid_loader = EpochLoader::eval(
+            data.clone(),
+            data.val.clone(),
+            t.batch_size,
+            preprocess.clone(),
+            cfg.data.workers,
+            device.clone(),
+        );
 
-    let result = training.launch(Learner::new(model.clone(), optimizer, scheduler));
-    *current_run().lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let interrupter = Interrupter::new();
+        *current_run().lock().unwrap_or_else(|e| e.into_inner()) = Some(interrupter.clone());
+        let renderer = Renderer::new(&dir, first - 1, interrupter.clone(), shared.clone())
+            .map_err(|e| TrainError::io(&dir, e))?;
+        let top_k = classes.len().min(5);
+        let mut training =
+            SupervisedTraining::new(&dir, Arc::new(train_loader), Arc::new(valid_loader))
+                .metrics((
+                    LossMetric::new(),
+                    AccuracyMetric::new(),
+                    TopKAccuracyMetric::new(top_k),
+                ))
+                .metric_train_numeric(LearningRateMetric::new())
+                .with_default_checkpointers()
+                .with_checkpointing_strategy(
+                    ComposedCheckpointingStrategy::builder()
+                        .add(KeepLastNCheckpoints::new(1))
+                        .add(MetricCheckpointingStrategy::new(
+                            &AccuracyMetric::new(),
+                            Aggregate::Mean,
+                            Direction::Highest,
+                            Split::Valid,
+                        ))
+                        .build(),
+                )
+                .renderer(Box::new(renderer))
+                .with_interrupter(interrupter.clone())
+                .num_epochs(phase.last);
+        if t.grad_accumulation > 1 {
+            training = training.grads_accumulation(t.grad_accumulation);
+        }
+        if t.early_stopping_patience > 0 {
+            training = training.early_stopping(MetricEarlyStoppingStrategy::new(
+                &AccuracyMetric::new(),
+                Aggregate::Mean,
+                Direction::Highest,
+                Split::Valid,
+                StoppingCondition::NoImprovementSince {
+                    n_epochs: t.early_stopping_patience,
+                },
+            ));
+        }
+        if devices.len() > 1 {
+            training = training.with_training_strategy(
+                ExecutionStrategy::multi(devices.clone(), MultiDeviceOptim::OptimMainDevice).into(),
+            );
+        }
+        if first > 1 {
+            training = training.checkpoint(first - 1);
+        }
 
-    let stop_reason = shared
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .stop_reason
-        .clone();
-    if let Some(reason) = stop_reason {
-        return Err(TrainError::Stopped(reason));
-    }
-    if let Some(err) = result.error {
-        return Err(TrainError::Stopped(format!(
-            "{err}; the last complete checkpoint in {} is kept (resume with --resume)",
-            dir.join("checkpoint").display()
-        )));
-    }
-    if let Some(i) = result.interrupted {
-        return Err(TrainError::Stopped(format!(
-            "{}; resume with --resume {}",
-            i.reason.unwrap_or_else(|| "interrupted".into()),
-            dir.display()
-        )));
+        let result = training.launch(Learner::new(model, optimizer, scheduler));
+        *current_run().lock().unwrap_or_else(|e| e.into_inner()) = None;
+
+        let stop_reason = shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop_reason
+            .clone();
+        if let Some(reason) = stop_reason {
+            return Err(TrainError::Stopped(reason));
+        }
+        if let Some(err) = result.error {
+            return Err(TrainError::Stopped(format!(
+                "{err}; the last complete checkpoint in {} is kept (resume with --resume)",
+                dir.join("checkpoint").display()
+            )));
+        }
+        if let Some(i) = result.interrupted {
+            return Err(TrainError::Stopped(format!(
+                "{}; resume with --resume {}",
+                i.reason.unwrap_or_else(|| "interrupted".into()),
+                dir.display()
+            )));
+        }
+        if last_checkpoint(&dir) != Some(phase.last) {
+            // Early stopping ended the phase before its last epoch: the run is over.
+            break;
+        }
     }
 
     // Best epoch by exact validation accuracy among the checkpoints kept on disk.

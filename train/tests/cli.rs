@@ -308,6 +308,133 @@ fn feature_extraction_moves_only_the_head() {
     assert_eq!(meta.preprocess.mean, [0.3; 3]);
 }
 
+/// Every tensor of a training checkpoint (`checkpoint/model-N.bpk`), by name, as raw bytes.
+fn checkpoint_tensors(path: &Path, like: &rekindle_model::ResNet) -> Vec<(String, Vec<u8>)> {
+    use burn::module::Module;
+    let record = burn::store::ModuleRecord::load(path).unwrap();
+    let trainee = rekindle_train::trainee::Trainee { net: like.clone() }.load_record(record);
+    let mut v: Vec<(String, Vec<u8>)> = trainee
+        .net
+        .collect(None, None, false)
+        .into_iter()
+        .map(|s| (s.name.clone(), s.to_bytes().unwrap().to_vec()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn gradual_unfreezing_thaws_layer4_after_the_first_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let net = ResNetConfig::new(
+        rekindle_model::Arch::Resnet18,
+        rekindle_model::HeadConfig::new(2),
+    )
+    .init(&device);
+    let start = tmp.path().join("start.bpk");
+    save_start(&start, &net, 0.3);
+    let run = tmp.path().join("gradual");
+    let cfg = write_config(
+        &tmp.path().join("g.toml"),
+        &format!(
+            "[model]\nsource = \"{}\"\n{}",
+            start.display(),
+            fmnist_config(&run, "strategy = \"gradual\"\nunfreeze_every = 1")
+                .replace("epochs = 3", "epochs = 2")
+        ),
+    );
+    let out = run_ok(bin().arg("run").arg("--config").arg(&cfg));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("epochs 1-1: feature extraction")
+            && log.contains("epochs 2-2: stem+layer1+layer2+layer3 frozen, layer4 train"),
+        "{log}"
+    );
+    // Epoch 2 ran in a second launch, resumed from epoch 1's checkpoint with layer4 thawed.
+    let before = tensors(&start);
+    let after = checkpoint_tensors(&run.join("checkpoint/model-2.bpk"), &net);
+    assert_eq!(before.len(), after.len());
+    let (mut frozen, mut moved) = (0, 0);
+    for ((n, a), (m, b)) in before.iter().zip(&after) {
+        assert_eq!(n, m);
+        if n.starts_with("head.") {
+            continue;
+        }
+        if n.starts_with("layer4.") {
+            // weights and BatchNorm statistics of the thawed stage all trained
+            assert!(a != b, "{n} did not move once thawed");
+            moved += 1;
+        } else {
+            assert!(a == b, "{n} changed while frozen");
+            frozen += 1;
+        }
+    }
+    // layer4 of ResNet-18: 2 blocks of 2 conv+BN, and a downsample conv+BN: 5 x (1 + 4) tensors
+    assert_eq!((frozen, moved), (75, 25));
+    // Both epochs are logged once each, and the run exported its best epoch.
+    let epochs = std::fs::read_to_string(run.join("metrics-epochs.csv")).unwrap();
+    assert_eq!(epochs.lines().filter(|l| l.contains(",valid,")).count(), 2);
+    assert!(run.join("model.bpk").exists());
+}
+
+#[test]
+fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let cfg = write_config(
+        &tmp.path().join("d.toml"),
+        &fmnist_config(&run, "schedule = \"constant\"").replace("epochs = 3", "epochs = 1"),
+    );
+    run_ok(bin().arg("run").arg("--config").arg(&cfg));
+    let ckpt = run.join("checkpoint");
+    let read = |e: usize| {
+        ["model", "optim", "scheduler"]
+            .map(|k| std::fs::read(ckpt.join(format!("{k}-{e}.bpk"))).unwrap())
+    };
+    let epoch1 = read(1);
+
+    // Epoch 2 under a 1 MiB file-size limit: writing its 45 MB checkpoint fails part-way, as on
+    // a full disk (EFBIG instead of ENOSPC; SIGXFSZ ignored so that the write returns the error).
+    let limited = "trap '' XFSZ; ulimit -f 1024; exec \"$0\" run --resume \"$1\" --epochs 2";
+    let err = run_err(
+        Command::new("bash")
+            .arg("-c")
+            .arg(limited)
+            .arg(env!("CARGO_BIN_EXE_rekindle-train"))
+            .arg(&run),
+    );
+    assert!(
+        err.contains("model-2.bpk") && err.contains("File too large") && err.contains("--resume"),
+        "{err}"
+    );
+    // No half-written file under a checkpoint's name; epoch 1 is intact and still the resume point.
+    assert!(!ckpt.join("model-2.bpk").exists());
+    assert_eq!(read(1), epoch1);
+    assert_eq!(rekindle_train::run::last_checkpoint(&run), Some(1));
+    let leftovers: Vec<_> = std::fs::read_dir(&ckpt)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+
+    // With space again, the same command finishes the run from epoch 1's checkpoint.
+    let out = run_ok(
+        bin()
+            .arg("run")
+            .arg("--resume")
+            .arg(&run)
+            .arg("--epochs")
+            .arg("2"),
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
+    assert_eq!(rekindle_train::run::last_checkpoint(&run), Some(2));
+    let epochs = std::fs::read_to_string(run.join("metrics-epochs.csv")).unwrap();
+    assert_eq!(epochs.lines().filter(|l| l.contains(",valid,")).count(), 2);
+    rekindle_model::read_metadata(&run.join("model.bpk")).unwrap();
+}
+
 #[test]
 fn bad_input_is_named_without_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
