@@ -436,6 +436,30 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
 }
 
 #[test]
+fn data_parallel_training_runs_on_two_device_slots() {
+    // The machine has one CPU device; listing it twice still runs Burn's multi-device
+    // strategy (two workers, gradients gathered on the main device), the path a GPU box takes.
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("dp");
+    let cfg = write_config(
+        &tmp.path().join("dp.toml"),
+        &fmnist_config(&run, "").replace("epochs = 3", "epochs = 2"),
+    );
+    run_ok(
+        bin()
+            .arg("run")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--devices", "0,0"]),
+    );
+    let rows = step_rows(&run);
+    assert_eq!(rows.len(), 24, "12 steps an epoch for 2 epochs");
+    assert!(rows.iter().all(|r| r[2].is_finite()));
+    let meta = rekindle_model::read_metadata(&run.join("model.bpk")).unwrap();
+    assert_eq!(meta.class_names, ["Sneaker", "Bag"]);
+}
+
+#[test]
 fn bad_input_is_named_without_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let typo = write_config(&tmp.path().join("typo.toml"), "[train]\nepocs = 3\n");
