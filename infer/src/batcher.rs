@@ -1,0 +1,260 @@
+//! Dynamic batching for the service: requests are preprocessed concurrently, then queued for
+//! one model thread that runs them together. The thread takes whatever is queued and waits (up
+//! to `max_wait`) only while other requests are still being preprocessed, so a lone request
+//! pays no wait and a busy service runs full batches.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::{Classifier, Prediction};
+
+/// A prediction and the size of the batch it ran in.
+#[derive(Clone, Debug)]
+pub struct Batched {
+    /// The top-k labels.
+    pub prediction: Prediction,
+    /// How many images shared the forward pass.
+    pub batch: usize,
+}
+
+/// Why a queued request got no prediction.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BatchError {
+    /// The model thread is gone (shutting down).
+    #[error("the model is shutting down")]
+    Closed,
+    /// The forward pass failed; the message says how.
+    #[error("inference failed: {0}")]
+    Failed(String),
+}
+
+struct Job {
+    pixels: Vec<f32>,
+    top_k: usize,
+    reply: oneshot::Sender<Result<Batched, BatchError>>,
+}
+
+/// Counters the service reports.
+#[derive(Debug, Default, Serialize)]
+pub struct Stats {
+    /// Forward passes run.
+    pub batches: AtomicU64,
+    /// Images predicted.
+    pub images: AtomicU64,
+    /// Largest batch so far.
+    pub largest_batch: AtomicU64,
+}
+
+/// Handle to the model thread; cheap to share between request handlers.
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+    preparing: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
+    /// Most images in one forward pass.
+    pub max_batch: usize,
+    /// Longest wait for more images once one is queued.
+    pub max_wait: Duration,
+}
+
+/// Marks a request as being preprocessed, so the model thread may wait for it.
+pub struct Preparing(Arc<AtomicUsize>);
+
+impl Drop for Preparing {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Batcher {
+    /// Starts the model thread, which owns `classifier` until every handle is dropped.
+    pub fn spawn(
+        classifier: Classifier,
+        max_batch: usize,
+        max_wait: Duration,
+    ) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let preparing = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(Stats::default());
+        let max_batch = max_batch.max(1);
+        let worker = {
+            let preparing = preparing.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("rekindle-model".into())
+                .spawn(move || run(classifier, rx, preparing, stats, max_batch, max_wait))
+                .expect("spawn the model thread")
+        };
+        (
+            Self {
+                tx,
+                preparing,
+                stats,
+                max_batch,
+                max_wait,
+            },
+            worker,
+        )
+    }
+
+    /// Call before preprocessing a request; drop the guard once it is queued or abandoned.
+    pub fn preparing(&self) -> Preparing {
+        self.preparing.fetch_add(1, Ordering::SeqCst);
+        Preparing(self.preparing.clone())
+    }
+
+    /// Queues one preprocessed image and waits for its prediction.
+    pub async fn predict(
+        &self,
+        pixels: Vec<f32>,
+        top_k: usize,
+        guard: Preparing,
+    ) -> Result<Batched, BatchError> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.send(Job {
+            pixels,
+            top_k,
+            reply,
+        });
+        // Queued first, then no longer "preparing": the model thread never misses it.
+        drop(guard);
+        sent.map_err(|_| BatchError::Closed)?;
+        answer.await.map_err(|_| BatchError::Closed)?
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+}
+
+fn run(
+    classifier: Classifier,
+    rx: mpsc::Receiver<Job>,
+    preparing: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
+    max_batch: usize,
+    max_wait: Duration,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        let deadline = Instant::now() + max_wait;
+        while jobs.len() < max_batch {
+            match rx.try_recv() {
+                Ok(j) => {
+                    jobs.push(j);
+                    continue;
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {}
+            }
+            if preparing.load(Ordering::SeqCst) == 0 {
+                // A request queues before it stops counting as preparing, so one that just
+                // finished is in the channel now: take it rather than leave it for a batch of 1.
+                while jobs.len() < max_batch
+                    && let Ok(j) = rx.try_recv()
+                {
+                    jobs.push(j);
+                }
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match rx.recv_timeout((deadline - now).min(Duration::from_millis(1))) {
+                Ok(j) => jobs.push(j),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let n = jobs.len();
+        let k = jobs.iter().map(|j| j.top_k).max().unwrap_or(1);
+        let mut pixels = Vec::with_capacity(jobs.iter().map(|j| j.pixels.len()).sum());
+        for j in &mut jobs {
+            pixels.append(&mut j.pixels);
+        }
+        // A panic inside a backend must not take the service down with it.
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| classifier.predict_pixels(pixels, n, k)));
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.images.fetch_add(n as u64, Ordering::Relaxed);
+        stats.largest_batch.fetch_max(n as u64, Ordering::Relaxed);
+        match result {
+            Ok(predictions) => {
+                for (job, mut p) in jobs.into_iter().zip(predictions) {
+                    p.top.truncate(job.top_k.max(1));
+                    let _ = job.reply.send(Ok(Batched {
+                        prediction: p,
+                        batch: n,
+                    }));
+                }
+            }
+            Err(panic) => {
+                let msg = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "the backend panicked".into());
+                tracing::error!(batch = n, error = %msg, "forward pass failed");
+                for job in jobs {
+                    let _ = job.reply.send(Err(BatchError::Failed(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classifier::tests::small;
+    use image::{DynamicImage, Rgb, RgbImage};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_batches_and_get_their_own_answer() {
+        let c = small();
+        let images: Vec<DynamicImage> = (0..12u32)
+            .map(|i| {
+                DynamicImage::ImageRgb8(RgbImage::from_fn(24, 24, |x, y| {
+                    Rgb([(x * i) as u8, (y * 9 + i) as u8, (i * 20) as u8])
+                }))
+            })
+            .collect();
+        let want = c.predict_images(&images, 3);
+        let pixels: Vec<Vec<f32>> = images.iter().map(|i| c.preprocess(i)).collect();
+        let (batcher, worker) = Batcher::spawn(c, 8, Duration::from_millis(500));
+        let batcher = Arc::new(batcher);
+        // All twelve are "being preprocessed" before any is queued: the model thread waits
+        // for them, so they run as a batch of 8 and one of 4.
+        let guards: Vec<_> = (0..12).map(|_| batcher.preparing()).collect();
+        let tasks: Vec<_> = pixels
+            .into_iter()
+            .zip(guards)
+            .map(|(p, g)| {
+                let b = batcher.clone();
+                tokio::spawn(async move { b.predict(p, 3, g).await })
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        for (t, w) in tasks.into_iter().zip(&want) {
+            let got = t.await.unwrap().unwrap();
+            sizes.push(got.batch);
+            assert_eq!(got.prediction.top.len(), 3);
+            for (a, b) in got.prediction.top.iter().zip(&w.top) {
+                assert_eq!(a.index, b.index);
+                assert!((a.probability - b.probability).abs() < 1e-5);
+            }
+        }
+        assert!(sizes.iter().all(|&s| s == 8 || s == 4), "{sizes:?}");
+        assert_eq!(batcher.stats().largest_batch.load(Ordering::Relaxed), 8);
+        drop(batcher);
+        worker.join().unwrap();
+    }
+}

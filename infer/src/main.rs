@@ -1,0 +1,270 @@
+//! `rekindle-infer`: predict with a rekindle model file from the command line (`predict`), or
+//! serve it over HTTP (`serve`). Reached as `cargo xtask infer` and `cargo xtask serve`.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rekindle_infer::batcher::Batcher;
+use rekindle_infer::server::{App, serve, shutdown_signal};
+use rekindle_infer::{Classifier, Limits, Prediction};
+use rekindle_model::Backend;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "rekindle-infer",
+    about = "Predict with a fine-tuned rekindle model, or serve it"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Top-k classes for image files and folders of images.
+    Predict(PredictArgs),
+    /// An HTTP service: POST /v1/predict, GET /v1/model, GET /healthz.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A rekindle model file (`model.bpk` from training, or the importer's output).
+    #[arg(long)]
+    model: PathBuf,
+    /// flex, ndarray, wgpu, tch or cuda (must be compiled in).
+    #[arg(long, default_value = "flex")]
+    backend: String,
+    /// Largest encoded image, in MiB.
+    #[arg(long, default_value_t = 32)]
+    max_image_mb: usize,
+    /// Largest decoded image, in megapixels.
+    #[arg(long, default_value_t = 40.0)]
+    max_megapixels: f64,
+}
+
+impl ModelArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_bytes: self.max_image_mb << 20,
+            max_pixels: (self.max_megapixels * 1e6) as u64,
+            ..Limits::default()
+        }
+    }
+
+    fn load(&self) -> Result<Classifier> {
+        let device = Backend::from_str(&self.backend)?.device()?;
+        Ok(Classifier::load(&self.model, &device)?.with_limits(self.limits()))
+    }
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Image files, or folders searched recursively for .png/.jpg/.jpeg.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+    /// Classes per image.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// One JSON object per image on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (port 0: any free port; the chosen one is printed).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+    /// Most images in one forward pass.
+    #[arg(long, default_value_t = 16)]
+    max_batch: usize,
+    /// Longest wait, in milliseconds, for more requests to fill a batch.
+    #[arg(long, default_value_t = 5)]
+    max_wait_ms: u64,
+    /// Classes per prediction when the request has no `top_k`.
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
+    /// Logs as JSON lines instead of text.
+    #[arg(long)]
+    log_json: bool,
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+/// Files named on the command line, and image files under the folders named, sorted.
+fn expand(inputs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let mut stack = vec![input.clone()];
+            let mut found = Vec::new();
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    // unreadable folder: reported when its path fails to open below
+                    found.push(dir);
+                    continue;
+                };
+                for e in entries.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if is_image(&p) {
+                        found.push(p);
+                    }
+                }
+            }
+            found.sort();
+            out.extend(found);
+        } else {
+            // Named explicitly: predicted (or reported) whatever its extension.
+            out.push(input.clone());
+        }
+    }
+    out
+}
+
+fn row(path: &Path, p: &Prediction) -> String {
+    let labels: Vec<String> = p
+        .top
+        .iter()
+        .map(|l| format!("{} {:5.1}%", l.class, 100.0 * l.probability))
+        .collect();
+    format!("{}  {}", path.display(), labels.join("  "))
+}
+
+fn predict(a: PredictArgs) -> Result<ExitCode> {
+    let classifier = a.model.load()?;
+    let files = expand(&a.inputs);
+    if files.is_empty() {
+        anyhow::bail!("no images found in {:?}", a.inputs);
+    }
+    let bar = ProgressBar::with_draw_target(Some(files.len() as u64), ProgressDrawTarget::stderr());
+    if a.inputs.iter().any(|p| p.is_dir()) && std::io::stderr().is_terminal() {
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} images {per_sec} eta {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let started = Instant::now();
+    let mut stdout = std::io::stdout().lock();
+    let mut failed = 0usize;
+    for chunk in files.chunks(a.batch_size.max(1)) {
+        for (path, r) in chunk.iter().zip(classifier.predict_paths(chunk, a.top_k)) {
+            let line = match (&r, a.json) {
+                (Ok(p), true) => json!({"path": path, "predictions": p.top}).to_string(),
+                (Ok(p), false) => row(path, p),
+                (Err(e), json) => {
+                    failed += 1;
+                    bar.suspend(|| eprintln!("error: {e}"));
+                    if !json {
+                        continue;
+                    }
+                    json!({"path": path, "error": e.to_string()}).to_string()
+                }
+            };
+            bar.suspend(|| writeln!(stdout, "{line}"))?;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} image(s) in {secs:.2} s ({:.1} images/s), {failed} failed",
+        files.len(),
+        files.len() as f64 / secs.max(1e-9)
+    );
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if a.log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let classifier = a.model.load()?;
+    let metadata = classifier.metadata().clone();
+    let limits = *classifier.limits();
+    let (batcher, worker) = Batcher::spawn(
+        classifier,
+        a.max_batch,
+        Duration::from_millis(a.max_wait_ms),
+    );
+    let app = Arc::new(App {
+        batcher,
+        metadata,
+        limits,
+        backend: a.model.backend.clone(),
+        default_top_k: a.top_k.clamp(1, 1_000_000),
+    });
+    let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(a.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", a.addr))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(
+            %addr,
+            model = %a.model.model.display(),
+            arch = %app.metadata.arch(),
+            classes = app.metadata.class_names.len(),
+            backend = %a.model.backend,
+            "serving"
+        );
+        println!("listening on http://{addr}");
+        std::io::stdout().flush()?;
+        serve(listener, app, shutdown_signal())
+            .await
+            .context("the HTTP server failed")
+    })?;
+    // The router (and with it the batcher's sender) is dropped: the model thread ends.
+    let _ = worker.join();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Cmd::Predict(a) => predict(a),
+        Cmd::Serve(a) => serve_cmd(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Shared by the CLI and service tests: a small model file and images to predict.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+use rekindle_model::burn::tensor::Device;
+use rekindle_model::{Arch, HeadConfig, ModelMetadata, Preprocess, ResNetConfig, save_model};
+
+/// Writes a random ResNet-18 with classes red/green/blue for 24x24 inputs to `path`.
+pub fn model_file(path: &Path) {
+    let device = Device::flex();
+    device.seed(13);
+    let config = ResNetConfig::new(Arch::Resnet18, HeadConfig::new(3));
+    let net = config.init(&device);
+    let pre = Preprocess {
+        resize: 28,
+        crop: 24,
+        ..Preprocess::imagenet()
+    };
+    let names = ["red", "green", "blue"].map(String::from).to_vec();
+    save_model(path, &net, &ModelMetadata::new(config, names, pre)).unwrap();
+}
+
+/// A distinct test image for each `i`.
+pub fn image(i: u32) -> DynamicImage {
+    DynamicImage::ImageRgb8(RgbImage::from_fn(32 + i % 7, 30 + i % 5, |x, y| {
+        Rgb([
+            (x * 7 + i * 37) as u8,
+            (y * 5 + i * 11) as u8,
+            ((x ^ y) * 3 + i * 53) as u8,
+        ])
+    }))
+}
+
+/// `img` encoded as `format`.
+pub fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}

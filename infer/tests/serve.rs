@@ -1,0 +1,295 @@
+//! The HTTP service through a real socket on 127.0.0.1: correct predictions to concurrent
+//! clients (batched together), JSON 4xx errors for bad requests while it keeps serving, and a
+//! clean exit on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use image::{DynamicImage, GrayImage, ImageFormat};
+use rekindle_infer::Classifier;
+use rekindle_model::burn::tensor::Device;
+use serde_json::Value;
+
+/// A running service, killed if the test fails before stopping it.
+struct Service {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(model: &std::path::Path, extra: &[&str]) -> Service {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rekindle-infer"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(model)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    Service { child, addr }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, JSON body). The body is written from
+/// another thread so that a server refusing it early still gets its answer read.
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    ctype: Option<&str>,
+    body: &[u8],
+) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(c) = ctype {
+        head.push_str(&format!("Content-Type: {c}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let body = body.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&body);
+    });
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&raw);
+    let (headers, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response: {text:?}"));
+    let status = headers.split(' ').nth(1).unwrap().parse().unwrap();
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, json)
+}
+
+fn post_png(addr: SocketAddr, png: &[u8], query: &str) -> (u16, Value) {
+    http(
+        addr,
+        "POST",
+        &format!("/v1/predict{query}"),
+        Some("image/png"),
+        png,
+    )
+}
+
+fn multipart(png: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "rekindle-test-boundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n\
+         --{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(png);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn assert_same(got: &Value, want: &rekindle_infer::Prediction) {
+    let got = got["predictions"].as_array().unwrap();
+    assert_eq!(got.len(), want.top.len());
+    for (g, w) in got.iter().zip(&want.top) {
+        assert_eq!(g["index"], w.index);
+        assert_eq!(g["class"], w.class.as_str());
+        assert!((g["probability"].as_f64().unwrap() as f32 - w.probability).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn concurrent_clients_get_their_own_correct_predictions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.bpk");
+    common::model_file(&model);
+    let svc = start(&model, &["--max-batch", "8", "--max-wait-ms", "200"]);
+    let (status, health) = http(svc.addr, "GET", "/healthz", None, b"");
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    let (status, info) = http(svc.addr, "GET", "/v1/model", None, b"");
+    assert_eq!(status, 200);
+    assert_eq!(
+        info["metadata"]["class_names"],
+        serde_json::json!(["red", "green", "blue"])
+    );
+
+    let c = Classifier::load(&model, &Device::flex()).unwrap();
+    let images: Vec<Vec<u8>> = (0..16)
+        .map(|i| common::encode(&common::image(i), ImageFormat::Png))
+        .collect();
+    let want: Vec<_> = images
+        .iter()
+        .map(|b| c.predict_bytes(b, 2).unwrap())
+        .collect();
+    let images = Arc::new(images);
+    let barrier = Arc::new(Barrier::new(16));
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (images, barrier, addr) = (images.clone(), barrier.clone(), svc.addr);
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                for round in 0..3 {
+                    barrier.wait();
+                    let k = (i + round) % 16;
+                    let r = if round == 1 {
+                        let (ctype, body) = multipart(&images[k]);
+                        http(addr, "POST", "/v1/predict?top_k=2", Some(&ctype), &body)
+                    } else {
+                        post_png(addr, &images[k], "?top_k=2")
+                    };
+                    answers.push((k, r));
+                }
+                answers
+            })
+        })
+        .collect();
+    let mut batches = Vec::new();
+    for client in clients {
+        for (k, (status, body)) in client.join().unwrap() {
+            assert_eq!(status, 200, "{body}");
+            assert_same(&body, &want[k]);
+            batches.push(body["batch"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(batches.len(), 48);
+    // Sixteen requests at once, with the model thread waiting up to 200 ms: shared batches.
+    let (_, info) = http(svc.addr, "GET", "/v1/model", None, b"");
+    assert_eq!(info["batching"]["images"], 48);
+    assert!(
+        info["batching"]["largest_batch"].as_u64().unwrap() > 1,
+        "{info}"
+    );
+    assert!(batches.iter().all(|&b| (1..=8).contains(&b)), "{batches:?}");
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_the_service_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.bpk");
+    common::model_file(&model);
+    let mut svc = start(&model, &["--max-image-mb", "1"]);
+    let addr = svc.addr;
+    let good = common::encode(&common::image(3), ImageFormat::Png);
+    let jpeg = common::encode(&common::image(4), ImageFormat::Jpeg);
+    let bomb = common::encode(
+        &DynamicImage::ImageLuma8(GrayImage::new(10_000, 10_000)),
+        ImageFormat::Png,
+    );
+    let huge = vec![7u8; 3 << 20];
+    let cases: Vec<(&str, u16, &str, (u16, Value))> = vec![
+        (
+            "not an image",
+            400,
+            "not an image",
+            post_png(addr, b"GIF? no, just text", ""),
+        ),
+        (
+            "truncated JPEG",
+            400,
+            "truncated",
+            http(
+                addr,
+                "POST",
+                "/v1/predict",
+                Some("image/jpeg"),
+                &jpeg[..jpeg.len() / 2],
+            ),
+        ),
+        (
+            "100 megapixels",
+            413,
+            "megapixels",
+            post_png(addr, &bomb, ""),
+        ),
+        ("empty body", 400, "empty", post_png(addr, b"", "")),
+        (
+            "wrong content type",
+            415,
+            "text/plain",
+            http(addr, "POST", "/v1/predict", Some("text/plain"), &good),
+        ),
+        ("huge body", 413, "limit", post_png(addr, &huge, "")),
+        ("top_k 0", 400, "top_k", post_png(addr, &good, "?top_k=0")),
+        (
+            "top_k too big",
+            400,
+            "top_k",
+            post_png(addr, &good, "?top_k=4"),
+        ),
+        (
+            "top_k not a number",
+            400,
+            "top_k",
+            post_png(addr, &good, "?top_k=two"),
+        ),
+        (
+            "multipart without a file",
+            400,
+            "file part",
+            http(
+                addr,
+                "POST",
+                "/v1/predict",
+                Some("multipart/form-data; boundary=b"),
+                b"--b\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--b--\r\n",
+            ),
+        ),
+        (
+            "unknown route",
+            404,
+            "no such route",
+            http(addr, "GET", "/v2/predict", None, b""),
+        ),
+    ];
+    for (what, want_status, want_text, (status, body)) in cases {
+        assert_eq!(status, want_status, "{what}: {body}");
+        assert_eq!(body["error"]["status"], want_status, "{what}: {body}");
+        let msg = body["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(want_text), "{what}: {msg}");
+        // still serving, correctly
+        let (status, ok) = post_png(addr, &good, "?top_k=1");
+        assert_eq!(status, 200, "after {what}: {ok}");
+        assert_eq!(ok["predictions"].as_array().unwrap().len(), 1);
+    }
+
+    // SIGTERM: a clean stop with exit status 0.
+    let pid = svc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = svc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+}
