@@ -362,6 +362,33 @@ fn the_cli_imports_and_exports() {
     );
     let meta = rekindle_model::read_metadata(&model).unwrap();
     assert_eq!(meta.class_names[999], "label 999");
+    // The inference crate loads the importer's file and predicts what the imported network does.
+    let classifier = rekindle_infer::Classifier::load(&model, &Device::flex()).unwrap();
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(300, 260, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 251) as u8])
+    }));
+    let top = classifier
+        .predict_images(std::slice::from_ref(&img), 5)
+        .remove(0);
+    let imported = import(
+        &fixtures().join("resnet18_hf.safetensors"),
+        &ImportOptions::default(),
+        &Device::flex(),
+    )
+    .unwrap();
+    let pixels = classifier.preprocess(&img);
+    let x = Tensor::<4>::from_data(TensorData::new(pixels, [1, 3, 224, 224]), &Device::flex());
+    let direct = imported
+        .model
+        .forward(x)
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let mut order: Vec<usize> = (0..direct.len()).collect();
+    order.sort_by(|&a, &b| direct[b].total_cmp(&direct[a]));
+    let got: Vec<usize> = top.top.iter().map(|l| l.index).collect();
+    assert_eq!(got, order[..5]);
+    assert_eq!(top.best().class, format!("label {}", order[0]));
 
     let st = dir.path().join("r18.safetensors");
     let out = Command::new(exe)

@@ -138,6 +138,35 @@ fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
     assert_eq!(net.config().head.num_classes, 3);
     let saved = rekindle_train::TrainConfig::from_file(&run.join("config.toml")).unwrap();
     assert_eq!(saved.train.epochs, 2);
+    // rekindle-infer loads it and, on the run's validation files, scores exactly the best
+    // validation accuracy training logged: train's and infer's preprocessing agree.
+    let data = rekindle_train::dataset::Dataset::load(&saved.data, saved.train.seed).unwrap();
+    let (paths, labels): (Vec<PathBuf>, Vec<usize>) = data
+        .val
+        .iter()
+        .map(|item| match &item.image {
+            rekindle_train::dataset::ImageRef::File(p) => (p.clone(), item.label),
+            other => panic!("{other:?} is not a file"),
+        })
+        .unzip();
+    let classifier =
+        rekindle_infer::Classifier::load(run.join("model.bpk"), &Device::flex()).unwrap();
+    let predictions = classifier.predict_paths(&paths, 1);
+    let correct = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| p.as_ref().unwrap().best().index == **l)
+        .count();
+    let best_logged = epochs
+        .lines()
+        .filter(|l| l.contains(",valid,"))
+        .map(|l| l.split(',').nth(3).unwrap().parse::<f64>().unwrap())
+        .fold(f64::MIN, f64::max);
+    assert!(
+        (100.0 * correct as f64 / paths.len() as f64 - best_logged).abs() < 1e-6,
+        "infer: {correct}/{} right, training logged {best_logged}%",
+        paths.len()
+    );
     // A second run into the same directory would mix two runs' checkpoints.
     let err = run_err(bin().arg("run").arg("--config").arg(&cfg));
     assert!(

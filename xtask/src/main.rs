@@ -15,7 +15,7 @@ const ALL_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch", "cuda"];
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
-    about = "rekindle's tasks: train, test, bench, setup, fixtures, lint, import, export"
+    about = "rekindle's tasks: train, infer, serve, test, bench, setup, fixtures, lint, import, export"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,6 +51,22 @@ enum Cmd {
     #[command(disable_help_flag = true)]
     Import {
         /// Arguments for `rekindle-import import` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Predict with a model file: `cargo xtask infer --model M IMAGE_OR_DIR... [--top-k 5]
+    /// [--batch-size N] [--json] [--backend B]`
+    #[command(disable_help_flag = true)]
+    Infer {
+        /// Arguments for `rekindle-infer predict` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Serve a model file over HTTP: `cargo xtask serve --model M [--addr 127.0.0.1:8080]
+    /// [--backend B] [--max-batch 16] [--max-wait-ms 5]`
+    #[command(disable_help_flag = true)]
+    Serve {
+        /// Arguments for `rekindle-infer serve` (`--help` lists them).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -425,22 +441,41 @@ fn train(args: Vec<String>) -> Result<()> {
     } else {
         [vec!["run".to_string()], args].concat()
     };
-    run(cargo(&env)
-        .args([
-            "run",
-            "--release",
-            "--package",
-            "rekindle-train",
-            "--bin",
-            "rekindle-train",
-        ])
+    run_with_backend(&env, "rekindle-train", &backend, &args)
+}
+
+/// Builds `package`'s binary of the same name with only `backend` compiled in, and runs it.
+fn run_with_backend(
+    env: &BTreeMap<String, String>,
+    package: &str,
+    backend: &str,
+    args: &[String],
+) -> Result<()> {
+    run(cargo(env)
+        .args(["run", "--release", "--package", package, "--bin", package])
         .args([
             "--no-default-features".to_string(),
             "--features".into(),
-            format!("rekindle-train/{backend}"),
+            format!("{package}/{backend}"),
             "--".into(),
         ])
-        .args(&args))
+        .args(args))
+}
+
+/// `cargo xtask infer` / `serve`: `rekindle-infer` with the asked-for backend only.
+fn infer(command: &str, args: Vec<String>) -> Result<()> {
+    let backend = backend_arg(&args)?;
+    feature_flags(std::slice::from_ref(&backend))?;
+    let mut env = base_env();
+    if backend == "tch" && !env.contains_key("LIBTORCH") {
+        setup(&mut env)?;
+    }
+    run_with_backend(
+        &env,
+        "rekindle-infer",
+        &backend,
+        &[vec![command.to_string()], args].concat(),
+    )
 }
 
 fn main() -> ExitCode {
@@ -462,6 +497,8 @@ fn main() -> ExitCode {
             "rekindle-import",
             &[vec!["import".into()], args].concat(),
         ),
+        Cmd::Infer { args } => infer("predict", args),
+        Cmd::Serve { args } => infer("serve", args),
         Cmd::Export { args } => run_binary(
             "rekindle-import",
             "rekindle-import",
