@@ -89,6 +89,9 @@ for c in $LEVELS; do
   printf '%-11s %10s %10s %10s %8s %14s\n' "$c" "$rps" "$(ms 50%)" "$(ms 99%)" "$errors" "${peak:-?}"
 done
 rss_end=$(rss)
-curl -s "$url/v1/model" 2>/dev/null | python3 -c 'import json,sys; b=json.load(sys.stdin)["batching"]; print(f"batches {b[\"batches\"]}, images {b[\"images\"]}, largest batch {b[\"largest_batch\"]}")' 2>/dev/null || true
+curl -s "$url/v1/model" | python3 -c 'import json, sys
+b = json.load(sys.stdin)["batching"]
+print("batches %d, images %d (mean batch %.1f), largest batch %d"
+      % (b["batches"], b["images"], b["images"] / max(b["batches"], 1), b["largest_batch"]))' || true
 echo "server memory: ${rss_start} MiB after warm-up, ${rss_end} MiB at the end"
 if [ "$failed" != 0 ]; then echo "errors during the load test; server log: $work/server.log" >&2; tail -5 "$work/server.log" >&2; exit 1; fi

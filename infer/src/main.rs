@@ -144,13 +144,18 @@ fn expand(inputs: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-fn row(path: &Path, p: &Prediction) -> String {
+/// One table row: the path padded to `path_w`, then `class  p%` columns padded to `class_w`.
+fn row(path: &Path, p: &Prediction, path_w: usize, class_w: usize) -> String {
     let labels: Vec<String> = p
         .top
         .iter()
-        .map(|l| format!("{} {:5.1}%", l.class, 100.0 * l.probability))
+        .map(|l| format!("{:<class_w$} {:5.1}%", l.class, 100.0 * l.probability))
         .collect();
-    format!("{}  {}", path.display(), labels.join("  "))
+    format!(
+        "{:<path_w$}  {}",
+        path.display().to_string(),
+        labels.join("   ")
+    )
 }
 
 fn predict(a: PredictArgs) -> Result<ExitCode> {
@@ -168,6 +173,18 @@ fn predict(a: PredictArgs) -> Result<ExitCode> {
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
+    let path_w = files
+        .iter()
+        .map(|f| f.display().to_string().chars().count())
+        .max()
+        .unwrap_or(0);
+    let class_w = classifier
+        .metadata()
+        .class_names
+        .iter()
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0);
     let started = Instant::now();
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0usize;
@@ -175,7 +192,7 @@ fn predict(a: PredictArgs) -> Result<ExitCode> {
         for (path, r) in chunk.iter().zip(classifier.predict_paths(chunk, a.top_k)) {
             let line = match (&r, a.json) {
                 (Ok(p), true) => json!({"path": path, "predictions": p.top}).to_string(),
-                (Ok(p), false) => row(path, p),
+                (Ok(p), false) => row(path, p, path_w, class_w),
                 (Err(e), json) => {
                     failed += 1;
                     bar.suspend(|| eprintln!("error: {e}"));
