@@ -34,6 +34,8 @@ pub struct App {
     pub limits: Limits,
     /// Backend name, for `/v1/model`.
     pub backend: String,
+    /// Whether BatchNorm is folded, for `/v1/model`.
+    pub folded: bool,
     /// Top-k when the request does not say.
     pub default_top_k: usize,
 }
@@ -147,6 +149,7 @@ async fn model(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
     Json(json!({
         "metadata": app.metadata,
         "backend": app.backend,
+        "batchnorm_folded": app.folded,
         "limits": {
             "max_bytes": app.limits.max_bytes,
             "max_pixels": app.limits.max_pixels,
