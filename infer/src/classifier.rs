@@ -41,6 +41,8 @@ impl Prediction {
 }
 
 /// The network as it runs: as trained, or with BatchNorm folded into the convolutions.
+// One per classifier: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Net {
     Plain(ResNet),
     Folded(FoldedResNet),
