@@ -229,6 +229,7 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if a.log_json {
         logs.json().init();
