@@ -32,7 +32,7 @@ fi
 VENV=$CACHE/venv
 PY_STAMP=$VENV/.rekindle-packages
 PY_PKGS=(torch==2.9.0 torchvision==0.24.0 safetensors==0.6.2 numpy==2.2.6 packaging==25.0
-         transformers==4.57.6)
+         transformers==4.57.6 onnx==1.19.1 onnxscript==0.5.4)
 # The stamp lists what was installed: a changed list re-runs pip (which skips what it has).
 if [ "$(cat "$PY_STAMP" 2>/dev/null)" != "$(printf '%s\n' "${PY_PKGS[@]}")" ]; then
   log "setting up the Python venv at $VENV (torch 2.9.0: a few minutes the first time)"

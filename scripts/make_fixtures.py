@@ -20,6 +20,9 @@ Writes into OUT_DIR (default: ./fixtures), for NAME in resnet18 and resnet50:
       the same weights under Hugging Face transformers' ResNetForImageClassification names;
       the script proves the renaming by loading them strictly into transformers' model and
       checking its logits equal torchvision's.
+  NAME_unfolded.onnx, NAME_legacy.onnx, NAME_external.onnx(.data)
+      the same model exported to ONNX by both PyTorch exporters, with BatchNorm kept and
+      folded, and with external data (see save_onnx).
   reference.json
       the fixed input, PyTorch's eval-mode logits for each model, torchvision's learnable
       parameter count for every depth, and the library versions.
@@ -149,6 +152,31 @@ def save_variants(name: str, model: torch.nn.Module, x: torch.Tensor, logits: to
     save_file({k: v.contiguous() for k, v in hf.state_dict().items()}, path("_hf.safetensors"))
 
 
+def save_onnx(name: str, model: torch.nn.Module, x: torch.Tensor, out_dir: str) -> None:
+    """The same model as ONNX, the ways PyTorch 2.9 writes it:
+    _unfolded.onnx  dynamo exporter (the default): BatchNorm nodes kept, state_dict names;
+    _legacy.onnx    TorchScript exporter (dynamo=False): BatchNorm folded into the convolutions
+                    (weights rescaled, biases added), weights named onnx::Conv_N;
+    _external.onnx  the dynamo exporter's default, weights in _external.onnx.data.
+    (With onnxscript 0.5.4 the dynamo exporter's optimizer keeps BatchNorm as well.)"""
+    import warnings
+
+    path = lambda suffix: os.path.join(out_dir, f"{name}{suffix}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), path("_unfolded.onnx"), dynamo=True, external_data=False,
+                          verbose=False)
+        torch.onnx.export(model, (x,), path("_legacy.onnx"), dynamo=False)
+        torch.onnx.export(model, (x,), path("_external.onnx"), dynamo=True, external_data=True,
+                          verbose=False)
+    import onnx
+
+    for suffix, folded in [("_unfolded.onnx", False), ("_legacy.onnx", True)]:
+        ops = {n.op_type for n in onnx.load(path(suffix)).graph.node}
+        assert ("BatchNormalization" not in ops) == folded, f"{name}{suffix}: ops {sorted(ops)}"
+    assert os.path.exists(path("_external.onnx.data")), "no external data written"
+
+
 def save_half_precision(model: torch.nn.Module, x: torch.Tensor, out_dir: str, reference: dict) -> None:
     import copy
 
@@ -194,6 +222,7 @@ def main() -> None:
         reference["logits"][name] = logits.flatten().tolist()
         reference["logits_shape"][name] = list(logits.shape)
         save_variants(name, model, x, logits, out_dir)
+        save_onnx(name, model, x, out_dir)
         if name == "resnet18":
             save_half_precision(model, x, out_dir, reference)
         print(

@@ -64,6 +64,9 @@ pub struct Report {
     pub unused: Vec<String>,
     /// Tensors outside the model's keys (optimizer state and the like).
     pub outside: Vec<String>,
+    /// An ONNX graph whose exporter folded BatchNorm into the convolutions: the BatchNorm
+    /// layers are identities carrying the folded bias, and the running statistics are gone.
+    pub folded_batchnorm: bool,
     /// Tensors whose shape did not fit, skipped (only with `allow_partial`).
     pub skipped: Vec<String>,
     /// Model tensors the file lacks, left at their initial values (only with `allow_partial`).
@@ -73,7 +76,13 @@ pub struct Report {
 /// Imports the weights file at `path` onto `device`.
 pub fn import(path: &Path, options: &ImportOptions, device: &Device) -> Result<Imported, Error> {
     let format = sniff(path)?;
-    let mut tensors = read_tensors(path, format)?;
+    let (mut tensors, folded_batchnorm) = match format {
+        Format::Onnx => {
+            let w = crate::onnx::read_onnx(path)?;
+            (w.tensors, w.folded)
+        }
+        _ => (read_tensors(path, format)?, false),
+    };
     let norm = normalise(tensors.iter().map(|t| t.name.as_str())).ok_or_else(|| {
         let mut sample: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).take(5).collect();
         sample.sort();
@@ -179,6 +188,7 @@ pub fn import(path: &Path, options: &ImportOptions, device: &Device) -> Result<I
         config: config.clone(),
         applied: result.applied.len(),
         cast,
+        folded_batchnorm,
         unused: result.unused,
         outside: norm.outside,
         skipped,
@@ -231,6 +241,16 @@ impl fmt::Display for Report {
         )?;
         writeln!(f, "classes:      {}", self.config.head.num_classes)?;
         writeln!(f, "applied:      {} tensors", self.applied)?;
+        if self.folded_batchnorm {
+            writeln!(
+                f,
+                "note:         BatchNorm was folded into the convolutions by the exporter: \
+                 inference is exact, but the running statistics are gone (each BatchNorm is \
+                 an identity plus the folded bias). Fine-tuning with BatchNorm in training \
+                 mode normalises with batch statistics the original weights never saw; prefer \
+                 feature extraction, or the unfolded checkpoint"
+            )?;
+        }
         for (dtype, n) in &self.cast {
             writeln!(f, "precision:    {n} {dtype} tensors widened to F32")?;
         }

@@ -21,9 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// A PyTorch (.pth/.pt) or safetensors file -> a rekindle model file.
+    /// A PyTorch (.pth/.pt), safetensors or ONNX file -> a rekindle model file.
     Import {
-        /// The weights file.
+        /// The weights file (an ONNX graph's external data is read from beside it).
         src: PathBuf,
         /// The rekindle model file to write.
         #[arg(short, long)]

@@ -99,11 +99,7 @@ pub fn read_tensors(path: &Path, format: Format) -> Result<Vec<PackTensor>, Erro
                 .map(|t| t.values().cloned().collect())
                 .map_err(|e| format_error(path, format!("unreadable PyTorch checkpoint: {e}")))
         }
-        Format::Onnx => Err(format_error(
-            path,
-            "ONNX import is not available in this version yet; export the model from PyTorch \
-             as a state_dict (.pth) or safetensors instead",
-        )),
+        Format::Onnx => crate::onnx::read_onnx(path).map(|w| w.tensors),
     }?;
     if tensors.is_empty() {
         return Err(format_error(

@@ -49,13 +49,16 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-const SOURCES: [&str; 6] = [
+const SOURCES: [&str; 9] = [
     ".safetensors",
     ".pth",
     "_legacy.pth",
     "_ddp_checkpoint.pth",
     "_model_key.pth",
     "_hf.safetensors",
+    "_unfolded.onnx",
+    "_legacy.onnx",
+    "_external.onnx",
 ];
 
 fn check_all_sources(arch: Arch) {
@@ -70,6 +73,12 @@ fn check_all_sources(arch: Arch) {
         assert!(
             report.missing.is_empty() && report.skipped.is_empty(),
             "{suffix}: {report}"
+        );
+        // Only the TorchScript exporter folds BatchNorm (see make_fixtures.py), and it says so.
+        assert_eq!(
+            report.folded_batchnorm,
+            suffix == "_legacy.onnx",
+            "{suffix}"
         );
         let err = max_diff(&logits(&imported.model, &r), &r.logits[arch.name()]);
         println!(
@@ -322,6 +331,76 @@ fn damaged_and_foreign_files_are_clear_errors() {
         import(&p, &ImportOptions::default(), &Device::flex()),
         Err(Error::NotAResNet { .. })
     ));
+}
+
+#[test]
+fn a_folded_onnx_graph_exports_to_torchvision_with_the_same_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let imported = import(
+        &fixtures().join("resnet18_legacy.onnx"),
+        &ImportOptions::default(),
+        &Device::flex(),
+    )
+    .unwrap();
+    assert!(
+        imported
+            .report
+            .to_string()
+            .contains("running statistics are gone")
+    );
+    let out = dir.path().join("folded.safetensors");
+    export_safetensors(&imported.model, &out).unwrap();
+    let r = reference();
+    let err = max_diff(
+        &torchvision_logits(&out, Arch::Resnet18, 1000),
+        &r.logits["resnet18"],
+    );
+    assert!(err < 1e-4, "torchvision on the folded export: {err:e}");
+}
+
+#[test]
+fn damaged_and_foreign_onnx_files_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixtures().join("resnet18_unfolded.onnx")).unwrap();
+    let cut = dir.path().join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import_err(&cut, ImportOptions::default());
+    assert!(err.contains("cut.onnx"), "{err}");
+
+    // External data that went missing, or was cut short.
+    let onnx = dir.path().join("ext.onnx");
+    std::fs::copy(fixtures().join("resnet18_external.onnx"), &onnx).unwrap();
+    let err = import_err(&onnx, ImportOptions::default());
+    assert!(err.contains("resnet18_external.onnx.data"), "{err}");
+    let data = std::fs::read(fixtures().join("resnet18_external.onnx.data")).unwrap();
+    std::fs::write(
+        dir.path().join("resnet18_external.onnx.data"),
+        &data[..1000],
+    )
+    .unwrap();
+    let err = import_err(&onnx, ImportOptions::default());
+    assert!(err.contains("truncated"), "{err}");
+
+    // A valid ONNX graph that is not a ResNet: one Relu.
+    use rekindle_import::onnx_proto::{Message, ModelProto, NodeProto};
+    let mut m = ModelProto::new();
+    let mut g = rekindle_import::onnx_proto::GraphProto::new();
+    let mut n = NodeProto::new();
+    n.op_type = "Relu".into();
+    n.input = vec!["x".into()];
+    n.output = vec!["y".into()];
+    g.node.push(n);
+    let mut input = rekindle_import::onnx_proto::ValueInfoProto::new();
+    input.name = "x".into();
+    g.input.push(input);
+    m.graph = Some(g).into();
+    let relu = dir.path().join("relu.onnx");
+    std::fs::write(&relu, m.write_to_bytes().unwrap()).unwrap();
+    let err = import_err(&relu, ImportOptions::default());
+    assert!(
+        err.contains("relu.onnx") && err.contains("not a torchvision ResNet"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -46,7 +46,7 @@ enum Cmd {
     },
     /// cargo fmt --check and clippy -D warnings over everything the tests build.
     Lint(BackendArgs),
-    /// Pretrained weights (.pth/.pt, .safetensors) -> a rekindle model file.
+    /// Pretrained weights (.pth/.pt, .safetensors, .onnx) -> a rekindle model file.
     /// `cargo xtask import SRC -o OUT [--arch A] [--num-classes N] [--class-names FILE] [--allow-partial]`
     #[command(disable_help_flag = true)]
     Import {
