@@ -219,9 +219,13 @@ fn some(names: &[String]) -> String {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let naming = match self.naming {
-            Naming::Torchvision => "torchvision/timm names",
-            Naming::HuggingFace => "Hugging Face transformers names",
+        let naming = match (self.format, self.naming) {
+            (Format::Onnx, _) if self.folded_batchnorm => {
+                "mapped by graph structure, BatchNorm folded"
+            }
+            (Format::Onnx, _) => "mapped by graph structure",
+            (_, Naming::Torchvision) => "torchvision/timm names",
+            (_, Naming::HuggingFace) => "Hugging Face transformers names",
         };
         let prefix = if self.prefix.is_empty() {
             String::new()
