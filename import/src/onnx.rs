@@ -24,7 +24,7 @@ const BN_EPS: f32 = 1e-5;
 pub struct OnnxWeights {
     /// `conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`, ..., `fc.bias`.
     pub tensors: Vec<PackTensor>,
-    /// The exporter folded BatchNorm into the convolutions: the statistics are gone.
+    /// The exporter folded BatchNorm into (some of) the convolutions: those statistics are gone.
     pub folded: bool,
 }
 
@@ -234,7 +234,7 @@ impl Graph {
         conv_name: &str,
         bn_name: &str,
         out: &mut Vec<PackTensor>,
-        folded: &mut Option<bool>,
+        folded: &mut bool,
     ) -> Result<String, Error> {
         let w = self.constant(&conv.input[1])?;
         if w.dims.len() != 4 {
@@ -254,13 +254,8 @@ impl Graph {
             .only_consumer(&after)
             .filter(|n| n.op_type == "BatchNormalization")
             .cloned();
-        let is_folded = bn.is_none();
-        if folded.is_some_and(|f| f != is_folded) {
-            return Err(self.err(format!(
-                "{conv_name}: some convolutions have a BatchNorm after them and some do not"
-            )));
-        }
-        *folded = Some(is_folded);
+        // Decided per convolution: optimisers fold some BatchNorms and leave others.
+        *folded |= bn.is_none();
         match bn {
             Some(bn) => {
                 for (i, key) in [
@@ -321,7 +316,7 @@ impl Graph {
 
     fn walk(&mut self, input: &str) -> Result<OnnxWeights, Error> {
         let mut out = Vec::new();
-        let mut folded = None;
+        let mut folded = false;
         let stem = self.next(input, "Conv", "the stem").map_err(|_| {
             self.err(
                 "the image input does not go into a convolution: not a torchvision ResNet graph",
@@ -488,7 +483,7 @@ impl Graph {
         push(&mut out, "fc.bias", bias);
         Ok(OnnxWeights {
             tensors: out,
-            folded: folded.unwrap_or(false),
+            folded,
         })
     }
 }
