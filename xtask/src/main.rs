@@ -277,8 +277,55 @@ fn default_test_backends() -> Vec<String> {
     v
 }
 
+/// Test and example executables in the target directory not rebuilt for this long are stale:
+/// each code change leaves a new ~600 MB copy under a new hash, and the cache (shared by every
+/// clone and CI run on the machine) would otherwise fill the disk.
+const STALE_BINARY_AGE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// Deletes stale executables under `target/release/{deps,examples}`; a current one that is
+/// deleted is only relinked.
+fn prune_stale_binaries(env: &BTreeMap<String, String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(target) = env
+        .get("CARGO_TARGET_DIR")
+        .cloned()
+        .or_else(|| std::env::var("CARGO_TARGET_DIR").ok())
+    else {
+        return;
+    };
+    let mut freed = 0u64;
+    for dir in ["release/deps", "release/examples"] {
+        let Ok(entries) = std::fs::read_dir(Path::new(&target).join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let (Ok(meta), name) = (e.metadata(), e.file_name()) else {
+                continue;
+            };
+            let executable = meta.is_file()
+                && meta.permissions().mode() & 0o100 != 0
+                && !name.to_string_lossy().contains('.');
+            let stale = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age > STALE_BINARY_AGE);
+            if executable && stale && std::fs::remove_file(e.path()).is_ok() {
+                freed += meta.len();
+            }
+        }
+    }
+    if freed > 0 {
+        eprintln!(
+            "removed {:.1} GB of test binaries not rebuilt for 12 hours from {target}",
+            freed as f64 / 1e9
+        );
+    }
+}
+
 fn test(args: TestArgs) -> Result<()> {
     let mut env = base_env();
+    prune_stale_binaries(&env);
     if !args.no_install {
         setup(&mut env)?;
     }
