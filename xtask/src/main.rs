@@ -589,4 +589,38 @@ mod tests {
         assert_eq!(parse_test_result(line), Some([17, 2, 3]));
         assert_eq!(parse_test_result("running 17 tests"), None);
     }
+
+    #[test]
+    fn prunes_only_stale_executables() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("xtask-prune-{}", std::process::id()));
+        let deps = dir.join("release/deps");
+        std::fs::create_dir_all(&deps).unwrap();
+        let old = std::time::SystemTime::now() - STALE_BINARY_AGE * 2;
+        let make = |name: &str, exec: bool, stale: bool| {
+            let p = deps.join(name);
+            std::fs::write(&p, b"x").unwrap();
+            if exec {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            }
+            if stale {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&p)
+                    .unwrap()
+                    .set_modified(old)
+                    .unwrap();
+            }
+            p
+        };
+        let stale_test = make("formats-0123abcd", true, true);
+        let fresh_test = make("formats-4567ef01", true, false);
+        let stale_rlib = make("libburn-89ab.rlib", false, true);
+        let stale_so = make("libtorch_helper-cd.so", true, true);
+        let env = BTreeMap::from([("CARGO_TARGET_DIR".to_string(), dir.display().to_string())]);
+        prune_stale_binaries(&env);
+        assert!(!stale_test.exists());
+        assert!(fresh_test.exists() && stale_rlib.exists() && stale_so.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
