@@ -87,7 +87,11 @@ fn folder_config(data: &Path, run: &Path, extra: &str) -> String {
 
 /// Every tensor of a model, by name, as raw bytes.
 fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let (net, _) = load_model(path, &Device::flex()).unwrap();
+    named_bytes(&load_model(path, &Device::flex()).unwrap().0)
+}
+
+/// Every tensor of `net`, sorted by name, as raw bytes.
+fn named_bytes(net: &rekindle_model::ResNet) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = net
         .collect(None, None, false)
         .into_iter()
@@ -290,29 +294,40 @@ fn save_start(path: &Path, net: &rekindle_model::ResNet, norm: f32) {
     save_model(path, net, &meta).unwrap();
 }
 
-#[test]
-fn feature_extraction_moves_only_the_head() {
-    let tmp = tempfile::tempdir().unwrap();
-    let device = Device::flex();
+/// A ResNet-18 starting model with `classes` outputs saved under `dir`, and a Fashion-MNIST
+/// config for `epochs` epochs from it with the `[train]` lines `train`: (net, model, run, config).
+fn start_model_run(
+    dir: &Path,
+    classes: usize,
+    train: &str,
+    epochs: usize,
+) -> (rekindle_model::ResNet, PathBuf, PathBuf, PathBuf) {
     // A starting model with non-trivial BatchNorm statistics would make any drift visible;
     // a freshly initialised one (mean 0, var 1) already moves on the first training batch.
     let net = ResNetConfig::new(
         rekindle_model::Arch::Resnet18,
-        rekindle_model::HeadConfig::new(4),
+        rekindle_model::HeadConfig::new(classes),
     )
-    .init(&device);
-    let start = tmp.path().join("start.bpk");
+    .init(&Device::flex());
+    let start = dir.join("start.bpk");
     save_start(&start, &net, 0.3);
-    let run = tmp.path().join("fe");
+    let run = dir.join("run");
     let cfg = write_config(
-        &tmp.path().join("fe.toml"),
+        &dir.join("run.toml"),
         &format!(
             "[model]\nsource = \"{}\"\n{}",
             start.display(),
-            fmnist_config(&run, "strategy = \"feature-extraction\"")
-                .replace("epochs = 3", "epochs = 1")
+            fmnist_config(&run, train).replace("epochs = 3", &format!("epochs = {epochs}"))
         ),
     );
+    (net, start, run, cfg)
+}
+
+#[test]
+fn feature_extraction_moves_only_the_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, start, run, cfg) =
+        start_model_run(tmp.path(), 4, "strategy = \"feature-extraction\"", 1);
     run_ok(bin().arg("run").arg("--config").arg(&cfg));
     let (before, after) = (tensors(&start), tensors(&run.join("model.bpk")));
     let mut backbone = 0;
@@ -342,36 +357,17 @@ fn checkpoint_tensors(path: &Path, like: &rekindle_model::ResNet) -> Vec<(String
     use burn::module::Module;
     let record = burn::store::ModuleRecord::load(path).unwrap();
     let trainee = rekindle_train::trainee::Trainee { net: like.clone() }.load_record(record);
-    let mut v: Vec<(String, Vec<u8>)> = trainee
-        .net
-        .collect(None, None, false)
-        .into_iter()
-        .map(|s| (s.name.clone(), s.to_bytes().unwrap().to_vec()))
-        .collect();
-    v.sort();
-    v
+    named_bytes(&trainee.net)
 }
 
 #[test]
 fn gradual_unfreezing_thaws_layer4_after_the_first_epoch() {
     let tmp = tempfile::tempdir().unwrap();
-    let device = Device::flex();
-    let net = ResNetConfig::new(
-        rekindle_model::Arch::Resnet18,
-        rekindle_model::HeadConfig::new(2),
-    )
-    .init(&device);
-    let start = tmp.path().join("start.bpk");
-    save_start(&start, &net, 0.3);
-    let run = tmp.path().join("gradual");
-    let cfg = write_config(
-        &tmp.path().join("g.toml"),
-        &format!(
-            "[model]\nsource = \"{}\"\n{}",
-            start.display(),
-            fmnist_config(&run, "strategy = \"gradual\"\nunfreeze_every = 1")
-                .replace("epochs = 3", "epochs = 2")
-        ),
+    let (net, start, run, cfg) = start_model_run(
+        tmp.path(),
+        2,
+        "strategy = \"gradual\"\nunfreeze_every = 1",
+        2,
     );
     let out = run_ok(bin().arg("run").arg("--config").arg(&cfg));
     let log = String::from_utf8_lossy(&out.stderr);
