@@ -302,6 +302,15 @@ impl Graph {
         }
     }
 
+    /// `tensor`, or the output of the BatchNorm that alone reads it: where a conv's path goes
+    /// next, found without reading any weight.
+    fn after_bn(&self, tensor: &str) -> String {
+        match self.only_consumer(tensor) {
+            Some(n) if n.op_type == "BatchNormalization" => n.output[0].clone(),
+            _ => tensor.to_string(),
+        }
+    }
+
     /// The node of kind `op` that reads `tensor`, or an error naming what was found instead.
     fn next(&self, tensor: &str, op: &str, what: &str) -> Result<NodeProto, Error> {
         match self.only_consumer(tensor) {
@@ -345,9 +354,7 @@ impl Graph {
             let mut main = None;
             let mut down = None;
             for c in &convs {
-                let mut probe = Vec::new();
-                let mut f = folded;
-                let y = self.conv_bn(c, "probe", "probe", &mut probe, &mut f)?;
+                let y = self.after_bn(&c.output[0]);
                 let to_add = self.only_consumer(&y).is_some_and(|n| n.op_type == "Add");
                 if to_add && convs.len() == 2 {
                     down = Some(c.clone());
