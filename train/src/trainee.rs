@@ -1,11 +1,51 @@
-//! The network as Burn's learner sees it: a ResNet with a cross-entropy training step.
+//! The network as Burn's learner sees it: a ResNet with a cross-entropy training step, and the
+//! rules around each optimiser step that Burn's optimisers do not have: clipping by the global
+//! gradient norm, pruning on schedule with pruned weights held at zero, weight clipping.
 
-use burn::module::Module;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::tensor::{Bool, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use rekindle_model::ResNet;
 
 use crate::loader::Batch;
+use crate::prune::{self, PruneScope};
+
+/// What happens around every optimiser step, shared by the clones Burn makes of the model.
+#[derive(Default)]
+pub struct StepRules {
+    /// Batches whose gradients are summed per step; the loss is divided by it so the step
+    /// sees the mean over the effective batch, as one large batch would.
+    pub accumulation: usize,
+    /// `clip_grad_norm_`: all gradients scaled together to this global L2 norm at most.
+    pub clip_grad_norm: Option<f64>,
+    /// Convolution and linear weights clamped to [min, max] after each step.
+    pub weight_clip: Option<(f64, f64)>,
+    /// Optimiser step (counted over the whole run) -> sparsity to prune to before it.
+    pub prune_at: HashMap<usize, f64>,
+    /// Global or per-layer pruning.
+    pub prune_scope: Option<PruneScope>,
+    /// Optimiser steps taken in the whole run (set from the checkpoint on resume).
+    pub step: AtomicUsize,
+}
+
+impl fmt::Debug for StepRules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepRules")
+            .field("accumulation", &self.accumulation)
+            .field("clip_grad_norm", &self.clip_grad_norm)
+            .field("weight_clip", &self.weight_clip)
+            .field("prune_scope", &self.prune_scope)
+            .finish()
+    }
+}
 
 /// A ResNet being fine-tuned. A wrapper because Burn's step traits and the model live in
 /// other crates.
@@ -13,9 +53,23 @@ use crate::loader::Batch;
 pub struct Trainee {
     /// The network; parameter paths start with `net.`.
     pub net: ResNet,
+    /// The step rules (not parameters).
+    #[module(skip)]
+    pub rules: Arc<StepRules>,
 }
 
 impl Trainee {
+    /// A network trained with plain optimiser steps.
+    pub fn new(net: ResNet) -> Self {
+        Self {
+            net,
+            rules: Arc::new(StepRules {
+                accumulation: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
     /// Logits, loss and targets for one batch.
     pub fn forward_classification(&self, batch: Batch) -> ClassificationOutput {
         let logits = self.net.forward(batch.images);
@@ -24,6 +78,147 @@ impl Trainee {
             .forward(logits.clone(), batch.targets.clone());
         ClassificationOutput::new(loss, logits, batch.targets)
     }
+
+    /// Pruning due at this step, then the zero masks of the prunable weights (pruned weights
+    /// are exactly zero), or none when the run does not prune.
+    fn before_step(self) -> (Self, Option<HashMap<ParamId, Tensor<1, Bool>>>) {
+        let step = self.rules.step.fetch_add(1, Ordering::SeqCst);
+        let Some(scope) = self.rules.prune_scope else {
+            return (self, None);
+        };
+        let mut this = self;
+        if let Some(&s) = this.rules.prune_at.get(&step) {
+            this.net = prune::prune(this.net, s, scope);
+        }
+        let mut masks = Masks::default();
+        this.visit(&mut masks);
+        (this, Some(masks.found))
+    }
+
+    /// Pruned weights back to zero, then weight clipping.
+    fn after_step(self, masks: Option<HashMap<ParamId, Tensor<1, Bool>>>) -> Self {
+        if masks.is_none() && self.rules.weight_clip.is_none() {
+            return self;
+        }
+        let clip = self.rules.weight_clip;
+        self.map(&mut Constrain {
+            path: Vec::new(),
+            masks: masks.unwrap_or_default(),
+            clip,
+        })
+    }
+}
+
+/// Zero masks of the prunable weights, flattened.
+#[derive(Default)]
+struct Masks {
+    path: Vec<String>,
+    found: HashMap<ParamId, Tensor<1, Bool>>,
+}
+
+impl ModuleVisitor for Masks {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if prune::prunable(&self.path) {
+            let n = param.shape().num_elements();
+            self.found
+                .insert(param.id, param.val().detach().equal_elem(0.0).reshape([n]));
+        }
+    }
+}
+
+/// Applies the masks and the weight clamp.
+struct Constrain {
+    path: Vec<String>,
+    masks: HashMap<ParamId, Tensor<1, Bool>>,
+    clip: Option<(f64, f64)>,
+}
+
+impl ModuleMapper for Constrain {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if !prune::prunable(&self.path) {
+            return param;
+        }
+        let mask = self.masks.remove(&param.id);
+        let clip = self.clip;
+        param.map(|t| {
+            let tracked = t.is_require_grad();
+            let mut out = t.detach();
+            if let Some(m) = mask {
+                let shape = out.shape();
+                out = out.mask_fill(m.reshape(shape), 0.0);
+            }
+            if let Some((lo, hi)) = clip {
+                out = out.clamp(lo, hi);
+            }
+            // A new leaf: the result of an op cannot be marked as tracked.
+            if tracked {
+                out.detach().require_grad()
+            } else {
+                out
+            }
+        })
+    }
+}
+
+/// Sums the squares of every gradient (first pass), or scales every gradient (second pass).
+struct GlobalNorm<'a> {
+    grads: &'a mut GradientsParams,
+    sum: Option<Tensor<1>>,
+    scale: Option<f64>,
+}
+
+impl ModuleVisitor for GlobalNorm<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        match self.scale {
+            None => {
+                if let Some(g) = self.grads.get::<D>(param.id) {
+                    let sq = g.square().sum();
+                    self.sum = Some(match self.sum.take() {
+                        Some(s) => s + sq,
+                        None => sq,
+                    });
+                }
+            }
+            Some(c) => {
+                if let Some(g) = self.grads.remove::<D>(param.id) {
+                    self.grads.register(param.id, g.mul_scalar(c));
+                }
+            }
+        }
+    }
+}
+
+/// `torch.nn.utils.clip_grad_norm_`: the total norm over all gradients, and every gradient
+/// times `max_norm / (total + 1e-6)` when that is below 1. Returns the total norm.
+pub fn clip_grad_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
+    let mut pass = GlobalNorm {
+        grads,
+        sum: None,
+        scale: None,
+    };
+    module.visit(&mut pass);
+    let Some(sum) = pass.sum.take() else {
+        return 0.0;
+    };
+    let total = f64::from(sum.into_scalar::<f32>()).sqrt();
+    let coef = max_norm / (total + 1e-6);
+    if coef < 1.0 {
+        pass.scale = Some(coef);
+        module.visit(&mut pass);
+    }
+    total
 }
 
 impl TrainStep for Trainee {
@@ -32,7 +227,37 @@ impl TrainStep for Trainee {
 
     fn step(&self, batch: Batch) -> TrainOutput<ClassificationOutput> {
         let item = self.forward_classification(batch);
-        TrainOutput::new(self, item.loss.backward(), item)
+        let k = self.rules.accumulation.max(1);
+        let grads = if k > 1 {
+            item.loss.clone().div_scalar(k as f64).backward()
+        } else {
+            item.loss.backward()
+        };
+        TrainOutput::new(self, grads, item)
+    }
+
+    fn optimize(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        mut grads: GradientsParams,
+    ) -> Self {
+        let (this, masks) = self.before_step();
+        if let Some(max) = this.rules.clip_grad_norm {
+            clip_grad_norm(&this, &mut grads, max);
+        }
+        optim.step(lr, this, grads).after_step(masks)
+    }
+
+    fn optimize_multi(
+        self,
+        optim: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        grads: MultiGradientsParams,
+    ) -> Self {
+        // Global-norm clipping across devices is refused by the config check.
+        let (this, masks) = self.before_step();
+        optim.step_multi(lr, this, grads).after_step(masks)
     }
 }
 
