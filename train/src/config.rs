@@ -6,9 +6,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::TrainError;
+use crate::init::InitSection;
+use crate::optim::{OptimSection, OptimizerKind};
+use crate::prune::PruneSection;
+use crate::schedule::{Per, ScheduleKind, ScheduleSection};
 
 /// Everything a run needs; `TrainConfig::default()` is a sensible full fine-tune.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Where the starting weights come from and which head to put on.
@@ -17,6 +21,14 @@ pub struct TrainConfig {
     pub data: DataSection,
     /// Optimisation: epochs, batch size, learning rate, strategy.
     pub train: TrainSection,
+    /// The optimiser.
+    pub optim: OptimSection,
+    /// The learning-rate schedule.
+    pub schedule: ScheduleSection,
+    /// How the parameters in scope are initialised.
+    pub init: InitSection,
+    /// Magnitude pruning.
+    pub prune: PruneSection,
     /// Where the run writes, and on which backend it runs.
     pub run: RunSection,
 }
@@ -133,24 +145,16 @@ pub enum Strategy {
     Gradual,
 }
 
-/// The optimiser (PyTorch's defaults and meaning; the full catalog is issue 4's).
+/// How the learning rate follows the effective batch size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum OptimizerKind {
-    /// SGD with `momentum` (no dampening, as torch.optim.SGD).
-    Sgd,
-    /// AdamW (decoupled weight decay), eps 1e-8.
-    Adamw,
-}
-
-/// The learning-rate schedule, stepped per iteration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScheduleKind {
-    /// The same rate throughout.
-    Constant,
-    /// Cosine annealing from `lr` to 0 over the run.
-    Cosine,
+pub enum LrScaling {
+    /// `lr` as written.
+    None,
+    /// `lr * effective_batch / base_batch_size` (Goyal et al. 2017).
+    Linear,
+    /// `lr * sqrt(effective_batch / base_batch_size)` (for adaptive optimisers).
+    Sqrt,
 }
 
 /// `[train]`: optimisation.
@@ -167,14 +171,16 @@ pub struct TrainSection {
     pub lr: f64,
     /// Backbone learning rate as a fraction of `lr` (1: one rate for all).
     pub backbone_lr_mult: f64,
-    /// Optimiser.
-    pub optimizer: OptimizerKind,
-    /// SGD momentum.
-    pub momentum: f64,
-    /// Weight decay (L2 for SGD, decoupled for AdamW).
-    pub weight_decay: f64,
-    /// Learning-rate schedule.
-    pub schedule: ScheduleKind,
+    /// Layer-wise learning-rate decay: layer4 trains at lr * d, layer3 at lr * d^2, .., the
+    /// stem at lr * d^5 (1: off).
+    pub layer_decay: f64,
+    /// Scale `lr` with the effective batch (batch_size x grad_accumulation x devices).
+    pub lr_scaling: LrScaling,
+    /// The batch size `lr` was tuned for, for `lr_scaling`.
+    pub base_batch_size: usize,
+    /// `[[epoch, batch_size], ..]`: from that epoch on, batches of that size (grow the batch
+    /// instead of decaying the rate, Smith et al. 2018).
+    pub batch_schedule: Vec<[usize; 2]>,
     /// Which layers train.
     pub strategy: Strategy,
     /// Last frozen stage for `partial`: `stem`, `layer1` .. `layer4`.
@@ -195,10 +201,10 @@ impl Default for TrainSection {
             seed: 42,
             lr: 0.01,
             backbone_lr_mult: 1.0,
-            optimizer: OptimizerKind::Sgd,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            schedule: ScheduleKind::Cosine,
+            layer_decay: 1.0,
+            lr_scaling: LrScaling::None,
+            base_batch_size: 256,
+            batch_schedule: Vec::new(),
             strategy: Strategy::Full,
             freeze_to: "layer2".into(),
             unfreeze_every: 1,
@@ -226,6 +232,32 @@ impl Default for RunSection {
             dir: PathBuf::from("runs/train"),
             backend: "flex".into(),
             devices: vec![0],
+        }
+    }
+}
+
+impl Default for TrainConfig {
+    /// The recipe a run gets with no config: SGD with momentum 0.9 and weight decay 1e-4,
+    /// cosine decay per step. A config that writes an `[optim]` or `[schedule]` table gets
+    /// PyTorch's defaults for whatever that table leaves out.
+    fn default() -> Self {
+        Self {
+            model: ModelSection::default(),
+            data: DataSection::default(),
+            train: TrainSection::default(),
+            optim: OptimSection {
+                name: OptimizerKind::Sgd,
+                momentum: Some(0.9),
+                weight_decay: Some(1e-4),
+                ..Default::default()
+            },
+            schedule: ScheduleSection {
+                name: ScheduleKind::Cosine,
+                ..Default::default()
+            },
+            init: InitSection::default(),
+            prune: PruneSection::default(),
+            run: RunSection::default(),
         }
     }
 }
@@ -269,18 +301,40 @@ impl TrainConfig {
                 t.backbone_lr_mult
             ));
         }
-        if !(0.0..1.0).contains(&t.momentum) {
+        if !(t.layer_decay > 0.0 && t.layer_decay <= 1.0) {
             return bad(format!(
-                "train.momentum must be in [0, 1), got {}",
-                t.momentum
+                "train.layer_decay must be in (0, 1], got {}",
+                t.layer_decay
             ));
         }
-        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
-            return bad(format!(
-                "train.weight_decay must be >= 0, got {}",
-                t.weight_decay
-            ));
+        if t.base_batch_size == 0 {
+            return bad("train.base_batch_size must be at least 1".into());
         }
+        let mut last = 1;
+        for &[epoch, size] in &t.batch_schedule {
+            if epoch <= last || epoch > t.epochs || size == 0 {
+                return bad(format!(
+                    "train.batch_schedule entry [{epoch}, {size}]: epochs must increase from                      2 to train.epochs ({}) and sizes be at least 1",
+                    t.epochs
+                ));
+            }
+            last = epoch;
+        }
+        self.optim.validate().map_err(TrainError::Config)?;
+        if self.optim.clip_grad_norm.is_some() && self.run.devices.len() > 1 {
+            return bad(
+                "optim.clip_grad_norm needs every gradient on one device; it is not \
+                        supported with several run.devices"
+                    .into(),
+            );
+        }
+        if self.schedule.per == Per::Epoch {
+            self.schedule
+                .validate(t.epochs)
+                .map_err(TrainError::Config)?;
+        }
+        self.init.validate().map_err(TrainError::Config)?;
+        self.prune.validate(t.epochs).map_err(TrainError::Config)?;
         if t.unfreeze_every == 0 {
             return bad("train.unfreeze_every must be at least 1".into());
         }
@@ -359,7 +413,10 @@ mod tests {
     fn impossible_values_are_refused() {
         for (toml, word) in [
             ("[train]\nlr = -0.1", "train.lr"),
-            ("[train]\nmomentum = 1.0", "train.momentum"),
+            ("[optim]\nmomentum = 1.0", "optim.momentum"),
+            ("[prune]\nsparsity = 1.0", "prune.sparsity"),
+            ("[schedule]\nper = \"epoch\"\nwarmup = 5", "schedule.warmup"),
+            ("[train]\nbatch_schedule = [[1, 64]]", "batch_schedule"),
             ("[train]\nepochs = 0", "train.epochs"),
             ("[train]\nfreeze_to = \"layer9\"", "layer9"),
             ("[data]\nval_split = 1.5", "data.val_split"),

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{DataKind, Strategy, TrainConfig};
 use crate::error::TrainError;
+use crate::optim::{OptimSection, OptimizerKind};
+use crate::prune::{PruneSchedule, PruneSection};
 use crate::run::{Outcome, train};
+use crate::schedule::{Per, ScheduleKind, ScheduleSection};
 
 /// Classes the "pretrained" model learns (T-shirt/top .. Coat).
 pub const PRETRAIN_CLASSES: [&str; 5] = ["0", "1", "2", "3", "4"];
@@ -83,27 +86,7 @@ impl Demo {
 
     /// Pretrains (or reuses the cache), then runs both fine-tunings.
     pub fn run(&self) -> Result<DemoReport, TrainError> {
-        let pre = self.pretrain_config();
-        // The cache is keyed by the pretraining config, so changing it retrains.
-        let key = fnv(pre.to_toml().replace(&self.backend, "").as_bytes());
-        let pretrained = self.cache.join(format!("pretrained-{key:016x}.bpk"));
-        let mut pretrain_seconds = 0.0;
-        if pretrained.exists() {
-            eprintln!("using the cached pretrained model {}", pretrained.display());
-        } else {
-            eprintln!(
-                "pretraining ResNet-18 on Fashion-MNIST classes 0-4 (once; cached in {})",
-                self.cache.display()
-            );
-            clear(&pre.run.dir)?;
-            let out = train(&pre, false)?;
-            pretrain_seconds = out.seconds;
-            eprintln!(
-                "pretrained: {:.2}% validation accuracy on its 5 classes in {:.0} s",
-                out.best_accuracy, out.seconds
-            );
-            std::fs::copy(&out.model, &pretrained).map_err(|e| TrainError::io(&pretrained, e))?;
-        }
+        let (pretrained, pretrain_seconds) = self.pretrained()?;
         let source = pretrained.display().to_string();
         let mut runs = Vec::new();
         for (name, src) in [("transfer", source.as_str()), ("scratch", "random")] {
@@ -128,7 +111,132 @@ impl Demo {
             pretrained,
         })
     }
+
+    /// The demo's transfer fine-tune under each of [`RECIPES`], from the same pretrained model:
+    /// the README's experiment table.
+    pub fn recipes(&self) -> Result<Vec<(&'static Recipe, Outcome)>, TrainError> {
+        let (pretrained, _) = self.pretrained()?;
+        let source = pretrained.display().to_string();
+        let mut out = Vec::new();
+        for recipe in RECIPES.iter() {
+            let mut c = self.finetune_config(&source, &format!("recipe-{}", recipe.name));
+            (recipe.edit)(&mut c);
+            c.validate()?;
+            clear(&c.run.dir)?;
+            eprintln!("\nrecipe {}: {}", recipe.name, recipe.description);
+            out.push((recipe, train(&c, false)?));
+        }
+        Ok(out)
+    }
+
+    /// The pretrained model file (trained now unless cached) and the seconds it took.
+    fn pretrained(&self) -> Result<(PathBuf, f64), TrainError> {
+        let pre = self.pretrain_config();
+        // The cache is keyed by the pretraining config, so changing it retrains.
+        let key = fnv(pre.to_toml().replace(&self.backend, "").as_bytes());
+        let pretrained = self.cache.join(format!("pretrained-{key:016x}.bpk"));
+        let mut pretrain_seconds = 0.0;
+        if pretrained.exists() {
+            eprintln!("using the cached pretrained model {}", pretrained.display());
+        } else {
+            eprintln!(
+                "pretraining ResNet-18 on Fashion-MNIST classes 0-4 (once; cached in {})",
+                self.cache.display()
+            );
+            clear(&pre.run.dir)?;
+            let out = train(&pre, false)?;
+            pretrain_seconds = out.seconds;
+            eprintln!(
+                "pretrained: {:.2}% validation accuracy on its 5 classes in {:.0} s",
+                out.best_accuracy, out.seconds
+            );
+            std::fs::copy(&out.model, &pretrained).map_err(|e| TrainError::io(&pretrained, e))?;
+        }
+        Ok((pretrained, pretrain_seconds))
+    }
 }
+
+/// A fine-tuning recipe for the experiment table: a change to the demo's transfer config.
+pub struct Recipe {
+    /// Short name (run directory `recipe-NAME`).
+    pub name: &'static str,
+    /// What it is, for the table.
+    pub description: &'static str,
+    /// The change.
+    pub edit: fn(&mut TrainConfig),
+}
+
+/// The recipes of the README's table (10 epochs of 5 steps each, batch 10, from the demo's
+/// pretrained ResNet-18).
+pub static RECIPES: [Recipe; 6] = [
+    Recipe {
+        name: "sgd-cosine",
+        description: "SGD momentum 0.9, wd 1e-4, lr 0.03, cosine per step (the demo's)",
+        edit: |_| {},
+    },
+    Recipe {
+        name: "sgd-step",
+        description: "SGD momentum 0.9, wd 1e-4, lr 0.03, x0.1 every 4 epochs",
+        edit: |c| {
+            c.schedule = ScheduleSection {
+                name: ScheduleKind::Step,
+                per: Per::Epoch,
+                step_size: 4,
+                ..Default::default()
+            };
+        },
+    },
+    Recipe {
+        name: "adamw-warmup-cosine",
+        description: "AdamW lr 1e-3, wd 0.05 (not on biases/BN), 5-step warmup + cosine",
+        edit: |c| {
+            c.train.lr = 1e-3;
+            c.optim = OptimSection {
+                name: OptimizerKind::Adamw,
+                weight_decay: Some(0.05),
+                no_decay_bias_norm: true,
+                ..Default::default()
+            };
+            c.schedule = ScheduleSection {
+                name: ScheduleKind::Cosine,
+                warmup: 5,
+                warmup_factor: 0.1,
+                ..Default::default()
+            };
+        },
+    },
+    Recipe {
+        name: "features-one-cycle",
+        description: "feature extraction (head only), SGD momentum 0.9, one-cycle to lr 0.1",
+        edit: |c| {
+            c.train.strategy = Strategy::FeatureExtraction;
+            c.train.lr = 0.1;
+            c.schedule = ScheduleSection {
+                name: ScheduleKind::OneCycle,
+                ..Default::default()
+            };
+        },
+    },
+    Recipe {
+        name: "layer-decay",
+        description: "SGD momentum 0.9, lr 0.05, layer-wise decay 0.5 (stem at lr/32), cosine",
+        edit: |c| {
+            c.train.lr = 0.05;
+            c.train.layer_decay = 0.5;
+        },
+    },
+    Recipe {
+        name: "pruned-50",
+        description: "the demo's recipe with gradual magnitude pruning to 50% (epochs 1-9)",
+        edit: |c| {
+            c.prune = PruneSection {
+                sparsity: 0.5,
+                schedule: PruneSchedule::Gradual,
+                ..Default::default()
+            };
+        },
+    },
+];
 
 /// Removes a previous demo run directory (only ever one the demo itself writes).
 fn clear(dir: &Path) -> Result<(), TrainError> {

@@ -8,11 +8,14 @@ pub mod config;
 pub mod dataset;
 pub mod demo;
 pub mod error;
+pub mod init;
 pub mod loader;
 pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod prune;
 pub mod run;
+pub mod schedule;
 pub mod strategy;
 pub mod trainee;
 

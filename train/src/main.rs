@@ -7,8 +7,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rekindle_train::config::{DataKind, Strategy};
+use rekindle_train::dataset::Dataset;
 use rekindle_train::demo::Demo;
-use rekindle_train::run::{CONFIG_FILE, summary};
+use rekindle_train::optim::{OptimSection, OptimizerKind};
+use rekindle_train::prune::{self, PruneScope};
+use rekindle_train::run::{CONFIG_FILE, run_shape, scaled_lr, summary};
+use rekindle_train::schedule::{Per, RunShape, ScheduleKind};
+use rekindle_train::strategy;
+use rekindle_train::trainee::Trainee;
 use rekindle_train::{TrainConfig, train};
 
 #[derive(Parser)]
@@ -27,6 +33,42 @@ enum Cmd {
     Run(Box<RunArgs>),
     /// Transfer learning on Fashion-MNIST: pretrained vs from scratch, same budget.
     Demo(DemoArgs),
+    /// Print and plot a config's learning rate per optimiser step and parameter group,
+    /// without training.
+    Schedule(ScheduleArgs),
+    /// Magnitude-prune a saved model to a target sparsity (one-shot), with a report per layer.
+    Prune(PruneArgs),
+}
+
+#[derive(Args)]
+struct ScheduleArgs {
+    /// TOML config (default: the built-in recipe).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Optimiser steps in the run (default: counted from the config's dataset).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// One JSON object per step instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Where the plot goes.
+    #[arg(long, default_value = "schedule.png")]
+    plot: PathBuf,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// A rekindle model file (model.bpk).
+    model: PathBuf,
+    /// Fraction of convolution and linear weights set to zero, in [0, 1).
+    #[arg(long)]
+    sparsity: f64,
+    /// global (smallest weights network-wide) or layer (the same fraction of every layer).
+    #[arg(long, default_value = "global", value_parser = parse_scope)]
+    scope: PruneScope,
+    /// The pruned model file.
+    #[arg(short, long)]
+    output: PathBuf,
 }
 
 #[derive(Args)]
@@ -79,6 +121,17 @@ struct RunArgs {
     /// Seed of every random choice (train.seed).
     #[arg(long)]
     seed: Option<u64>,
+    /// sgd, adam, adamw, rmsprop, adagrad, with PyTorch's defaults for its options unless the
+    /// config's [optim] names the same one (optim.name).
+    #[arg(long, value_parser = parse_optimizer)]
+    optimizer: Option<OptimizerKind>,
+    /// Learning-rate schedule (schedule.name): constant, step, multistep, exponential,
+    /// inverse-time, polynomial, cosine, cosine-restarts, one-cycle, plateau.
+    #[arg(long, value_parser = parse_schedule)]
+    schedule: Option<ScheduleKind>,
+    /// Warmup length in the schedule's unit (schedule.warmup).
+    #[arg(long)]
+    warmup: Option<usize>,
 }
 
 #[derive(Args)]
@@ -95,6 +148,9 @@ struct DemoArgs {
     /// Labelled training images per class when fine-tuning.
     #[arg(long, default_value_t = 10)]
     labels_per_class: usize,
+    /// Fine-tune with each recipe of the experiment table instead, and print the table.
+    #[arg(long)]
+    recipes: bool,
 }
 
 fn parse_kind(s: &str) -> Result<DataKind, String> {
@@ -111,6 +167,34 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
                 "unknown strategy `{s}`; valid ones: full, feature-extraction, partial, gradual"
             )
         })
+}
+
+fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
+    TrainConfig::from_toml(&format!("[optim]\nname = \"{s}\""))
+        .map(|c| c.optim.name)
+        .map_err(|_| {
+            format!(
+                "unknown optimizer `{s}`; valid ones: {}",
+                OptimizerKind::NAMES
+            )
+        })
+}
+
+fn parse_schedule(s: &str) -> Result<ScheduleKind, String> {
+    TrainConfig::from_toml(&format!("[schedule]\nname = \"{s}\""))
+        .map(|c| c.schedule.name)
+        .map_err(|_| {
+            format!(
+                "unknown schedule `{s}`; valid ones: {}",
+                ScheduleKind::NAMES
+            )
+        })
+}
+
+fn parse_scope(s: &str) -> Result<PruneScope, String> {
+    TrainConfig::from_toml(&format!("[prune]\nscope = \"{s}\""))
+        .map(|c| c.prune.scope)
+        .map_err(|_| format!("unknown pruning scope `{s}`; valid ones: global, layer"))
 }
 
 fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
@@ -162,6 +246,24 @@ fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
     if let Some(v) = a.seed {
         c.train.seed = v;
     }
+    if let Some(v) = a.optimizer
+        && v != c.optim.name
+    {
+        c.optim = OptimSection {
+            name: v,
+            no_decay_bias_norm: c.optim.no_decay_bias_norm,
+            clip_grad_norm: c.optim.clip_grad_norm,
+            clip_grad_value: c.optim.clip_grad_value,
+            weight_clip: c.optim.weight_clip,
+            ..Default::default()
+        };
+    }
+    if let Some(v) = a.schedule {
+        c.schedule.name = v;
+    }
+    if let Some(v) = a.warmup {
+        c.schedule.warmup = v;
+    }
     c.validate()?;
     Ok(c)
 }
@@ -174,6 +276,9 @@ fn run(a: RunArgs) -> Result<()> {
     }
     let out = train(&cfg, a.resume.is_some())?;
     println!("\n{}", summary(&out));
+    if let Some(layers) = &out.sparsity {
+        println!("sparsity of the exported model:\n{}", prune::report(layers));
+    }
     println!(
         "run directory {}: config.toml, checkpoint/, metrics-steps.csv, metrics-epochs.csv, {} plot(s), model.bpk ({:.0} s)",
         out.dir.display(),
@@ -198,6 +303,23 @@ fn demo(a: DemoArgs) -> Result<()> {
         labels_per_class: a.labels_per_class,
     };
     let started = std::time::Instant::now();
+    if a.recipes {
+        let results = d.recipes()?;
+        println!("\n| recipe | validation accuracy | sparsity | time |\n|---|---|---|---|");
+        for (recipe, out) in &results {
+            let sparsity = out.sparsity.as_ref().map_or("-".to_string(), |layers| {
+                let total: usize = layers.iter().map(|l| l.total).sum();
+                let zeros: usize = layers.iter().map(|l| l.zeros).sum();
+                format!("{:.1}%", 100.0 * zeros as f64 / total.max(1) as f64)
+            });
+            println!(
+                "| `{}`: {} | {:.2}% (epoch {}) | {sparsity} | {:.0} s |",
+                recipe.name, recipe.description, out.best_accuracy, out.best_epoch, out.seconds
+            );
+        }
+        println!("total {:.0} s", started.elapsed().as_secs_f64());
+        return Ok(());
+    }
     let r = d.run()?;
     let (t, s) = (&r.transfer, &r.scratch);
     println!(
@@ -232,10 +354,100 @@ fn demo(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+fn schedule(a: ScheduleArgs) -> Result<()> {
+    let cfg = match &a.config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    cfg.validate()?;
+    let t = &cfg.train;
+    let shape = match a.steps {
+        Some(n) => {
+            let per = n.div_ceil(t.epochs).max(1);
+            RunShape::new(&vec![per; t.epochs])
+        }
+        None => {
+            let data = Dataset::load(&cfg.data, t.seed)?;
+            run_shape(&cfg, data.train.len())
+        }
+    };
+    let units = match cfg.schedule.per {
+        Per::Iteration => shape.total_steps(),
+        Per::Epoch => t.epochs,
+    };
+    cfg.schedule.validate(units).map_err(anyhow::Error::msg)?;
+    let device = rekindle_model::Backend::Flex.device_at(0)?;
+    let net = rekindle_model::ResNetConfig::new(
+        rekindle_model::Arch::Resnet18,
+        rekindle_model::HeadConfig::new(2),
+    )
+    .init(&device);
+    let groups = strategy::lr_groups(t, &Trainee::new(net));
+    let mults: Vec<f64> = groups.iter().map(|g| g.2).collect();
+    let lr = scaled_lr(&cfg);
+    let table = rekindle_train::schedule::table(&cfg.schedule, &shape, lr, &mults);
+    let names: Vec<String> =
+        std::iter::once(if groups.is_empty() { "all" } else { "head" }.to_string())
+            .chain(groups.iter().map(|g| g.0.clone()))
+            .collect();
+    let total = shape.total_steps();
+    if a.json {
+        for step in 0..total {
+            let lrs: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .zip(&table)
+                .map(|(n, col)| (n.clone(), serde_json::json!(col[step])))
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({"step": step, "epoch": shape.epoch_of(step) + 1, "lr": lrs})
+            );
+        }
+    } else {
+        println!(
+            "{:?} schedule, per {:?}, {} epochs, {total} optimiser steps",
+            cfg.schedule.name, cfg.schedule.per, t.epochs
+        );
+        print!("{:>6} {:>5}", "step", "epoch");
+        for n in &names {
+            print!(" {n:>11}");
+        }
+        println!();
+        let every = total.div_ceil(40).max(1);
+        for step in (0..total).filter(|s| s % every == 0 || *s + 1 == total) {
+            print!("{step:>6} {:>5}", shape.epoch_of(step) + 1);
+            for col in &table {
+                print!(" {:>11.4e}", col[step]);
+            }
+            println!();
+        }
+    }
+    let series: Vec<(String, Vec<f64>)> = names.into_iter().zip(table).collect();
+    rekindle_train::plot::plot_schedule(&a.plot, "Learning rate", &series)
+        .map_err(anyhow::Error::msg)?;
+    eprintln!("plot: {}", a.plot.display());
+    Ok(())
+}
+
+fn prune_model(a: PruneArgs) -> Result<()> {
+    if !(0.0..1.0).contains(&a.sparsity) {
+        anyhow::bail!("--sparsity must be in [0, 1), got {}", a.sparsity);
+    }
+    let device = rekindle_model::Backend::Flex.device_at(0)?;
+    let (net, meta) = rekindle_model::load_model(&a.model, &device)?;
+    let net = prune::prune(net, a.sparsity, a.scope);
+    rekindle_model::save_model(&a.output, &net, &meta)?;
+    print!("{}", prune::report(&prune::sparsity(&net)));
+    println!("pruned model: {}", a.output.display());
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Run(a) => run(*a),
         Cmd::Demo(a) => demo(a),
+        Cmd::Schedule(a) => schedule(a),
+        Cmd::Prune(a) => prune_model(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

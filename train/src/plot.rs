@@ -181,3 +181,35 @@ pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, String> {
     out.push(lr);
     Ok(out)
 }
+
+/// Plots a learning-rate schedule (one line per parameter group) against the optimiser step.
+pub fn plot_schedule(
+    path: &Path,
+    title: &str,
+    groups: &[(String, Vec<f64>)],
+) -> Result<(), String> {
+    font()?;
+    let colors = [
+        BLUE,
+        RED,
+        GREEN,
+        MAGENTA,
+        CYAN,
+        RGBColor(230, 140, 0),
+        BLACK,
+    ];
+    let series: Vec<Series> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, (label, lrs))| Series {
+            label: label.clone(),
+            points: lrs
+                .iter()
+                .enumerate()
+                .map(|(s, lr)| (s as f64, *lr))
+                .collect(),
+            color: colors[i % colors.len()],
+        })
+        .collect();
+    chart(path, title, "optimiser step", "learning rate", &series)
+}

@@ -21,13 +21,14 @@ use burn::train::{
 use rekindle_model::{Arch, Backend, HeadConfig, ModelMetadata, Preprocess, ResNet, ResNetConfig};
 
 use crate::augment::Augment;
-use crate::config::{Strategy, TrainConfig};
+use crate::config::{LrScaling, Strategy, TrainConfig};
 use crate::dataset::Dataset;
 use crate::error::TrainError;
 use crate::loader::EpochLoader;
 use crate::progress::{EpochRow, Renderer, Shared, read_epochs};
-use crate::trainee::Trainee;
-use crate::{optim, plot, strategy};
+use crate::schedule::{Per, PlateauMetric, RunShape, ScheduleKind};
+use crate::trainee::{StepRules, Trainee};
+use crate::{init, plot, prune, schedule, strategy};
 
 /// The config copy in a run directory; `--resume` reads it back.
 pub const CONFIG_FILE: &str = "config.toml";
@@ -53,6 +54,8 @@ pub struct Outcome {
     pub sizes: (usize, usize),
     /// Plots written.
     pub plots: Vec<PathBuf>,
+    /// Zeros per layer of the exported model, when the run pruned.
+    pub sparsity: Option<Vec<prune::LayerSparsity>>,
 }
 
 /// The interrupter of the run in progress, for the Ctrl-C handler (one per process).
@@ -145,6 +148,17 @@ fn starting_model(
     // Loaded weights arrive untracked; every parameter trains until the strategy freezes some.
     // Fine-tuning replaces the classifier: a fresh head, sized for this dataset, seeded.
     let net = net.unfreeze().with_head(&head, device);
+    let net = if cfg.init.is_fresh_head_default() {
+        // The fresh head already has PyTorch's default initialisation.
+        net
+    } else {
+        let (net, n) = init::apply(net, &cfg.init, cfg.train.seed).map_err(TrainError::Config)?;
+        eprintln!(
+            "initialised {n} parameter tensor(s) ({:?} scope) with {:?}",
+            cfg.init.scope, cfg.init.scheme
+        );
+        net
+    };
     if let Some(r) = cfg.data.resize {
         pre.resize = r;
     }
@@ -214,10 +228,31 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
     let classes = data.class_names.clone();
     // Parameters must be created on the autodiff device to be tracked by the learner.
     let (net, preprocess) = starting_model(cfg, classes.len(), &device.clone().autodiff())?;
-    let model = Trainee { net };
+    let model = Trainee::new(net);
     let (n_train, n_val) = (data.train.len(), data.val.len());
     let t = &cfg.train;
-    let phases = strategy::phases(t);
+    let plateau = cfg.schedule.name == ScheduleKind::Plateau;
+    let phases = strategy::phases(t, plateau);
+    let shape = Arc::new(run_shape(cfg, n_train));
+    let run_units = match cfg.schedule.per {
+        Per::Iteration => shape.total_steps(),
+        Per::Epoch => t.epochs,
+    };
+    cfg.schedule
+        .validate(run_units)
+        .map_err(TrainError::Config)?;
+    let lr = scaled_lr(cfg);
+    if lr != t.lr {
+        eprintln!(
+            "learning rate {lr:.4e}: {:.4e} scaled {:?} from batch {} to the effective batch {}",
+            t.lr,
+            t.lr_scaling,
+            t.base_batch_size,
+            effective_batch(cfg)
+        );
+    }
+    let prune_plan = cfg.prune.plan(t.epochs);
+    let prune_final = cfg.prune.final_epoch(t.epochs);
     eprintln!(
         "{}: {n_train} training and {n_val} validation images of {} classes, \
          {}x{} input, {} on {}",
@@ -236,8 +271,6 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
         backend.name()
     );
 
-    let batches = n_train.div_ceil(t.batch_size);
-    let steps = t.epochs * batches.div_ceil(t.grad_accumulation);
     let data = Arc::new(data);
     let augment = cfg.data.augment.then_some(Augment {
         size: preprocess.crop as u32,
@@ -258,15 +291,34 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
                 strategy::describe(phase.depth)
             );
         }
+        let rules = StepRules {
+            accumulation: t.grad_accumulation,
+            clip_grad_norm: cfg.optim.clip_grad_norm,
+            weight_clip: cfg.optim.weight_clip.map(|[lo, hi]| (lo, hi)),
+            prune_at: prune_plan
+                .iter()
+                .map(|&(epoch, s)| (shape.steps_before(epoch - 1), s))
+                .collect(),
+            prune_scope: cfg.prune.active().then_some(cfg.prune.scope),
+            step: shape.steps_before(first - 1).into(),
+        };
         let model = Trainee {
             net: strategy::apply(model.net.clone(), phase.depth),
+            rules: Arc::new(rules),
         };
-        let optimizer = optim::optimizer(t);
-        let scheduler = optim::scheduler(t, steps, strategy::backbone_group(&model))?;
+        let optimizer = cfg.optim.optimizer();
+        let metrics = if plateau {
+            plateau_metrics(&dir, first - 1, cfg.schedule.metric)?
+        } else {
+            Vec::new()
+        };
+        let groups = strategy::lr_groups(t, &model);
+        let scheduler =
+            schedule::module_scheduler(&cfg.schedule, shape.clone(), lr, &groups, &metrics);
         let train_loader = EpochLoader::train(
             data.clone(),
             data.train.clone(),
-            t.batch_size,
+            phase.batch_size,
             preprocess.clone(),
             augment,
             t.seed,
@@ -277,7 +329,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
         let valid_loader = EpochLoader::eval(
             data.clone(),
             data.val.clone(),
-            t.batch_size,
+            phase.batch_size,
             preprocess.clone(),
             cfg.data.workers,
             device.clone(),
@@ -364,11 +416,13 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
         }
     }
 
-    // Best epoch by exact validation accuracy among the checkpoints kept on disk.
+    // Best epoch by exact validation accuracy among the checkpoints kept on disk; when the
+    // run prunes, among the epochs at the final sparsity.
     let epochs = read_epochs(&dir).map_err(|e| TrainError::io(&dir, e))?;
     let (best_epoch, best_accuracy) = epochs
         .iter()
         .filter(|r| r.split == "valid")
+        .filter(|r| prune_final.is_none_or(|f| r.epoch >= f))
         .filter(|r| {
             dir.join(format!("checkpoint/model-{}.bpk", r.epoch))
                 .exists()
@@ -389,6 +443,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
     let record = ModuleRecord::load(&ckpt)
         .map_err(|e| TrainError::Stopped(format!("{}: {e}", ckpt.display())))?;
     let best = model.load_record(record).net;
+    let sparsity = cfg.prune.active().then(|| prune::sparsity(&best));
     let metadata = ModelMetadata::new(best.config(), classes, preprocess);
     let model_path = dir.join(MODEL_FILE);
     rekindle_model::save_model(&model_path, &best, &metadata)?;
@@ -408,7 +463,62 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
         seconds: started.elapsed().as_secs_f64(),
         sizes: (n_train, n_val),
         plots,
+        sparsity,
     })
+}
+
+/// Optimiser steps per epoch over the run (batch-size schedule and accumulation included).
+pub fn run_shape(cfg: &TrainConfig, n_train: usize) -> RunShape {
+    let t = &cfg.train;
+    let steps: Vec<usize> = (1..=t.epochs)
+        .map(|e| {
+            n_train
+                .div_ceil(strategy::batch_size(t, e))
+                .div_ceil(t.grad_accumulation)
+        })
+        .collect();
+    RunShape::new(&steps)
+}
+
+/// Images behind one optimiser step at the start of the run.
+pub fn effective_batch(cfg: &TrainConfig) -> usize {
+    cfg.train.batch_size * cfg.train.grad_accumulation * cfg.run.devices.len()
+}
+
+/// `train.lr` after `train.lr_scaling`.
+pub fn scaled_lr(cfg: &TrainConfig) -> f64 {
+    let t = &cfg.train;
+    let ratio = effective_batch(cfg) as f64 / t.base_batch_size as f64;
+    match t.lr_scaling {
+        LrScaling::None => t.lr,
+        LrScaling::Linear => t.lr * ratio,
+        LrScaling::Sqrt => t.lr * ratio.sqrt(),
+    }
+}
+
+/// The plateau metric of epochs 1..=`upto`, from the run's epoch log.
+fn plateau_metrics(dir: &Path, upto: usize, metric: PlateauMetric) -> Result<Vec<f64>, TrainError> {
+    if upto == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = read_epochs(dir).map_err(|e| TrainError::io(dir, e))?;
+    (1..=upto)
+        .map(|e| {
+            rows.iter()
+                .rev()
+                .find(|r| r.epoch == e && r.split == "valid")
+                .map(|r| match metric {
+                    PlateauMetric::ValidLoss => r.loss,
+                    PlateauMetric::ValidAccuracy => r.accuracy,
+                })
+                .ok_or_else(|| TrainError::Resume {
+                    path: dir.join(crate::progress::EPOCHS_CSV),
+                    message: format!(
+                        "no validation result for epoch {e}, which the plateau schedule needs"
+                    ),
+                })
+        })
+        .collect()
 }
 
 /// The end-of-run table: one line per epoch, the best marked.

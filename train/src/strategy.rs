@@ -18,7 +18,8 @@ pub fn frozen_depth(t: &TrainSection, epoch: usize) -> usize {
     }
 }
 
-/// Consecutive epochs that train the same layers: `first..=last` with `depth` stages frozen.
+/// Consecutive epochs that one launch of Burn's learner trains: the same layers, the same
+/// batch size: `first..=last` with `depth` stages frozen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Phase {
     /// First epoch of the phase, 1-based.
@@ -27,19 +28,36 @@ pub struct Phase {
     pub last: usize,
     /// Stages frozen, counted from the stem.
     pub depth: usize,
+    /// Images per batch.
+    pub batch_size: usize,
 }
 
-/// The run's epochs cut where the frozen depth changes (one phase unless `gradual`).
-pub fn phases(t: &TrainSection) -> Vec<Phase> {
+/// The batch size of `epoch` (1-based) under `train.batch_schedule`.
+pub fn batch_size(t: &TrainSection, epoch: usize) -> usize {
+    t.batch_schedule
+        .iter()
+        .filter(|[from, _]| *from <= epoch)
+        .map(|[_, size]| *size)
+        .next_back()
+        .unwrap_or(t.batch_size)
+}
+
+/// The run's epochs cut where the frozen depth or the batch size changes, and at every epoch
+/// when `every_epoch` (a plateau schedule learns its rate between epochs).
+pub fn phases(t: &TrainSection, every_epoch: bool) -> Vec<Phase> {
     let mut out: Vec<Phase> = Vec::new();
     for epoch in 1..=t.epochs {
         let depth = frozen_depth(t, epoch);
+        let batch_size = batch_size(t, epoch);
         match out.last_mut() {
-            Some(p) if p.depth == depth => p.last = epoch,
+            Some(p) if p.depth == depth && p.batch_size == batch_size && !every_epoch => {
+                p.last = epoch
+            }
             _ => out.push(Phase {
                 first: epoch,
                 last: epoch,
                 depth,
+                batch_size,
             }),
         }
     }
@@ -83,9 +101,36 @@ pub fn describe(depth: usize) -> String {
     }
 }
 
-/// Every parameter but the head's: the group the backbone learning rate applies to.
-pub fn backbone_group(model: &Trainee) -> ParamGroup {
-    ParamGroup::all().exclude(ParamGroup::ids_from_module(model.net.head.clone()))
+/// The parameter groups for learning rates, each with its multiple of `train.lr`: the
+/// backbone at `backbone_lr_mult`, and with layer-wise decay `d` layer4 at `d`, layer3 at
+/// `d^2`, .., the stem at `d^5` (times `backbone_lr_mult`). Named for `cargo xtask schedule`.
+pub fn lr_groups(t: &TrainSection, model: &Trainee) -> Vec<(String, ParamGroup, f64)> {
+    let net = &model.net;
+    let mut groups = Vec::new();
+    if t.layer_decay != 1.0 {
+        let stages: [(&str, ParamGroup); 5] = [
+            ("layer4", ParamGroup::ids_from_module(net.layer4.clone())),
+            ("layer3", ParamGroup::ids_from_module(net.layer3.clone())),
+            ("layer2", ParamGroup::ids_from_module(net.layer2.clone())),
+            ("layer1", ParamGroup::ids_from_module(net.layer1.clone())),
+            (
+                "stem",
+                ParamGroup::ids_from_module(net.conv1.clone())
+                    .fuse(&ParamGroup::ids_from_module(net.bn1.clone())),
+            ),
+        ];
+        for (k, (name, group)) in stages.into_iter().enumerate() {
+            let mult = t.backbone_lr_mult * t.layer_decay.powi(k as i32 + 1);
+            groups.push((name.to_string(), group, mult));
+        }
+    } else if t.backbone_lr_mult != 1.0 {
+        groups.push((
+            "backbone".to_string(),
+            ParamGroup::all().exclude(ParamGroup::ids_from_module(net.head.clone())),
+            t.backbone_lr_mult,
+        ));
+    }
+    groups
 }
 
 #[cfg(test)]
@@ -150,7 +195,7 @@ mod tests {
             epochs: 13,
             ..Default::default()
         };
-        let p = phases(&t);
+        let p = phases(&t, false);
         let spans: Vec<_> = p.iter().map(|p| (p.first, p.last, p.depth)).collect();
         assert_eq!(
             spans,
@@ -177,9 +222,24 @@ mod tests {
                 strategy,
                 ..t.clone()
             };
-            assert_eq!(phases(&t).len(), 1);
-            assert_eq!((phases(&t)[0].first, phases(&t)[0].last), (1, 13));
+            assert_eq!(phases(&t, false).len(), 1);
+            assert_eq!(
+                (phases(&t, false)[0].first, phases(&t, false)[0].last),
+                (1, 13)
+            );
+            assert_eq!(phases(&t, true).len(), 13);
         }
+        // A batch-size schedule cuts phases where the size changes.
+        let t = TrainSection {
+            strategy: Strategy::Full,
+            batch_schedule: vec![[4, 64], [9, 128]],
+            ..t
+        };
+        let sizes: Vec<_> = phases(&t, false)
+            .iter()
+            .map(|p| (p.first, p.last, p.batch_size))
+            .collect();
+        assert_eq!(sizes, [(1, 3, 32), (4, 8, 64), (9, 13, 128)]);
     }
 
     #[test]

@@ -356,7 +356,7 @@ fn feature_extraction_moves_only_the_head() {
 fn checkpoint_tensors(path: &Path, like: &rekindle_model::ResNet) -> Vec<(String, Vec<u8>)> {
     use burn::module::Module;
     let record = burn::store::ModuleRecord::load(path).unwrap();
-    let trainee = rekindle_train::trainee::Trainee { net: like.clone() }.load_record(record);
+    let trainee = rekindle_train::trainee::Trainee::new(like.clone()).load_record(record);
     named_bytes(&trainee.net)
 }
 
@@ -409,7 +409,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     let run = tmp.path().join("run");
     let cfg = write_config(
         &tmp.path().join("d.toml"),
-        &fmnist_config(&run, "schedule = \"constant\"").replace("epochs = 3", "epochs = 1"),
+        &fmnist_config(&run, "[schedule]\nname = \"constant\"").replace("epochs = 3", "epochs = 1"),
     );
     run_ok(bin().arg("run").arg("--config").arg(&cfg));
     let ckpt = run.join("checkpoint");
@@ -565,4 +565,188 @@ fn a_nan_loss_stops_the_run_with_a_message() {
     let err = run_err(bin().arg("run").arg("--config").arg(&cfg));
     assert!(err.contains("loss became NaN"), "{err}");
     assert!(!run.join("model.bpk").exists());
+}
+
+/// Zeros among the convolution and linear weights of a saved model, and its largest |weight|.
+fn weight_stats(model: &Path) -> (usize, usize, f64) {
+    let device = burn::tensor::Device::flex();
+    let (net, _) = rekindle_model::load_model(model, &device).unwrap();
+    let layers = rekindle_train::prune::sparsity(&net);
+    let total = layers.iter().map(|l| l.total).sum();
+    let zeros = layers.iter().map(|l| l.zeros).sum();
+    struct Max(Vec<String>, f64);
+    impl burn::module::ModuleVisitor for Max {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn visit_float<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::tensor::Tensor<D>>,
+        ) {
+            if rekindle_train::prune::prunable(&self.0) {
+                let m: f32 = p.val().abs().max().into_scalar();
+                self.1 = self.1.max(m as f64);
+            }
+        }
+    }
+    let mut m = Max(Vec::new(), 0.0);
+    burn::module::Module::visit(&net, &mut m);
+    (zeros, total, m.1)
+}
+
+#[test]
+fn a_tuned_recipe_logs_exactly_the_rates_the_schedule_command_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // AdamW, warmup + cosine per step, layer-wise decay, no decay for biases/norms, global
+    // norm clipping, and a batch that grows at epoch 2 (fewer steps in the later epochs).
+    let extra = "layer_decay = 0.5\nbatch_schedule = [[2, 32]]\n\
+                 [optim]\nname = \"adamw\"\nweight_decay = 0.05\nno_decay_bias_norm = true\n\
+                 clip_grad_norm = 1.0\n\
+                 [schedule]\nname = \"cosine\"\nwarmup = 4\nmin_lr = 0.001\n\
+                 [init]\nscheme = \"xavier-uniform\"\nbias = \"zeros\"";
+    let cfg = write_config(&tmp.path().join("t.toml"), &fmnist_config(&run, extra));
+    run_ok(bin().arg("run").arg("--config").arg(&cfg));
+    let logged: Vec<f64> = step_rows(&run).iter().map(|r| r[4]).collect();
+    // 192 images: 12 steps of 16 in epoch 1, then 6 of 32 in epochs 2 and 3.
+    assert_eq!(logged.len(), 12 + 6 + 6);
+
+    let out = run_ok(
+        bin()
+            .arg("schedule")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--json")
+            .arg("--plot")
+            .arg(tmp.path().join("s.png")),
+    );
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), logged.len());
+    for (i, (row, lr)) in rows.iter().zip(&logged).enumerate() {
+        let head = row["lr"]["head"].as_f64().unwrap();
+        assert!(
+            (head - lr).abs() <= 1e-12 * head.abs().max(1e-12),
+            "step {i}: {head} vs {lr}"
+        );
+        // Layer-wise decay: layer4 peaks at half the head's rate, the stem at 1/32; during
+        // warmup the groups are exactly proportional (min_lr, as PyTorch's eta_min, is
+        // shared by all groups, so the cosine parts are not).
+        let l4 = row["lr"]["layer4"].as_f64().unwrap();
+        let stem = row["lr"]["stem"].as_f64().unwrap();
+        if i < 4 {
+            assert!((l4 - head * 0.5).abs() < 1e-15 && (stem - head / 32.0).abs() < 1e-15);
+        }
+        assert!(stem < l4 && l4 < head, "step {i}: {stem} {l4} {head}");
+    }
+    assert!(
+        logged[0] < logged[4] && logged[4] > logged[23],
+        "{logged:?}"
+    );
+    assert!(tmp.path().join("s.png").exists());
+}
+
+#[test]
+fn pruning_to_half_keeps_the_pruned_weights_at_zero_through_fine_tuning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // Gradual pruning to 50% over epochs 1-2, a plateau schedule (one launch per epoch) and
+    // weight clipping; epoch 3 fine-tunes at the final sparsity.
+    let extra = "[optim]\nname = \"sgd\"\nmomentum = 0.9\nweight_clip = [-0.5, 0.5]\n\
+                 [schedule]\nname = \"plateau\"\nper = \"epoch\"\npatience = 0\n\
+                 [prune]\nsparsity = 0.5\nschedule = \"gradual\"";
+    let cfg = write_config(&tmp.path().join("p.toml"), &fmnist_config(&run, extra));
+    let out = run_ok(bin().arg("run").arg("--config").arg(&cfg));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("sparsity of the exported model"),
+        "{stdout}"
+    );
+    let (zeros, total, max) = weight_stats(&run.join("model.bpk"));
+    assert!(
+        zeros as f64 >= 0.5 * total as f64 - 1.0,
+        "{zeros} of {total} weights are zero"
+    );
+    assert!(max <= 0.5 + 1e-6, "weight clipping: largest |w| {max}");
+    // The exported epoch is at the final sparsity (2 or 3), never the denser epoch 1.
+    assert!(!stdout.contains("best: epoch 1 "), "{stdout}");
+
+    // One-shot pruning of the saved model, as `cargo xtask prune` runs it.
+    let pruned = tmp.path().join("pruned.bpk");
+    let out = run_ok(
+        bin()
+            .arg("prune")
+            .arg(run.join("model.bpk"))
+            .arg("--sparsity")
+            .arg("0.7")
+            .arg("--scope")
+            .arg("layer")
+            .arg("-o")
+            .arg(&pruned),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("layer4.1.Basic.conv2.weight"));
+    let (zeros, total, _) = weight_stats(&pruned);
+    assert!(
+        zeros as f64 >= 0.7 * total as f64 - 30.0,
+        "{zeros} of {total}"
+    );
+    let err = run_err(
+        bin()
+            .arg("prune")
+            .arg(&pruned)
+            .arg("--sparsity")
+            .arg("1.5")
+            .arg("-o")
+            .arg(tmp.path().join("x.bpk")),
+    );
+    assert!(err.contains("--sparsity"), "{err}");
+}
+
+#[test]
+fn bad_tuning_settings_are_refused_before_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let err = run_err(bin().arg("run").arg("--optimizer").arg("adamx"));
+    assert!(
+        err.contains("adamx") && err.contains("rmsprop") && err.contains("adagrad"),
+        "{err}"
+    );
+    let err = run_err(bin().arg("run").arg("--schedule").arg("cosin"));
+    assert!(
+        err.contains("one-cycle") && err.contains("plateau"),
+        "{err}"
+    );
+    for (extra, word) in [
+        (
+            "[optim]\nname = \"adam\"\nmomentum = 0.9",
+            "optim.momentum does not apply to adam",
+        ),
+        ("[optim]\nmomentum = 1.5", "optim.momentum"),
+        (
+            "[schedule]\nname = \"cosine\"\nwarmup = 1000",
+            "schedule.warmup",
+        ),
+        ("[prune]\nsparsity = 1.0", "prune.sparsity"),
+        (
+            "[init]\nscope = \"matching\"\npattern = \"(\"",
+            "init.pattern",
+        ),
+        ("[schedule]\nname = \"plateau\"", "per = \"epoch\""),
+    ] {
+        let cfg = write_config(&tmp.path().join("bad.toml"), &fmnist_config(&run, extra));
+        let err = run_err(bin().arg("run").arg("--config").arg(&cfg));
+        assert!(err.contains(word), "{extra}: {err}");
+        assert!(
+            !run.join("checkpoint").exists(),
+            "{extra}: training started"
+        );
+    }
+    // The negative learning rate is refused too.
+    let err = run_err(bin().arg("run").arg("--lr=-0.1"));
+    assert!(err.contains("train.lr"), "{err}");
 }

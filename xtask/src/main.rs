@@ -70,6 +70,22 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A config's learning rate per optimiser step and parameter group, printed and plotted
+    /// without training: `cargo xtask schedule [--config FILE] [--steps N] [--json] [--plot PNG]`
+    #[command(disable_help_flag = true)]
+    Schedule {
+        /// Arguments for `rekindle-train schedule` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// One-shot magnitude pruning of a saved model: `cargo xtask prune MODEL --sparsity 0.5
+    /// -o OUT [--scope global|layer]`
+    #[command(disable_help_flag = true)]
+    Prune {
+        /// Arguments for `rekindle-train prune` (`--help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// A rekindle model file -> torchvision-layout safetensors. `cargo xtask export MODEL -o OUT`
     #[command(disable_help_flag = true)]
     Export {
@@ -244,23 +260,29 @@ fn use_libtorch(env: &mut BTreeMap<String, String>, libtorch: String) {
     env.insert("LIBTORCH".into(), libtorch);
 }
 
-/// Generates the PyTorch fixtures unless the ones on disk came from the same script.
+/// Generates the PyTorch fixtures unless the ones on disk came from the same scripts:
+/// the models (`make_fixtures.py`) and the tuning catalog's answers (`tuning_reference.py`).
 fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
     let dir = cache_dir().join("fixtures");
-    let script = root().join("scripts/make_fixtures.py");
-    let source = std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
-    let stamp = dir.join("make_fixtures.py.used");
-    let fresh =
-        std::fs::read(&stamp).is_ok_and(|s| s == source) && dir.join("reference.json").exists();
-    if force || !fresh {
-        let python = env.get("REKINDLE_PYTHON").cloned().context(
-            "no Python with torch: run `cargo xtask setup` first (or set REKINDLE_PYTHON)",
-        )?;
-        std::fs::create_dir_all(&dir)?;
-        run(Command::new(python).arg(&script).arg(&dir))?;
-        std::fs::write(&stamp, &source)?;
-    } else {
-        eprintln!("fixtures up to date in {}", dir.display());
+    for (name, output) in [
+        ("make_fixtures.py", "reference.json"),
+        ("tuning_reference.py", "tuning.json"),
+    ] {
+        let script = root().join("scripts").join(name);
+        let source =
+            std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
+        let stamp = dir.join(format!("{name}.used"));
+        let fresh = std::fs::read(&stamp).is_ok_and(|s| s == source) && dir.join(output).exists();
+        if force || !fresh {
+            let python = env.get("REKINDLE_PYTHON").cloned().context(
+                "no Python with torch: run `cargo xtask setup` first (or set REKINDLE_PYTHON)",
+            )?;
+            std::fs::create_dir_all(&dir)?;
+            run(Command::new(python).arg(&script).arg(&dir))?;
+            std::fs::write(&stamp, &source)?;
+        } else {
+            eprintln!("{output} up to date in {}", dir.display());
+        }
     }
     Ok(dir)
 }
@@ -543,6 +565,18 @@ fn main() -> ExitCode {
             "rekindle-import",
             "rekindle-import",
             &[vec!["import".into()], args].concat(),
+        ),
+        Cmd::Schedule { args } => run_with_backend(
+            &base_env(),
+            "rekindle-train",
+            "flex",
+            &[vec!["schedule".into()], args].concat(),
+        ),
+        Cmd::Prune { args } => run_with_backend(
+            &base_env(),
+            "rekindle-train",
+            "flex",
+            &[vec!["prune".into()], args].concat(),
         ),
         Cmd::Infer { args } => infer("predict", args),
         Cmd::Serve { args } => infer("serve", args),
