@@ -9,6 +9,7 @@ pub mod error;
 pub mod file;
 pub mod head;
 pub mod metadata;
+pub mod params;
 pub mod preprocess;
 pub mod remap;
 pub mod resnet;
@@ -19,6 +20,7 @@ pub use error::Error;
 pub use file::{load_model, load_weights, read_metadata, save_model};
 pub use head::{Head, HeadConfig};
 pub use metadata::{ModelMetadata, Preprocess};
+pub use params::{PathMapper, PathVisitor, map_with_paths, visit_with_paths};
 pub use resnet::{ResNet, ResNetConfig};
 
 /// Burn, re-exported so users of this crate build tensors and devices with the same version.

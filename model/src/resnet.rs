@@ -1,7 +1,7 @@
 //! The ResNet itself, laid out like torchvision's `resnet.py`: stem, four stages, pooling, head.
 
 use burn::config::Config;
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, PaddingConfig2d, conv::Conv2d};
 use burn::tensor::activation::relu;
@@ -11,6 +11,7 @@ use crate::Error;
 use crate::arch::{Arch, BlockKind};
 use crate::block::{Block, BlockConfig, bn, conv};
 use crate::head::{Head, HeadConfig};
+use crate::params::{PathVisitor, is_running_stat, visit_with_paths};
 
 /// Configuration of a ResNet: its depth and its classifier head.
 #[derive(Config, Debug, PartialEq)]
@@ -159,7 +160,7 @@ impl ResNet {
     /// excluded; Burn's `num_params()` includes them).
     pub fn num_learnable_params(&self) -> usize {
         let mut counter = LearnableCounter::default();
-        self.visit(&mut counter);
+        visit_with_paths(self, &mut counter);
         counter.count
     }
 }
@@ -167,25 +168,12 @@ impl ResNet {
 /// Counts float parameters, skipping BatchNorm's `running_mean` / `running_var` buffers.
 #[derive(Default)]
 struct LearnableCounter {
-    path: Vec<String>,
     count: usize,
 }
 
-impl ModuleVisitor for LearnableCounter {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let buffer = matches!(
-            self.path.last().map(String::as_str),
-            Some("running_mean" | "running_var")
-        );
-        if !buffer {
+impl PathVisitor for LearnableCounter {
+    fn visit<const D: usize>(&mut self, path: &[String], param: &Param<Tensor<D>>) {
+        if !is_running_stat(path) {
             self.count += param.shape().num_elements();
         }
     }

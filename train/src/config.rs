@@ -5,6 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::check::{
+    End::{Closed, Open},
+    in_range, positive,
+};
 use crate::error::TrainError;
 use crate::init::InitSection;
 use crate::optim::{OptimSection, OptimizerKind};
@@ -292,21 +296,29 @@ impl TrainConfig {
         if t.batch_size == 0 {
             return bad("train.batch_size must be at least 1".into());
         }
-        if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= 1.0) {
-            return bad(format!("train.lr must be in (0, 1], got {}", t.lr));
-        }
-        if !(t.backbone_lr_mult.is_finite() && t.backbone_lr_mult > 0.0) {
-            return bad(format!(
-                "train.backbone_lr_mult must be positive, got {}",
-                t.backbone_lr_mult
-            ));
-        }
-        if !(t.layer_decay > 0.0 && t.layer_decay <= 1.0) {
-            return bad(format!(
-                "train.layer_decay must be in (0, 1], got {}",
-                t.layer_decay
-            ));
-        }
+        let d = &self.data;
+        [
+            in_range("train.lr", t.lr, Open(0.0), Closed(1.0)),
+            positive("train.backbone_lr_mult", t.backbone_lr_mult),
+            in_range("train.layer_decay", t.layer_decay, Open(0.0), Closed(1.0)),
+            in_range("data.val_split", d.val_split, Closed(0.0), Open(1.0)),
+            in_range(
+                "data.crop_scale_min",
+                d.crop_scale_min,
+                Open(0.0),
+                Closed(1.0),
+            ),
+            in_range("data.hflip", d.hflip, Closed(0.0), Closed(1.0)),
+            in_range(
+                "model.head_dropout",
+                self.model.head_dropout,
+                Closed(0.0),
+                Open(1.0),
+            ),
+        ]
+        .into_iter()
+        .collect::<Result<(), String>>()
+        .map_err(TrainError::Config)?;
         if t.base_batch_size == 0 {
             return bad("train.base_batch_size must be at least 1".into());
         }
@@ -314,7 +326,8 @@ impl TrainConfig {
         for &[epoch, size] in &t.batch_schedule {
             if epoch <= last || epoch > t.epochs || size == 0 {
                 return bad(format!(
-                    "train.batch_schedule entry [{epoch}, {size}]: epochs must increase from                      2 to train.epochs ({}) and sizes be at least 1",
+                    "train.batch_schedule entry [{epoch}, {size}]: epochs must increase from \
+                     2 to train.epochs ({}) and sizes be at least 1",
                     t.epochs
                 ));
             }
@@ -348,33 +361,11 @@ impl TrainConfig {
                 STAGES.join(", ")
             ));
         }
-        let d = &self.data;
-        if !(0.0..1.0).contains(&d.val_split) {
-            return bad(format!(
-                "data.val_split must be in [0, 1), got {}",
-                d.val_split
-            ));
-        }
-        if !(d.crop_scale_min > 0.0 && d.crop_scale_min <= 1.0) {
-            return bad(format!(
-                "data.crop_scale_min must be in (0, 1], got {}",
-                d.crop_scale_min
-            ));
-        }
-        if !(0.0..=1.0).contains(&d.hflip) {
-            return bad(format!("data.hflip must be in [0, 1], got {}", d.hflip));
-        }
         if let (Some(r), Some(c)) = (d.resize, d.crop)
             && (c == 0 || r < c)
         {
             return bad(format!(
                 "data: need 0 < crop <= resize, got crop {c} and resize {r}"
-            ));
-        }
-        if !(0.0..1.0).contains(&self.model.head_dropout) {
-            return bad(format!(
-                "model.head_dropout must be in [0, 1), got {}",
-                self.model.head_dropout
             ));
         }
         if self.run.devices.is_empty() {

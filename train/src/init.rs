@@ -5,13 +5,14 @@
 
 use std::sync::Arc;
 
-use burn::module::{Module, ModuleMapper, Param};
+use crate::check::positive;
+use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use regex::Regex;
-use rekindle_model::ResNet;
+use rekindle_model::{PathMapper, ResNet, map_with_paths};
 use serde::{Deserialize, Serialize};
 
 /// How weights are drawn.
@@ -198,9 +199,7 @@ impl InitSection {
         if !(a.is_finite() && b.is_finite() && a < b) {
             return Err(format!("init: need a < b, got a = {a}, b = {b}"));
         }
-        if !(self.std.is_finite() && self.std > 0.0) {
-            return Err(format!("init.std must be positive, got {}", self.std));
-        }
+        positive("init.std", self.std)?;
         if self.scheme == InitScheme::TruncNormal && !(a <= self.mean && self.mean <= b) {
             return Err(format!(
                 "init.mean {} is outside trunc-normal's [a, b] = [{a}, {b}]",
@@ -208,9 +207,7 @@ impl InitSection {
             ));
         }
         if let Some(g) = self.gain {
-            if !(g.is_finite() && g > 0.0) {
-                return Err(format!("init.gain must be positive, got {g}"));
-            }
+            positive("init.gain", g)?;
             if !matches!(
                 self.scheme,
                 InitScheme::XavierUniform | InitScheme::XavierNormal | InitScheme::Orthogonal
@@ -312,23 +309,20 @@ pub fn trunc_normal(n: usize, mean: f64, std: f64, a: f64, b: f64, rng: &mut Std
 struct Reinit<'a> {
     config: &'a InitSection,
     select: Arc<dyn Fn(&str) -> bool + 'a>,
-    path: Vec<String>,
     rng: StdRng,
     /// fan_in of the last weight seen, for its layer's bias.
     last_fan_in: usize,
     touched: usize,
 }
 
-impl ModuleMapper for Reinit<'_> {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let path = self.path.join(".");
-        let name = self.path.last().cloned().unwrap_or_default();
+impl PathMapper for Reinit<'_> {
+    fn map<const D: usize>(
+        &mut self,
+        path: &[String],
+        param: Param<Tensor<D>>,
+    ) -> Param<Tensor<D>> {
+        let name = path.last().cloned().unwrap_or_default();
+        let path = path.join(".");
         let shape: [usize; D] = param.shape().dims();
         // PyTorch's fans: Linear [out, in] (Burn stores [in, out]); Conv2d [out, in, kh, kw].
         let (fan_in, fan_out) = match D {
@@ -402,12 +396,11 @@ pub fn apply(net: ResNet, config: &InitSection, seed: u64) -> Result<(ResNet, us
     let mut mapper = Reinit {
         config,
         select,
-        path: Vec::new(),
         rng: StdRng::seed_from_u64(seed),
         last_fan_in: 1,
         touched: 0,
     };
-    let net = net.map(&mut mapper);
+    let net = map_with_paths(net, &mut mapper);
     if mapper.touched == 0 {
         return Err(format!(
             "init.pattern `{}` matches no parameter (paths look like layer4.1.Basic.conv2.weight, \
@@ -578,21 +571,15 @@ mod tests {
         let device = Device::flex();
         let net = ResNetConfig::new(Arch::Resnet18, HeadConfig::new(3)).init(&device);
         let snapshot = |n: &ResNet| -> Vec<(String, Vec<f64>)> {
-            struct Snap(Vec<String>, Vec<(String, Vec<f64>)>);
-            impl burn::module::ModuleVisitor for Snap {
-                fn enter_module(&mut self, name: &str, _: &str) {
-                    self.0.push(name.into());
-                }
-                fn exit_module(&mut self, _: &str, _: &str) {
-                    self.0.pop();
-                }
-                fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-                    self.1.push((self.0.join("."), values(p.val())));
+            struct Snap(Vec<(String, Vec<f64>)>);
+            impl rekindle_model::PathVisitor for Snap {
+                fn visit<const D: usize>(&mut self, path: &[String], p: &Param<Tensor<D>>) {
+                    self.0.push((path.join("."), values(p.val())));
                 }
             }
-            let mut s = Snap(Vec::new(), Vec::new());
-            n.visit(&mut s);
-            s.1
+            let mut s = Snap(Vec::new());
+            rekindle_model::visit_with_paths(n, &mut s);
+            s.0
         };
         let before = snapshot(&net);
         let zeros = |scope, pattern: &str| InitSection {

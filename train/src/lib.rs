@@ -4,6 +4,7 @@
 //! exported as a rekindle model file for `infer`.
 
 pub mod augment;
+pub mod check;
 pub mod config;
 pub mod dataset;
 pub mod demo;

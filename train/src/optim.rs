@@ -5,6 +5,7 @@
 //! `trainee.rs`; Burn clips each tensor's norm separately, `clip_grad_norm_` clips all
 //! together).
 
+use crate::check::{End, in_range, non_negative, positive};
 use burn::grad_clipping::GradientClipping;
 use burn::module::ParamGroup;
 use burn::optim::decay::WeightDecayConfig;
@@ -156,19 +157,15 @@ impl OptimSection {
                 ));
             }
         }
-        let unit = |v: Option<f64>, field: &str, closed: bool| match v {
-            Some(x) if !(x >= 0.0 && (x < 1.0 || (closed && x == 1.0))) => Err(format!(
-                "optim.{field} must be in [0, 1{}, got {x}",
-                if closed { "]" } else { ")" }
-            )),
-            _ => Ok(()),
+        let fraction = |field: &str, v: Option<f64>, hi: End| {
+            v.map_or(Ok(()), |x| in_range(field, x, End::Closed(0.0), hi))
         };
-        unit(self.momentum, "momentum", false)?;
-        unit(self.dampening, "dampening", true)?;
-        unit(self.alpha, "alpha", false)?;
+        fraction("optim.momentum", self.momentum, End::Open(1.0))?;
+        fraction("optim.dampening", self.dampening, End::Closed(1.0))?;
+        fraction("optim.alpha", self.alpha, End::Open(1.0))?;
         if let Some([b1, b2]) = self.betas {
-            unit(Some(b1), "betas[0]", false)?;
-            unit(Some(b2), "betas[1]", false)?;
+            fraction("optim.betas[0]", Some(b1), End::Open(1.0))?;
+            fraction("optim.betas[1]", Some(b2), End::Open(1.0))?;
         }
         if self.nesterov == Some(true)
             && (self.momentum.unwrap_or(0.0) <= 0.0 || self.dampening.unwrap_or(0.0) != 0.0)
@@ -177,23 +174,14 @@ impl OptimSection {
                         torch.optim.SGD)"
                 .into());
         }
-        let non_negative = |v: Option<f64>, field: &str| match v {
-            Some(x) if !(x.is_finite() && x >= 0.0) => {
-                Err(format!("optim.{field} must be >= 0, got {x}"))
-            }
-            _ => Ok(()),
+        let optional = |check: fn(&str, f64) -> Result<(), String>, field, v: Option<f64>| {
+            v.map_or(Ok(()), |x| check(field, x))
         };
-        non_negative(self.weight_decay, "weight_decay")?;
-        non_negative(self.lr_decay, "lr_decay")?;
-        let positive = |v: Option<f64>, field: &str| match v {
-            Some(x) if !(x.is_finite() && x > 0.0) => {
-                Err(format!("optim.{field} must be positive, got {x}"))
-            }
-            _ => Ok(()),
-        };
-        positive(self.eps, "eps")?;
-        positive(self.clip_grad_norm, "clip_grad_norm")?;
-        positive(self.clip_grad_value, "clip_grad_value")?;
+        optional(non_negative, "optim.weight_decay", self.weight_decay)?;
+        optional(non_negative, "optim.lr_decay", self.lr_decay)?;
+        optional(positive, "optim.eps", self.eps)?;
+        optional(positive, "optim.clip_grad_norm", self.clip_grad_norm)?;
+        optional(positive, "optim.clip_grad_value", self.clip_grad_value)?;
         if let Some([lo, hi]) = self.weight_clip
             && !(lo.is_finite() && hi.is_finite() && lo < hi)
         {

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use crate::check::{End, in_range, non_negative, positive};
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 use burn::module::ParamGroup;
@@ -199,14 +200,8 @@ const PLATEAU_EPS: f64 = 1e-8;
 impl ScheduleSection {
     /// Rejects impossible settings for a run of `run` units (steps or epochs, per `per`).
     pub fn validate(&self, run: usize) -> Result<(), String> {
+        use End::{Closed, Open};
         let s = self;
-        let positive = |v: f64, what: &str| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(format!("schedule.{what} must be positive, got {v}"))
-            }
-        };
         if s.warmup >= run {
             return Err(format!(
                 "schedule.warmup ({} {unit}s) is not shorter than the run ({run} {unit}s)",
@@ -214,21 +209,17 @@ impl ScheduleSection {
                 unit = self.unit(),
             ));
         }
-        if !(s.warmup_factor > 0.0 && s.warmup_factor <= 1.0) {
-            return Err(format!(
-                "schedule.warmup_factor must be in (0, 1], got {}",
-                s.warmup_factor
-            ));
-        }
-        if !(s.min_lr.is_finite() && s.min_lr >= 0.0) {
-            return Err(format!("schedule.min_lr must be >= 0, got {}", s.min_lr));
-        }
+        in_range(
+            "schedule.warmup_factor",
+            s.warmup_factor,
+            Open(0.0),
+            Closed(1.0),
+        )?;
+        non_negative("schedule.min_lr", s.min_lr)?;
         match s.name {
             ScheduleKind::Constant => {}
             ScheduleKind::Step | ScheduleKind::Multistep | ScheduleKind::Exponential => {
-                if !(s.gamma > 0.0 && s.gamma <= 1.0) {
-                    return Err(format!("schedule.gamma must be in (0, 1], got {}", s.gamma));
-                }
+                in_range("schedule.gamma", s.gamma, Open(0.0), Closed(1.0))?;
                 if s.name == ScheduleKind::Step && s.step_size == 0 {
                     return Err("schedule.step_size must be at least 1".into());
                 }
@@ -247,31 +238,21 @@ impl ScheduleSection {
                 }
             }
             ScheduleKind::InverseTime => {
-                if !(s.decay_rate.is_finite() && s.decay_rate >= 0.0) {
-                    return Err(format!(
-                        "schedule.decay_rate must be >= 0, got {}",
-                        s.decay_rate
-                    ));
-                }
+                non_negative("schedule.decay_rate", s.decay_rate)?;
                 if s.decay_steps == 0 {
                     return Err("schedule.decay_steps must be at least 1".into());
                 }
             }
-            ScheduleKind::Polynomial => positive(s.power, "power")?,
+            ScheduleKind::Polynomial => positive("schedule.power", s.power)?,
             ScheduleKind::Cosine | ScheduleKind::CosineRestarts => {
                 if s.period_mult == 0 {
                     return Err("schedule.period_mult must be at least 1".into());
                 }
             }
             ScheduleKind::OneCycle => {
-                if !(s.pct_start > 0.0 && s.pct_start < 1.0) {
-                    return Err(format!(
-                        "schedule.pct_start must be in (0, 1), got {}",
-                        s.pct_start
-                    ));
-                }
-                positive(s.div_factor, "div_factor")?;
-                positive(s.final_div_factor, "final_div_factor")?;
+                in_range("schedule.pct_start", s.pct_start, Open(0.0), Open(1.0))?;
+                positive("schedule.div_factor", s.div_factor)?;
+                positive("schedule.final_div_factor", s.final_div_factor)?;
                 let total = self.main_len(run);
                 let phases = if s.three_phase { 3.0 } else { 2.0 };
                 if (s.pct_start * total as f64) < phases - 0.5 {
@@ -290,18 +271,8 @@ impl ScheduleSection {
                             .into(),
                     );
                 }
-                if !(s.factor > 0.0 && s.factor < 1.0) {
-                    return Err(format!(
-                        "schedule.factor must be in (0, 1), got {}",
-                        s.factor
-                    ));
-                }
-                if !(s.threshold.is_finite() && s.threshold >= 0.0) {
-                    return Err(format!(
-                        "schedule.threshold must be >= 0, got {}",
-                        s.threshold
-                    ));
-                }
+                in_range("schedule.factor", s.factor, Open(0.0), Open(1.0))?;
+                non_negative("schedule.threshold", s.threshold)?;
             }
         }
         if let Some(t) = s.total

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::tensor::{Bool, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
-use rekindle_model::ResNet;
+use rekindle_model::{PathMapper, PathVisitor, ResNet, map_with_paths, visit_with_paths};
 
 use crate::loader::Batch;
 use crate::prune::{self, PruneScope};
@@ -91,7 +91,7 @@ impl Trainee {
             this.net = prune::prune(this.net, s, scope);
         }
         let mut masks = Masks::default();
-        this.visit(&mut masks);
+        visit_with_paths(&this, &mut masks);
         (this, Some(masks.found))
     }
 
@@ -101,30 +101,25 @@ impl Trainee {
             return self;
         }
         let clip = self.rules.weight_clip;
-        self.map(&mut Constrain {
-            path: Vec::new(),
-            masks: masks.unwrap_or_default(),
-            clip,
-        })
+        map_with_paths(
+            self,
+            &mut Constrain {
+                masks: masks.unwrap_or_default(),
+                clip,
+            },
+        )
     }
 }
 
 /// Zero masks of the prunable weights, flattened.
 #[derive(Default)]
 struct Masks {
-    path: Vec<String>,
     found: HashMap<ParamId, Tensor<1, Bool>>,
 }
 
-impl ModuleVisitor for Masks {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if prune::prunable(&self.path) {
+impl PathVisitor for Masks {
+    fn visit<const D: usize>(&mut self, path: &[String], param: &Param<Tensor<D>>) {
+        if prune::prunable(path) {
             let n = param.shape().num_elements();
             self.found
                 .insert(param.id, param.val().detach().equal_elem(0.0).reshape([n]));
@@ -134,20 +129,17 @@ impl ModuleVisitor for Masks {
 
 /// Applies the masks and the weight clamp.
 struct Constrain {
-    path: Vec<String>,
     masks: HashMap<ParamId, Tensor<1, Bool>>,
     clip: Option<(f64, f64)>,
 }
 
-impl ModuleMapper for Constrain {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.path.push(name.to_string());
-    }
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.path.pop();
-    }
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if !prune::prunable(&self.path) {
+impl PathMapper for Constrain {
+    fn map<const D: usize>(
+        &mut self,
+        path: &[String],
+        param: Param<Tensor<D>>,
+    ) -> Param<Tensor<D>> {
+        if !prune::prunable(path) {
             return param;
         }
         let mask = self.masks.remove(&param.id);

@@ -574,27 +574,22 @@ fn weight_stats(model: &Path) -> (usize, usize, f64) {
     let layers = rekindle_train::prune::sparsity(&net);
     let total = layers.iter().map(|l| l.total).sum();
     let zeros = layers.iter().map(|l| l.zeros).sum();
-    struct Max(Vec<String>, f64);
-    impl burn::module::ModuleVisitor for Max {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0.push(name.into());
-        }
-        fn exit_module(&mut self, _: &str, _: &str) {
-            self.0.pop();
-        }
-        fn visit_float<const D: usize>(
+    struct Max(f64);
+    impl rekindle_model::PathVisitor for Max {
+        fn visit<const D: usize>(
             &mut self,
+            path: &[String],
             p: &burn::module::Param<burn::tensor::Tensor<D>>,
         ) {
-            if rekindle_train::prune::prunable(&self.0) {
+            if rekindle_train::prune::prunable(path) {
                 let m: f32 = p.val().abs().max().into_scalar();
-                self.1 = self.1.max(m as f64);
+                self.0 = self.0.max(m as f64);
             }
         }
     }
-    let mut m = Max(Vec::new(), 0.0);
-    burn::module::Module::visit(&net, &mut m);
-    (zeros, total, m.1)
+    let mut m = Max(0.0);
+    rekindle_model::visit_with_paths(&net, &mut m);
+    (zeros, total, m.0)
 }
 
 #[test]
