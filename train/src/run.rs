@@ -301,6 +301,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
                 .collect(),
             prune_scope: cfg.prune.active().then_some(cfg.prune.scope),
             step: shape.steps_before(first - 1).into(),
+            masks: Default::default(),
         };
         let model = Trainee {
             net: strategy::apply(model.net.clone(), phase.depth),

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
@@ -34,7 +34,13 @@ pub struct StepRules {
     pub prune_scope: Option<PruneScope>,
     /// Optimiser steps taken in the whole run (set from the checkpoint on resume).
     pub step: AtomicUsize,
+    /// Zero masks of the prunable weights, made at the first step of a launch and after each
+    /// pruning (between them only pruned weights are zero, so the masks do not change).
+    pub masks: Mutex<Option<ZeroMasks>>,
 }
+
+/// Per prunable weight, flattened: true where the weight is pruned.
+pub type ZeroMasks = HashMap<ParamId, Tensor<1, Bool>>;
 
 impl fmt::Debug for StepRules {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -81,22 +87,33 @@ impl Trainee {
 
     /// Pruning due at this step, then the zero masks of the prunable weights (pruned weights
     /// are exactly zero), or none when the run does not prune.
-    fn before_step(self) -> (Self, Option<HashMap<ParamId, Tensor<1, Bool>>>) {
+    fn before_step(self) -> (Self, Option<ZeroMasks>) {
         let step = self.rules.step.fetch_add(1, Ordering::SeqCst);
         let Some(scope) = self.rules.prune_scope else {
             return (self, None);
         };
         let mut this = self;
-        if let Some(&s) = this.rules.prune_at.get(&step) {
-            this.net = prune::prune(this.net, s, scope);
+        let pruned = match this.rules.prune_at.get(&step) {
+            Some(&s) => {
+                this.net = prune::prune(this.net, s, scope);
+                true
+            }
+            None => false,
+        };
+        // A poisoned lock only means another step panicked; the masks are still whole.
+        let mut cached = this.rules.masks.lock().unwrap_or_else(|e| e.into_inner());
+        if pruned || cached.is_none() {
+            let mut masks = Masks::default();
+            visit_with_paths(&this, &mut masks);
+            *cached = Some(masks.found);
         }
-        let mut masks = Masks::default();
-        visit_with_paths(&this, &mut masks);
-        (this, Some(masks.found))
+        let masks = cached.clone();
+        drop(cached);
+        (this, masks)
     }
 
     /// Pruned weights back to zero, then weight clipping.
-    fn after_step(self, masks: Option<HashMap<ParamId, Tensor<1, Bool>>>) -> Self {
+    fn after_step(self, masks: Option<ZeroMasks>) -> Self {
         if masks.is_none() && self.rules.weight_clip.is_none() {
             return self;
         }
@@ -114,7 +131,7 @@ impl Trainee {
 /// Zero masks of the prunable weights, flattened.
 #[derive(Default)]
 struct Masks {
-    found: HashMap<ParamId, Tensor<1, Bool>>,
+    found: ZeroMasks,
 }
 
 impl PathVisitor for Masks {
@@ -129,7 +146,7 @@ impl PathVisitor for Masks {
 
 /// Applies the masks and the weight clamp.
 struct Constrain {
-    masks: HashMap<ParamId, Tensor<1, Bool>>,
+    masks: ZeroMasks,
     clip: Option<(f64, f64)>,
 }
 
