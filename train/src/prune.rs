@@ -2,8 +2,9 @@
 //! gradual (Zhu & Gupta's cubic schedule), and a sparsity report per layer.
 //!
 //! Burn has no pruning. A pruned weight is exactly zero, and the train step (`trainee.rs`)
-//! puts every weight that was zero before an optimiser step back to zero after it, so the
-//! mask is the weights themselves: nothing extra to checkpoint, and a resumed run keeps it.
+//! puts every weight that was zero after the last pruning (or at the start of a launch) back
+//! to zero after each optimiser step, so the mask is the weights themselves: nothing extra
+//! to checkpoint, and a resumed run keeps it.
 
 use crate::check::{End, in_range};
 use burn::module::{Module, ModuleMapper, Param, ParamId};
