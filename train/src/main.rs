@@ -169,32 +169,42 @@ fn parse_strategy(s: &str) -> Result<Strategy, String> {
         })
 }
 
+/// A command-line name read as the config reads `[table] key = "name"`, so both accept the
+/// same spellings; anything else is an error naming `what` and listing `names`.
+fn parse_as_config<T>(
+    s: &str,
+    what: &str,
+    table: &str,
+    key: &str,
+    names: &str,
+    pick: fn(TrainConfig) -> T,
+) -> Result<T, String> {
+    TrainConfig::from_toml(&format!("[{table}]\n{key} = \"{s}\""))
+        .map(pick)
+        .map_err(|_| format!("unknown {what} `{s}`; valid ones: {names}"))
+}
+
 fn parse_optimizer(s: &str) -> Result<OptimizerKind, String> {
-    TrainConfig::from_toml(&format!("[optim]\nname = \"{s}\""))
-        .map(|c| c.optim.name)
-        .map_err(|_| {
-            format!(
-                "unknown optimizer `{s}`; valid ones: {}",
-                OptimizerKind::NAMES
-            )
-        })
+    parse_as_config(s, "optimizer", "optim", "name", OptimizerKind::NAMES, |c| {
+        c.optim.name
+    })
 }
 
 fn parse_schedule(s: &str) -> Result<ScheduleKind, String> {
-    TrainConfig::from_toml(&format!("[schedule]\nname = \"{s}\""))
-        .map(|c| c.schedule.name)
-        .map_err(|_| {
-            format!(
-                "unknown schedule `{s}`; valid ones: {}",
-                ScheduleKind::NAMES
-            )
-        })
+    parse_as_config(
+        s,
+        "schedule",
+        "schedule",
+        "name",
+        ScheduleKind::NAMES,
+        |c| c.schedule.name,
+    )
 }
 
 fn parse_scope(s: &str) -> Result<PruneScope, String> {
-    TrainConfig::from_toml(&format!("[prune]\nscope = \"{s}\""))
-        .map(|c| c.prune.scope)
-        .map_err(|_| format!("unknown pruning scope `{s}`; valid ones: global, layer"))
+    parse_as_config(s, "pruning scope", "prune", "scope", "global, layer", |c| {
+        c.prune.scope
+    })
 }
 
 fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
