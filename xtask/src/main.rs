@@ -8,6 +8,9 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
+mod libtorch;
+mod venv;
+
 /// Backends `cargo xtask test` runs when none are named: every one that runs on a CPU.
 const CPU_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch"];
 const ALL_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch", "cuda"];
@@ -36,8 +39,11 @@ enum Cmd {
     Test(TestArgs),
     /// ResNet-50 inference and train-step throughput, optionally against PyTorch.
     Bench(BenchArgs),
-    /// Only the install step of `test`: apt packages, Python venv, LibTorch.
+    /// Only the install step of `test`: apt packages, Python venv (synced with
+    /// scripts/requirements.lock), LibTorch.
     Setup,
+    /// Remake scripts/requirements.lock from scripts/requirements.in in a fresh venv.
+    Relock,
     /// (Re)generate the PyTorch reference fixtures.
     Fixtures {
         /// Regenerate even when they are up to date.
@@ -106,7 +112,8 @@ struct BackendArgs {
 struct TestArgs {
     #[command(flatten)]
     backends: BackendArgs,
-    /// Skip the install step (apt, venv, LibTorch): for machines set up by hand.
+    /// Skip the install step (apt, LibTorch, venv sync): the venv must still match
+    /// scripts/requirements.lock, or the run stops and lists the differences.
     #[arg(long)]
     no_install: bool,
     /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
@@ -157,13 +164,11 @@ fn base_env() -> BTreeMap<String, String> {
             cache_dir().join("target").display().to_string(),
         );
     }
-    let libtorch = std::env::var("LIBTORCH").unwrap_or_else(|_| {
-        cache_dir()
-            .join("libtorch-2.9.0/torch")
-            .display()
-            .to_string()
+    let libtorch = std::env::var("LIBTORCH").ok().or_else(|| {
+        let version = libtorch::torch_version(&root()).ok()?;
+        Some(libtorch::dir(&cache_dir(), &version).display().to_string())
     });
-    if Path::new(&libtorch).exists() {
+    if let Some(libtorch) = libtorch.filter(|l| Path::new(l).exists()) {
         use_libtorch(&mut env, libtorch);
     }
     // Mesa's Vulkan loader complains on every device open without a runtime dir (headless CI).
@@ -174,10 +179,6 @@ fn base_env() -> BTreeMap<String, String> {
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
             env.insert("XDG_RUNTIME_DIR".into(), dir.display().to_string());
         }
-    }
-    let python = cache_dir().join("venv/bin/python");
-    if std::env::var_os("REKINDLE_PYTHON").is_none() && python.exists() {
-        env.insert("REKINDLE_PYTHON".into(), python.display().to_string());
     }
     env
 }
@@ -228,26 +229,23 @@ fn cargo(env: &BTreeMap<String, String>) -> Command {
     cmd
 }
 
-/// Runs the install script and adopts the variables it exports.
-fn setup(env: &mut BTreeMap<String, String>) -> Result<()> {
-    let script = root().join("scripts/install-deps.sh");
-    eprintln!("+ bash {}", script.display());
-    let out = Command::new("bash")
-        .arg(&script)
-        .env("REKINDLE_CACHE", cache_dir())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run scripts/install-deps.sh")?;
-    if !out.status.success() {
-        bail!("installing test dependencies failed ({})", out.status);
+/// The Debian packages (only those missing; apt-get runs only then).
+fn system_packages() -> Result<()> {
+    run(Command::new("bash").arg(root().join("scripts/system-packages.sh")))
+}
+
+/// Everything the tests need, idempotently: Debian packages, the venv synced with the lock,
+/// LibTorch from the venv's torch. With `install` off, only checks the venv against the lock.
+fn setup(env: &mut BTreeMap<String, String>, install: bool) -> Result<()> {
+    if install {
+        system_packages()?;
     }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-            env.insert(k.to_string(), v.to_string());
-        }
-    }
-    if let Some(lt) = env.get("LIBTORCH").cloned() {
-        use_libtorch(env, lt);
+    let python = venv::sync(&root(), &cache_dir().join("venv"), install)?;
+    env.insert("REKINDLE_PYTHON".into(), python.display().to_string());
+    if install && std::env::var_os("LIBTORCH").is_none() {
+        let version = libtorch::torch_version(&root())?;
+        let lt = libtorch::install(&cache_dir(), &python, &version)?;
+        use_libtorch(env, lt.display().to_string());
     }
     Ok(())
 }
@@ -260,23 +258,27 @@ fn use_libtorch(env: &mut BTreeMap<String, String>, libtorch: String) {
     env.insert("LIBTORCH".into(), libtorch);
 }
 
-/// Generates the PyTorch fixtures unless the ones on disk came from the same scripts:
-/// the models (`make_fixtures.py`) and the tuning catalog's answers (`tuning_reference.py`).
+/// Generates the PyTorch fixtures unless the ones on disk came from the same scripts run by the
+/// same locked venv: the models (`make_fixtures.py`) and the tuning catalog's answers
+/// (`tuning_reference.py`).
 fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
     let dir = cache_dir().join("fixtures");
+    let lock = std::fs::read(root().join(venv::LOCK))?;
     for (name, output) in [
         ("make_fixtures.py", "reference.json"),
         ("tuning_reference.py", "tuning.json"),
     ] {
         let script = root().join("scripts").join(name);
-        let source =
+        let mut source =
             std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
+        source.extend_from_slice(&lock);
         let stamp = dir.join(format!("{name}.used"));
         let fresh = std::fs::read(&stamp).is_ok_and(|s| s == source) && dir.join(output).exists();
         if force || !fresh {
-            let python = env.get("REKINDLE_PYTHON").cloned().context(
-                "no Python with torch: run `cargo xtask setup` first (or set REKINDLE_PYTHON)",
-            )?;
+            let python = env
+                .get("REKINDLE_PYTHON")
+                .cloned()
+                .context("no Python with torch: run `cargo xtask setup` first")?;
             std::fs::create_dir_all(&dir)?;
             run(Command::new(python).arg(&script).arg(&dir))?;
             std::fs::write(&stamp, &source)?;
@@ -348,9 +350,7 @@ fn prune_stale_binaries(env: &BTreeMap<String, String>) {
 fn test(args: TestArgs) -> Result<()> {
     let mut env = base_env();
     prune_stale_binaries(&env);
-    if !args.no_install {
-        setup(&mut env)?;
-    }
+    setup(&mut env, !args.no_install)?;
     let fixtures = fixtures(&env, false)?;
     let backends = if args.backends.backends.is_empty() {
         default_test_backends()
@@ -361,7 +361,7 @@ fn test(args: TestArgs) -> Result<()> {
     env.insert("REKINDLE_REQUIRE_BACKENDS".into(), backends.join(","));
     lint_with(&env, &backends)?;
     let mut cmd = cargo(&env);
-    cmd.args(["test", "--release", "--workspace"])
+    cmd.args(["test", "--release", "--locked", "--workspace"])
         .args(feature_flags(&backends)?)
         .args(&args.cargo_args);
     run_counting_tests(&mut cmd)
@@ -395,7 +395,11 @@ fn run_counting_tests(cmd: &mut Command) -> Result<()> {
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let env = base_env();
+    let mut env = base_env();
+    if args.vs_pytorch && std::env::var_os("REKINDLE_PYTHON").is_none() {
+        let python = venv::sync(&root(), &cache_dir().join("venv"), true)?;
+        env.insert("REKINDLE_PYTHON".into(), python.display().to_string());
+    }
     let backends = if args.backends.backends.is_empty() {
         vec!["flex".to_string()]
     } else {
@@ -405,7 +409,13 @@ fn bench(args: BenchArgs) -> Result<()> {
     // Exactly the backends asked for, built workspace-wide like `cargo xtask test --backend`
     // with the same list, so the two share one build of Burn.
     run(cargo(&env)
-        .args(["build", "--release", "--workspace", "--examples"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--examples",
+        ])
         .args(&features))?;
     let target = env
         .get("CARGO_TARGET_DIR")
@@ -437,7 +447,13 @@ fn lint(args: BackendArgs) -> Result<()> {
 fn lint_with(env: &BTreeMap<String, String>, backends: &[String]) -> Result<()> {
     run(cargo(env).args(["fmt", "--all", "--", "--check"]))?;
     run(cargo(env)
-        .args(["clippy", "--release", "--workspace", "--all-targets"])
+        .args([
+            "clippy",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+        ])
         .args(feature_flags(backends)?)
         .args(["--", "-D", "warnings"]))
 }
@@ -468,7 +484,16 @@ fn parse_test_result(line: &str) -> Option<[u64; 3]> {
 fn run_binary(package: &str, bin: &str, args: &[String]) -> Result<()> {
     let env = base_env();
     run(cargo(&env)
-        .args(["run", "--release", "--package", package, "--bin", bin, "--"])
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "--package",
+            package,
+            "--bin",
+            bin,
+            "--",
+        ])
         .args(args))
 }
 
@@ -493,12 +518,9 @@ fn train(args: Vec<String>) -> Result<()> {
     feature_flags(std::slice::from_ref(&backend))?;
     let mut env = base_env();
     if backend == "tch" && !env.contains_key("LIBTORCH") {
-        setup(&mut env)?;
+        setup(&mut env, true)?;
     } else {
-        run(Command::new("bash")
-            .arg(root().join("scripts/install-deps.sh"))
-            .arg("--system-only")
-            .env("REKINDLE_CACHE", cache_dir()))?;
+        system_packages()?;
     }
     let only_backend = args
         .iter()
@@ -521,7 +543,15 @@ fn run_with_backend(
     args: &[String],
 ) -> Result<()> {
     run(cargo(env)
-        .args(["run", "--release", "--package", package, "--bin", package])
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "--package",
+            package,
+            "--bin",
+            package,
+        ])
         .args([
             "--no-default-features".to_string(),
             "--features".into(),
@@ -537,7 +567,7 @@ fn infer(command: &str, args: Vec<String>) -> Result<()> {
     feature_flags(std::slice::from_ref(&backend))?;
     let mut env = base_env();
     if backend == "tch" && !env.contains_key("LIBTORCH") {
-        setup(&mut env)?;
+        setup(&mut env, true)?;
     }
     run_with_backend(
         &env,
@@ -553,10 +583,11 @@ fn main() -> ExitCode {
         Cmd::Train { args } => train(args),
         Cmd::Test(a) => test(a),
         Cmd::Bench(a) => bench(a),
-        Cmd::Setup => setup(&mut base_env()),
+        Cmd::Setup => setup(&mut base_env(), true),
+        Cmd::Relock => venv::relock(&root(), &cache_dir()),
         Cmd::Fixtures { force } => {
             let mut env = base_env();
-            setup(&mut env)
+            setup(&mut env, true)
                 .and_then(|_| fixtures(&env, force))
                 .map(|_| ())
         }
