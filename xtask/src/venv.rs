@@ -125,7 +125,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         }
         warn_on_other_python(&lock_text);
         eprintln!("creating the Python venv at {}", venv.display());
-        crate::run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
+        crate::env::run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
     }
     let diff = differences(&want, &freeze(venv)?);
     if diff.is_empty() {
@@ -143,7 +143,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         venv.display(),
         diff.len()
     );
-    crate::run(
+    crate::env::run(
         pip(venv)
             .args(["install", "--no-deps", "-q", "-r"])
             .arg(&lock_path),
@@ -153,7 +153,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         .filter(|n| !want.contains_key(n))
         .collect();
     if !extras.is_empty() {
-        crate::run(pip(venv).args(["uninstall", "-y", "-q"]).args(extras))?;
+        crate::env::run(pip(venv).args(["uninstall", "-y", "-q"]).args(extras))?;
     }
     let left = differences(&want, &freeze(venv)?);
     if !left.is_empty() {
@@ -164,7 +164,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         );
     }
     // `--no-deps` trusts the lock to be complete; pip check proves it is.
-    crate::run(pip(venv).args(["check"]))?;
+    crate::env::run(pip(venv).args(["check"]))?;
     Ok(python(venv))
 }
 
@@ -197,13 +197,13 @@ fn warn_on_other_python(lock_text: &str) {
 pub fn relock(root: &Path, scratch: &Path) -> Result<()> {
     let venv = scratch.join("relock-venv");
     let _ = std::fs::remove_dir_all(&venv);
-    crate::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    crate::run(
+    crate::env::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    crate::env::run(
         pip(&venv)
             .args(["install", "-q", "-r"])
             .arg(root.join(REQUIREMENTS)),
     )?;
-    crate::run(pip(&venv).args(["check"]))?;
+    crate::env::run(pip(&venv).args(["check"]))?;
     let out = Command::new(python(&venv))
         .args([
             "-m",

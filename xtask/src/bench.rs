@@ -1,0 +1,43 @@
+//! `cargo xtask bench`: the benchmark example built with exactly the backends asked for.
+
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::BenchArgs;
+use crate::env::{base_env, cache_dir, cargo, feature_flags, root, run, target_dir};
+use crate::venv;
+
+pub fn bench(args: BenchArgs) -> Result<()> {
+    let mut env = base_env();
+    if args.vs_pytorch && std::env::var_os("REKINDLE_PYTHON").is_none() {
+        let python = venv::sync(&root(), &cache_dir().join("venv"), true)?;
+        env.insert("REKINDLE_PYTHON".into(), python.display().to_string());
+    }
+    let backends = if args.backends.backends.is_empty() {
+        vec!["flex".to_string()]
+    } else {
+        args.backends.backends
+    };
+    let features = feature_flags(&backends)?;
+    // Exactly the backends asked for, built workspace-wide like `cargo xtask test --backend`
+    // with the same list, so the two share one build of Burn.
+    run(cargo(&env)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--workspace",
+            "--examples",
+        ])
+        .args(&features))?;
+    let mut cmd = Command::new(target_dir(&env).join("release/examples/bench"));
+    cmd.envs(&env).arg("--backend").arg(backends.join(","));
+    if args.vs_pytorch {
+        cmd.arg("--vs-pytorch");
+    }
+    if args.json {
+        cmd.arg("--json");
+    }
+    run(cmd.args(&args.bench_args))
+}

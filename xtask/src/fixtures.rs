@@ -1,0 +1,42 @@
+//! The PyTorch reference fixtures, made by the locked venv and regenerated only when their
+//! script or the lock changes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::env::{cache_dir, root, run};
+use crate::venv;
+
+/// Generates the PyTorch fixtures unless the ones on disk came from the same scripts run by the
+/// same locked venv: the models (`make_fixtures.py`) and the tuning catalog's answers
+/// (`tuning_reference.py`).
+pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
+    let dir = cache_dir().join("fixtures");
+    let lock = std::fs::read(root().join(venv::LOCK))?;
+    for (name, output) in [
+        ("make_fixtures.py", "reference.json"),
+        ("tuning_reference.py", "tuning.json"),
+    ] {
+        let script = root().join("scripts").join(name);
+        let mut source =
+            std::fs::read(&script).with_context(|| format!("reading {}", script.display()))?;
+        source.extend_from_slice(&lock);
+        let stamp = dir.join(format!("{name}.used"));
+        let fresh = std::fs::read(&stamp).is_ok_and(|s| s == source) && dir.join(output).exists();
+        if force || !fresh {
+            let python = env
+                .get("REKINDLE_PYTHON")
+                .cloned()
+                .context("no Python with torch: run `cargo xtask setup` first")?;
+            std::fs::create_dir_all(&dir)?;
+            run(Command::new(python).arg(&script).arg(&dir))?;
+            std::fs::write(&stamp, &source)?;
+        } else {
+            eprintln!("{output} up to date in {}", dir.display());
+        }
+    }
+    Ok(dir)
+}

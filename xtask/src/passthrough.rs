@@ -1,0 +1,203 @@
+//! Commands that run one of the workspace's binaries: built with only the asked-for backend,
+//! then exec'd in xtask's place, so signals (Ctrl-C, `kill -TERM`, `docker stop`, systemd) reach
+//! the binary itself and its graceful shutdown runs. `--help` is the binary's own.
+
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::env::{base_env, cargo, feature_flags, run, target_dir};
+use crate::install;
+
+/// One pass-through: `cargo xtask NAME ARGS` runs `PACKAGE SUBCOMMAND ARGS`.
+pub struct PassThrough {
+    /// The xtask command.
+    pub name: &'static str,
+    /// The workspace package, whose binary has the same name.
+    pub package: &'static str,
+    /// The binary's subcommand.
+    pub subcommand: &'static str,
+    /// One line for `cargo xtask --help`.
+    pub about: &'static str,
+}
+
+/// Every pass-through command, in the order `cargo xtask --help` lists them.
+pub const COMMANDS: &[PassThrough] = &[
+    PassThrough {
+        name: "train",
+        package: "rekindle-train",
+        subcommand: "run",
+        about: "fine-tune a ResNet; with no arguments (or `demo`), the transfer-learning demo",
+    },
+    PassThrough {
+        name: "schedule",
+        package: "rekindle-train",
+        subcommand: "schedule",
+        about: "a config's learning rate per step and parameter group, without training",
+    },
+    PassThrough {
+        name: "prune",
+        package: "rekindle-train",
+        subcommand: "prune",
+        about: "one-shot magnitude pruning of a saved model",
+    },
+    PassThrough {
+        name: "import",
+        package: "rekindle-import",
+        subcommand: "import",
+        about: "pretrained weights (.pth/.pt, .safetensors, .onnx) -> a rekindle model file",
+    },
+    PassThrough {
+        name: "export",
+        package: "rekindle-import",
+        subcommand: "export",
+        about: "a rekindle model file -> torchvision-layout safetensors",
+    },
+    PassThrough {
+        name: "infer",
+        package: "rekindle-infer",
+        subcommand: "predict",
+        about: "predict with a model file from the command line",
+    },
+    PassThrough {
+        name: "serve",
+        package: "rekindle-infer",
+        subcommand: "serve",
+        about: "serve a model file over HTTP",
+    },
+];
+
+/// The pass-through table for `cargo xtask --help`.
+pub fn help() -> String {
+    let mut s = String::from(
+        "Commands that run a rekindle binary (`cargo xtask NAME --help` shows its options; \
+         `--backend B` picks the backend compiled in, flex by default):\n",
+    );
+    for c in COMMANDS {
+        s += &format!(
+            "  {:<9} {} ({} {})\n",
+            c.name, c.about, c.package, c.subcommand
+        );
+    }
+    s
+}
+
+/// The backend named by `--backend B` / `--backend=B` in pass-through arguments (default flex).
+fn backend_arg(args: &[String]) -> Result<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--backend" {
+            return it.next().cloned().context("--backend needs a value");
+        }
+        if let Some(v) = a.strip_prefix("--backend=") {
+            return Ok(v.to_string());
+        }
+    }
+    Ok("flex".into())
+}
+
+/// `train` with nothing but a backend is the demo: the README's first command.
+fn train_args(args: &[String], backend: &str) -> Vec<String> {
+    let only_backend = args
+        .iter()
+        .all(|a| a == "--backend" || a.starts_with("--backend=") || a == backend);
+    if args.first().is_some_and(|a| a == "demo") {
+        args.to_vec()
+    } else if only_backend {
+        ["demo".to_string(), "--backend".into(), backend.into()].into()
+    } else {
+        [vec!["run".to_string()], args.to_vec()].concat()
+    }
+}
+
+/// Runs `cargo xtask NAME ARGS...` for a table entry; returns only on failure.
+pub fn run_command(args: &[String]) -> Result<()> {
+    let (name, rest) = args.split_first().context("no command")?;
+    let Some(cmd) = COMMANDS.iter().find(|c| c.name == name) else {
+        let names: Vec<&str> = COMMANDS.iter().map(|c| c.name).collect();
+        bail!(
+            "unknown command `{name}`; `cargo xtask --help` lists them (runs a binary: {})",
+            names.join(", ")
+        );
+    };
+    let backend = backend_arg(rest)?;
+    feature_flags(std::slice::from_ref(&backend))?;
+    let mut env = base_env();
+    if backend == "tch" && !env.contains_key("LIBTORCH") {
+        install::setup(&mut env, true)?;
+    }
+    let help = rest.iter().any(|a| a == "--help" || a == "-h");
+    let args = if cmd.name == "train" && !help {
+        // The demo and runs read the dataset and label plots with DejaVu: install what is
+        // missing (apt-get runs only then, and says so).
+        install::system_packages()?;
+        train_args(rest, &backend)
+    } else {
+        [vec![cmd.subcommand.to_string()], rest.to_vec()].concat()
+    };
+    run(cargo(&env).args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        cmd.package,
+        "--bin",
+        cmd.package,
+        "--no-default-features",
+        "--features",
+        &format!("{}/{backend}", cmd.package),
+    ]))?;
+    let binary = target_dir(&env).join("release").join(cmd.package);
+    let err = Command::new(&binary).args(&args).envs(&env).exec();
+    Err(err).with_context(|| format!("cannot start {}", binary.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn train_without_options_is_the_demo() {
+        assert_eq!(
+            train_args(&[], "flex"),
+            strings(&["demo", "--backend", "flex"])
+        );
+        assert_eq!(
+            train_args(&strings(&["--backend", "wgpu"]), "wgpu"),
+            strings(&["demo", "--backend", "wgpu"])
+        );
+        assert_eq!(
+            train_args(&strings(&["--config", "a.toml"]), "flex"),
+            strings(&["run", "--config", "a.toml"])
+        );
+        assert_eq!(
+            train_args(&strings(&["demo", "--recipes"]), "flex"),
+            strings(&["demo", "--recipes"])
+        );
+    }
+
+    #[test]
+    fn backend_from_arguments() {
+        assert_eq!(
+            backend_arg(&strings(&["x", "--backend", "tch"])).unwrap(),
+            "tch"
+        );
+        assert_eq!(backend_arg(&strings(&["--backend=wgpu"])).unwrap(), "wgpu");
+        assert_eq!(backend_arg(&strings(&["--model", "m"])).unwrap(), "flex");
+        assert!(backend_arg(&strings(&["--backend"])).is_err());
+    }
+
+    #[test]
+    fn every_command_is_listed_once() {
+        let help = help();
+        for c in COMMANDS {
+            assert_eq!(COMMANDS.iter().filter(|d| d.name == c.name).count(), 1);
+            assert!(help.contains(c.about), "{help}");
+        }
+    }
+}
