@@ -75,7 +75,16 @@ pub struct Report {
 
 /// Imports the weights file at `path` onto `device`.
 pub fn import(path: &Path, options: &ImportOptions, device: &Device) -> Result<Imported, Error> {
-    let format = sniff(path)?;
+    import_as(path, sniff(path)?, options, device)
+}
+
+/// Imports `path`, whose format the caller has already sniffed (see [`crate::source::sniff`]).
+pub fn import_as(
+    path: &Path,
+    format: Format,
+    options: &ImportOptions,
+    device: &Device,
+) -> Result<Imported, Error> {
     let (mut tensors, folded_batchnorm) = match format {
         Format::Onnx => {
             let w = crate::onnx::read_onnx(path)?;

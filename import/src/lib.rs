@@ -16,7 +16,7 @@ pub mod source;
 
 pub use error::Error;
 pub use export::export_safetensors;
-pub use import::{ImportOptions, Imported, Report, import};
+pub use import::{ImportOptions, Imported, Report, import, import_as};
 /// The ONNX protobuf types, for building or inspecting graphs (tests, tools).
 pub use onnx_ir as onnx_proto;
-pub use source::Format;
+pub use source::{Format, sniff};

@@ -3,7 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use rekindle_model::burn::store::burn_pack::Tensor as PackTensor;
+use rekindle_model::burn::store::burn_pack::{MAGIC_NUMBER, Tensor as PackTensor};
 use rekindle_model::burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
 
 use crate::error::{Error, format_error};
@@ -17,6 +17,8 @@ pub enum Format {
     Pytorch,
     /// An ONNX graph.
     Onnx,
+    /// A Burn burnpack: a rekindle model file, loaded as it is (nothing to import).
+    Burnpack,
 }
 
 impl std::fmt::Display for Format {
@@ -25,6 +27,7 @@ impl std::fmt::Display for Format {
             Format::Safetensors => "safetensors",
             Format::Pytorch => "PyTorch checkpoint",
             Format::Onnx => "ONNX",
+            Format::Burnpack => "rekindle model file (burnpack)",
         })
     }
 }
@@ -42,6 +45,10 @@ pub fn sniff(path: &Path) -> Result<Format, Error> {
     let head = &head[..n];
     if n == 0 {
         return Err(format_error(path, "the file is empty"));
+    }
+    // burnpack writes its magic number little-endian.
+    if head.starts_with(&MAGIC_NUMBER.to_le_bytes()) {
+        return Ok(Format::Burnpack);
     }
     // safetensors: an 8-byte little-endian header length, then a JSON object.
     if n > 8 && head[8] == b'{' {
@@ -65,7 +72,7 @@ pub fn sniff(path: &Path) -> Result<Format, Error> {
     Err(format_error(
         path,
         "not a weights file we read: expected a PyTorch checkpoint (.pth/.pt: zip, legacy or tar), \
-         a .safetensors file or an .onnx graph",
+         a .safetensors file, an .onnx graph or a rekindle model file (.bpk)",
     ))
 }
 
@@ -100,6 +107,10 @@ pub fn read_tensors(path: &Path, format: Format) -> Result<Vec<PackTensor>, Erro
                 .map_err(|e| format_error(path, format!("unreadable PyTorch checkpoint: {e}")))
         }
         Format::Onnx => crate::onnx::read_onnx(path).map(|w| w.tensors),
+        Format::Burnpack => Err(format_error(
+            path,
+            "already a rekindle model file: load it with rekindle_model::load_model",
+        )),
     }?;
     if tensors.is_empty() {
         return Err(format_error(

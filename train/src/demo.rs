@@ -5,12 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::{DataKind, Strategy, TrainConfig};
+use rekindle_model::{Arch, Backend};
+
+use crate::catalog::optim::{OptimSection, OptimizerKind};
+use crate::catalog::prune::{PruneSchedule, PruneSection};
+use crate::catalog::schedule::{Per, ScheduleKind, ScheduleSection};
+use crate::config::{DataKind, ModelSource, Strategy, TrainConfig};
 use crate::error::TrainError;
-use crate::optim::{OptimSection, OptimizerKind};
-use crate::prune::{PruneSchedule, PruneSection};
 use crate::run::{Outcome, train};
-use crate::schedule::{Per, ScheduleKind, ScheduleSection};
 
 /// Classes the "pretrained" model learns (T-shirt/top .. Coat).
 pub const PRETRAIN_CLASSES: [&str; 5] = ["0", "1", "2", "3", "4"];
@@ -25,7 +27,7 @@ pub struct Demo {
     /// Where the pretrained model is cached between runs.
     pub cache: PathBuf,
     /// Backend name.
-    pub backend: String,
+    pub backend: Backend,
     /// Labelled training images per class for fine-tuning.
     pub labels_per_class: usize,
 }
@@ -48,15 +50,15 @@ impl Demo {
     /// 32x32, 200 validation images per class, written to `dir`.
     fn base(&self, source: &str, classes: &[&str], dir: PathBuf) -> TrainConfig {
         let mut c = TrainConfig::default();
-        c.model.source = source.into();
-        c.model.arch = "resnet18".into();
+        c.model.source = ModelSource::from(source.to_string());
+        c.model.arch = Some(Arch::Resnet18);
         c.data.kind = DataKind::FashionMnist;
         c.data.classes = classes.iter().map(|s| s.to_string()).collect();
         c.data.val_per_class = 200;
         c.data.resize = Some(32);
         c.data.crop = Some(32);
         c.data.crop_scale_min = 0.6;
-        c.run.backend = self.backend.clone();
+        c.run.backend = self.backend;
         c.run.dir = dir;
         c
     }
@@ -133,7 +135,7 @@ impl Demo {
     fn pretrained(&self) -> Result<(PathBuf, f64), TrainError> {
         let pre = self.pretrain_config();
         // The cache is keyed by the pretraining config, so changing it retrains.
-        let key = fnv(pre.to_toml().replace(&self.backend, "").as_bytes());
+        let key = fnv(pre.to_toml().replace(self.backend.name(), "").as_bytes());
         let pretrained = self.cache.join(format!("pretrained-{key:016x}.bpk"));
         let mut pretrain_seconds = 0.0;
         if pretrained.exists() {

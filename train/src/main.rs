@@ -6,15 +6,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use rekindle_train::config::{DataKind, Strategy};
-use rekindle_train::dataset::Dataset;
+use rekindle_model::{Arch, Backend};
+use rekindle_train::catalog::optim::{OptimSection, OptimizerKind};
+use rekindle_train::catalog::prune::{self, PruneScope};
+use rekindle_train::catalog::schedule::{RunShape, ScheduleKind};
+use rekindle_train::config::{DataKind, ModelSource, Strategy};
+use rekindle_train::data::dataset::Dataset;
 use rekindle_train::demo::Demo;
-use rekindle_train::optim::{OptimSection, OptimizerKind};
-use rekindle_train::prune::{self, PruneScope};
-use rekindle_train::run::{CONFIG_FILE, run_shape, scaled_lr, summary};
-use rekindle_train::schedule::{Per, RunShape, ScheduleKind};
-use rekindle_train::strategy;
-use rekindle_train::trainee::Trainee;
+use rekindle_train::run::dir::RunDir;
+use rekindle_train::run::plan::{Plan, run_shape};
+use rekindle_train::run::summary;
 use rekindle_train::{TrainConfig, train};
 
 #[derive(Parser)]
@@ -51,9 +52,9 @@ struct ScheduleArgs {
     /// One JSON object per step instead of a table.
     #[arg(long)]
     json: bool,
-    /// Where the plot goes.
-    #[arg(long, default_value = "schedule.png")]
-    plot: PathBuf,
+    /// Also plot it, to this PNG (`--plot` alone: schedule.png).
+    #[arg(long, num_args = 0..=1, default_missing_value = "schedule.png")]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -83,20 +84,21 @@ struct RunArgs {
     #[arg(long)]
     print_config: bool,
     /// Backend: flex, ndarray, wgpu, tch, cuda (run.backend).
-    #[arg(long)]
-    backend: Option<String>,
+    #[arg(long, value_parser = parse_name::<Backend>)]
+    backend: Option<Backend>,
     /// Device indices, comma-separated; more than one trains data-parallel (run.devices).
     #[arg(long, value_delimiter = ',')]
     devices: Option<Vec<usize>>,
     /// Run directory (run.dir).
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Starting weights: `random`, a rekindle model file or a .pth/.safetensors (model.source).
+    /// Starting weights: `random`, a rekindle model file or a .pth/.safetensors/.onnx
+    /// (model.source).
     #[arg(long)]
     model: Option<String>,
     /// Architecture for random init, or to check a file against (model.arch).
-    #[arg(long)]
-    arch: Option<String>,
+    #[arg(long, value_parser = parse_name::<Arch>)]
+    arch: Option<Arch>,
     /// Dataset directory (data.root).
     #[arg(long)]
     data: Option<PathBuf>,
@@ -137,8 +139,8 @@ struct RunArgs {
 #[derive(Args)]
 struct DemoArgs {
     /// Backend: flex, ndarray, wgpu, tch, cuda.
-    #[arg(long, default_value = "flex")]
-    backend: String,
+    #[arg(long, default_value = "flex", value_parser = parse_name::<Backend>)]
+    backend: Backend,
     /// Where the fine-tuning runs go.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
@@ -151,6 +153,11 @@ struct DemoArgs {
     /// Fine-tune with each recipe of the experiment table instead, and print the table.
     #[arg(long)]
     recipes: bool,
+}
+
+/// A closed set's name read by its own `FromStr` (aliases and the list of valid names).
+fn parse_name<T: std::str::FromStr<Err: std::fmt::Display>>(s: &str) -> Result<T, String> {
+    s.parse().map_err(|e: T::Err| e.to_string())
 }
 
 fn parse_kind(s: &str) -> Result<DataKind, String> {
@@ -210,15 +217,15 @@ fn parse_scope(s: &str) -> Result<PruneScope, String> {
 fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
     let mut c = match (&a.config, &a.resume) {
         (Some(path), _) => TrainConfig::from_file(path)?,
-        (None, Some(dir)) => TrainConfig::from_file(&dir.join(CONFIG_FILE))
+        (None, Some(dir)) => TrainConfig::from_file(&RunDir::new(dir).config())
             .with_context(|| format!("{} is not a run directory", dir.display()))?,
         (None, None) => TrainConfig::default(),
     };
     if let Some(dir) = &a.resume {
         c.run.dir = dir.clone();
     }
-    if let Some(v) = &a.backend {
-        c.run.backend = v.clone();
+    if let Some(v) = a.backend {
+        c.run.backend = v;
     }
     if let Some(v) = &a.devices {
         c.run.devices = v.clone();
@@ -227,10 +234,10 @@ fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
         c.run.dir = v.clone();
     }
     if let Some(v) = &a.model {
-        c.model.source = v.clone();
+        c.model.source = ModelSource::from(v.clone());
     }
-    if let Some(v) = &a.arch {
-        c.model.arch = v.clone();
+    if let Some(v) = a.arch {
+        c.model.arch = Some(v);
     }
     if let Some(v) = &a.data {
         c.data.root = v.clone();
@@ -290,9 +297,9 @@ fn run(a: RunArgs) -> Result<()> {
         println!("sparsity of the exported model:\n{}", prune::report(layers));
     }
     println!(
-        "run directory {}: config.toml, checkpoint/, metrics-steps.csv, metrics-epochs.csv, {} plot(s), model.bpk ({:.0} s)",
+        "run directory {}: {} ({:.0} s)",
         out.dir.display(),
-        out.plots.len(),
+        RunDir::CONTENTS,
         out.seconds
     );
     Ok(())
@@ -364,79 +371,86 @@ fn demo(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+/// A config's plan with `steps` optimiser steps in all, or as many as its dataset gives.
+fn schedule_plan(cfg: &TrainConfig, steps: Option<usize>) -> Result<Plan> {
+    let t = &cfg.train;
+    let shape = match steps {
+        Some(n) => RunShape::new(&vec![n.div_ceil(t.epochs).max(1); t.epochs]),
+        None => run_shape(cfg, Dataset::load(&cfg.data, t.seed)?.train.len()),
+    };
+    Ok(Plan::with_shape(cfg, shape.into())?)
+}
+
 fn schedule(a: ScheduleArgs) -> Result<()> {
     let cfg = match &a.config {
         Some(p) => TrainConfig::from_file(p)?,
         None => TrainConfig::default(),
     };
     cfg.validate()?;
-    let t = &cfg.train;
-    let shape = match a.steps {
-        Some(n) => {
-            let per = n.div_ceil(t.epochs).max(1);
-            RunShape::new(&vec![per; t.epochs])
-        }
-        None => {
-            let data = Dataset::load(&cfg.data, t.seed)?;
-            run_shape(&cfg, data.train.len())
-        }
+    let plan = schedule_plan(&cfg, a.steps)?;
+    let mults: Vec<f64> = plan.groups.iter().map(|g| g.mult).collect();
+    let table =
+        rekindle_train::catalog::schedule::table(&cfg.schedule, &plan.shape, plan.lr, &mults);
+    let head = if plan.groups.is_empty() {
+        "all"
+    } else {
+        "head"
     };
-    let units = match cfg.schedule.per {
-        Per::Iteration => shape.total_steps(),
-        Per::Epoch => t.epochs,
-    };
-    cfg.schedule.validate(units).map_err(anyhow::Error::msg)?;
-    let device = rekindle_model::Backend::Flex.device_at(0)?;
-    let net = rekindle_model::ResNetConfig::new(
-        rekindle_model::Arch::Resnet18,
-        rekindle_model::HeadConfig::new(2),
-    )
-    .init(&device);
-    let groups = strategy::lr_groups(t, &Trainee::new(net));
-    let mults: Vec<f64> = groups.iter().map(|g| g.2).collect();
-    let lr = scaled_lr(&cfg);
-    let table = rekindle_train::schedule::table(&cfg.schedule, &shape, lr, &mults);
-    let names: Vec<String> =
-        std::iter::once(if groups.is_empty() { "all" } else { "head" }.to_string())
-            .chain(groups.iter().map(|g| g.0.clone()))
-            .collect();
-    let total = shape.total_steps();
+    let names: Vec<String> = std::iter::once(head.to_string())
+        .chain(plan.groups.iter().map(|g| g.name.clone()))
+        .collect();
     if a.json {
-        for step in 0..total {
-            let lrs: serde_json::Map<String, serde_json::Value> = names
-                .iter()
-                .zip(&table)
-                .map(|(n, col)| (n.clone(), serde_json::json!(col[step])))
-                .collect();
-            println!(
-                "{}",
-                serde_json::json!({"step": step, "epoch": shape.epoch_of(step) + 1, "lr": lrs})
-            );
-        }
+        print_schedule_json(&plan.shape, &names, &table);
     } else {
         println!(
-            "{:?} schedule, per {:?}, {} epochs, {total} optimiser steps",
-            cfg.schedule.name, cfg.schedule.per, t.epochs
+            "{:?} schedule, per {:?}, {} epochs, {} optimiser steps",
+            cfg.schedule.name,
+            cfg.schedule.per,
+            cfg.train.epochs,
+            plan.shape.total_steps()
         );
-        print!("{:>6} {:>5}", "step", "epoch");
-        for n in &names {
-            print!(" {n:>11}");
+        print_schedule_table(&plan.shape, &names, &table);
+    }
+    if let Some(path) = &a.plot {
+        let series: Vec<(String, Vec<f64>)> = names.into_iter().zip(table).collect();
+        rekindle_train::report::plot::plot_schedule(path, "Learning rate", &series)
+            .map_err(anyhow::Error::msg)?;
+        eprintln!("plot: {}", path.display());
+    }
+    Ok(())
+}
+
+/// One JSON object per optimiser step: step, epoch and each group's rate.
+fn print_schedule_json(shape: &RunShape, names: &[String], table: &[Vec<f64>]) {
+    for step in 0..shape.total_steps() {
+        let lrs: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .zip(table)
+            .map(|(n, col)| (n.clone(), serde_json::json!(col[step])))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"step": step, "epoch": shape.epoch_of(step) + 1, "lr": lrs})
+        );
+    }
+}
+
+/// About 40 rows of the schedule, the last step included.
+fn print_schedule_table(shape: &RunShape, names: &[String], table: &[Vec<f64>]) {
+    let total = shape.total_steps();
+    print!("{:>6} {:>5}", "step", "epoch");
+    for n in names {
+        print!(" {n:>11}");
+    }
+    println!();
+    let every = total.div_ceil(40).max(1);
+    for step in (0..total).filter(|s| s % every == 0 || *s + 1 == total) {
+        print!("{step:>6} {:>5}", shape.epoch_of(step) + 1);
+        for col in table {
+            print!(" {:>11.4e}", col[step]);
         }
         println!();
-        let every = total.div_ceil(40).max(1);
-        for step in (0..total).filter(|s| s % every == 0 || *s + 1 == total) {
-            print!("{step:>6} {:>5}", shape.epoch_of(step) + 1);
-            for col in &table {
-                print!(" {:>11.4e}", col[step]);
-            }
-            println!();
-        }
     }
-    let series: Vec<(String, Vec<f64>)> = names.into_iter().zip(table).collect();
-    rekindle_train::plot::plot_schedule(&a.plot, "Learning rate", &series)
-        .map_err(anyhow::Error::msg)?;
-    eprintln!("plot: {}", a.plot.display());
-    Ok(())
 }
 
 fn prune_model(a: PruneArgs) -> Result<()> {

@@ -144,12 +144,12 @@ fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
     assert_eq!(saved.train.epochs, 2);
     // rekindle-infer loads it and, on the run's validation files, scores exactly the best
     // validation accuracy training logged: train's and infer's preprocessing agree.
-    let data = rekindle_train::dataset::Dataset::load(&saved.data, saved.train.seed).unwrap();
+    let data = rekindle_train::data::dataset::Dataset::load(&saved.data, saved.train.seed).unwrap();
     let (paths, labels): (Vec<PathBuf>, Vec<usize>) = data
         .val
         .iter()
         .map(|item| match &item.image {
-            rekindle_train::dataset::ImageRef::File(p) => (p.clone(), item.label),
+            rekindle_train::data::dataset::ImageRef::File(p) => (p.clone(), item.label),
             other => panic!("{other:?} is not a file"),
         })
         .unzip();
@@ -231,7 +231,7 @@ fn a_run_killed_mid_epoch_resumes_exactly() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        rekindle_train::run::last_checkpoint(&cut),
+        rekindle_train::run::dir::RunDir::new(&cut).last_checkpoint(),
         Some(1),
         "not killed mid-epoch 2"
     );
@@ -356,7 +356,7 @@ fn feature_extraction_moves_only_the_head() {
 fn checkpoint_tensors(path: &Path, like: &rekindle_model::ResNet) -> Vec<(String, Vec<u8>)> {
     use burn::module::Module;
     let record = burn::store::ModuleRecord::load(path).unwrap();
-    let trainee = rekindle_train::trainee::Trainee::new(like.clone()).load_record(record);
+    let trainee = rekindle_train::run::trainee::Trainee::new(like.clone()).load_record(record);
     named_bytes(&trainee.net)
 }
 
@@ -436,7 +436,10 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     // No half-written file under a checkpoint's name; epoch 1 is intact and still the resume point.
     assert!(!ckpt.join("model-2.bpk").exists());
     assert_eq!(read(1), epoch1);
-    assert_eq!(rekindle_train::run::last_checkpoint(&run), Some(1));
+    assert_eq!(
+        rekindle_train::run::dir::RunDir::new(&run).last_checkpoint(),
+        Some(1)
+    );
     let leftovers: Vec<_> = std::fs::read_dir(&ckpt)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -454,7 +457,10 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
             .arg("2"),
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
-    assert_eq!(rekindle_train::run::last_checkpoint(&run), Some(2));
+    assert_eq!(
+        rekindle_train::run::dir::RunDir::new(&run).last_checkpoint(),
+        Some(2)
+    );
     let epochs = std::fs::read_to_string(run.join("metrics-epochs.csv")).unwrap();
     assert_eq!(epochs.lines().filter(|l| l.contains(",valid,")).count(), 2);
     rekindle_model::read_metadata(&run.join("model.bpk")).unwrap();
@@ -571,7 +577,7 @@ fn a_nan_loss_stops_the_run_with_a_message() {
 fn weight_stats(model: &Path) -> (usize, usize, f64) {
     let device = burn::tensor::Device::flex();
     let (net, _) = rekindle_model::load_model(model, &device).unwrap();
-    let layers = rekindle_train::prune::sparsity(&net);
+    let layers = rekindle_train::catalog::prune::sparsity(&net);
     let total = layers.iter().map(|l| l.total).sum();
     let zeros = layers.iter().map(|l| l.zeros).sum();
     struct Max(f64);
@@ -581,7 +587,7 @@ fn weight_stats(model: &Path) -> (usize, usize, f64) {
             path: &[String],
             p: &burn::module::Param<burn::tensor::Tensor<D>>,
         ) {
-            if rekindle_train::prune::prunable(path) {
+            if rekindle_train::catalog::prune::prunable(path) {
                 let m: f32 = p.val().abs().max().into_scalar();
                 self.0 = self.0.max(m as f64);
             }

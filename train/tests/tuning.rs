@@ -9,9 +9,9 @@ use burn::lr_scheduler::LrScheduler;
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use rekindle_train::optim::OptimSection;
-use rekindle_train::schedule::{RunShape, ScheduleSection, Scheduler};
-use rekindle_train::trainee::clip_grad_norm;
+use rekindle_train::catalog::optim::OptimSection;
+use rekindle_train::catalog::schedule::{RunShape, ScheduleSection, Scheduler};
+use rekindle_train::run::trainee::clip_grad_norm;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -166,8 +166,8 @@ fn schedules_match_torch_lr_scheduler() {
         let epochs = case.steps / case.steps_per_epoch;
         let shape = Arc::new(RunShape::new(&vec![case.steps_per_epoch; epochs]));
         let units = match s.per {
-            rekindle_train::schedule::Per::Iteration => case.steps,
-            rekindle_train::schedule::Per::Epoch => epochs,
+            rekindle_train::catalog::schedule::Per::Iteration => case.steps,
+            rekindle_train::catalog::schedule::Per::Epoch => epochs,
         };
         s.validate(units)
             .unwrap_or_else(|e| panic!("{}: {e}", case.name));

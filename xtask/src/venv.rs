@@ -84,15 +84,11 @@ fn python(venv: &Path) -> PathBuf {
     venv.join("bin/python")
 }
 
-fn freeze(venv: &Path) -> Result<Pins> {
+/// `pip freeze --all` of the venv, as pip writes it.
+fn freeze_text(venv: &Path) -> Result<String> {
     let out = Command::new(python(venv))
-        .args([
-            "-m",
-            "pip",
-            "freeze",
-            "--all",
-            "--disable-pip-version-check",
-        ])
+        .args(["-m", "pip", "freeze", "--all"])
+        .arg("--disable-pip-version-check")
         .output()
         .with_context(|| format!("cannot run pip in {}", venv.display()))?;
     if !out.status.success() {
@@ -102,7 +98,20 @@ fn freeze(venv: &Path) -> Result<Pins> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn freeze(venv: &Path) -> Result<Pins> {
+    Ok(parse(&freeze_text(venv)?))
+}
+
+/// `major.minor` of a Python interpreter.
+fn python_version(python: &Path) -> Option<String> {
+    let out = Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn pip(venv: &Path) -> Command {
@@ -174,14 +183,7 @@ fn warn_on_other_python(lock_text: &str) {
         .lines()
         .find_map(|l| l.strip_prefix("# python "))
         .map(str::trim);
-    let have = Command::new("python3")
-        .args([
-            "-c",
-            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
-        ])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let have = python_version(Path::new("python3"));
     if let (Some(want), Some(have)) = (want, have)
         && want != have
     {
@@ -204,27 +206,13 @@ pub fn relock(root: &Path, scratch: &Path) -> Result<()> {
             .arg(root.join(REQUIREMENTS)),
     )?;
     crate::env::run(pip(&venv).args(["check"]))?;
-    let out = Command::new(python(&venv))
-        .args([
-            "-m",
-            "pip",
-            "freeze",
-            "--all",
-            "--disable-pip-version-check",
-        ])
-        .output()?;
-    let version = Command::new(python(&venv))
-        .args([
-            "-c",
-            "import sys; print(f'{sys.version_info[0]}.{sys.version_info[1]}')",
-        ])
-        .output()?;
+    let version = python_version(&python(&venv)).unwrap_or_default();
     let text = format!(
         "# The fixtures venv, pinned whole: `pip freeze --all` of a venv made from\n\
          # requirements.in by `cargo xtask relock`. Installed with --no-deps; edit requirements.in,\n\
          # not this file.\n# python {}\n{}",
-        String::from_utf8_lossy(&version.stdout).trim(),
-        String::from_utf8_lossy(&out.stdout)
+        version,
+        freeze_text(&venv)?
     );
     std::fs::write(root.join(LOCK), text)?;
     std::fs::remove_dir_all(&venv)?;

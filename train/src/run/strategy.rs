@@ -5,7 +5,6 @@ use burn::module::{Module, ParamGroup};
 use rekindle_model::ResNet;
 
 use crate::config::{STAGES, Strategy, TrainSection};
-use crate::trainee::Trainee;
 
 /// How many of `STAGES` (stem first) stay frozen during `epoch` (1-based).
 pub fn frozen_depth(t: &TrainSection, epoch: usize) -> usize {
@@ -101,36 +100,78 @@ pub fn describe(depth: usize) -> String {
     }
 }
 
-/// The parameter groups for learning rates, each with its multiple of `train.lr`: the
-/// backbone at `backbone_lr_mult`, and with layer-wise decay `d` layer4 at `d`, layer3 at
-/// `d^2`, .., the stem at `d^5` (times `backbone_lr_mult`). Named for `cargo xtask schedule`.
-pub fn lr_groups(t: &TrainSection, model: &Trainee) -> Vec<(String, ParamGroup, f64)> {
-    let net = &model.net;
-    let mut groups = Vec::new();
+/// Which parameters a learning-rate group holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupParams {
+    /// One stage, by its index in `STAGES` (0: the stem).
+    Stage(usize),
+    /// Everything but the head.
+    Backbone,
+}
+
+/// A learning-rate group: a name (for logs and `cargo xtask schedule`), its parameters and its
+/// multiple of `train.lr`. The head, in no group, trains at `train.lr` itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LrGroup {
+    /// `layer4` .. `stem`, or `backbone`.
+    pub name: String,
+    /// The parameters it holds.
+    pub params: GroupParams,
+    /// Its rate as a multiple of `train.lr`.
+    pub mult: f64,
+}
+
+/// The learning-rate groups `t` asks for, without a network: the backbone at
+/// `backbone_lr_mult`, and with layer-wise decay `d` layer4 at `d`, layer3 at `d^2`, .., the
+/// stem at `d^5` (times `backbone_lr_mult`).
+pub fn lr_groups(t: &TrainSection) -> Vec<LrGroup> {
     if t.layer_decay != 1.0 {
-        let stages: [(&str, ParamGroup); 5] = [
-            ("layer4", ParamGroup::ids_from_module(net.layer4.clone())),
-            ("layer3", ParamGroup::ids_from_module(net.layer3.clone())),
-            ("layer2", ParamGroup::ids_from_module(net.layer2.clone())),
-            ("layer1", ParamGroup::ids_from_module(net.layer1.clone())),
-            (
-                "stem",
-                ParamGroup::ids_from_module(net.conv1.clone())
-                    .fuse(&ParamGroup::ids_from_module(net.bn1.clone())),
-            ),
-        ];
-        for (k, (name, group)) in stages.into_iter().enumerate() {
-            let mult = t.backbone_lr_mult * t.layer_decay.powi(k as i32 + 1);
-            groups.push((name.to_string(), group, mult));
-        }
+        (0..STAGES.len())
+            .rev()
+            .enumerate()
+            .map(|(k, stage)| LrGroup {
+                name: STAGES[stage].to_string(),
+                params: GroupParams::Stage(stage),
+                mult: t.backbone_lr_mult * t.layer_decay.powi(k as i32 + 1),
+            })
+            .collect()
     } else if t.backbone_lr_mult != 1.0 {
-        groups.push((
-            "backbone".to_string(),
-            ParamGroup::all().exclude(ParamGroup::ids_from_module(net.head.clone())),
-            t.backbone_lr_mult,
-        ));
+        vec![LrGroup {
+            name: "backbone".into(),
+            params: GroupParams::Backbone,
+            mult: t.backbone_lr_mult,
+        }]
+    } else {
+        Vec::new()
     }
+}
+
+/// The groups as Burn parameter groups of `net`, for the scheduler.
+pub fn param_groups(groups: &[LrGroup], net: &ResNet) -> Vec<(String, ParamGroup, f64)> {
     groups
+        .iter()
+        .map(|g| {
+            let ids = match g.params {
+                GroupParams::Stage(i) => stage_params(net, i),
+                GroupParams::Backbone => {
+                    ParamGroup::all().exclude(ParamGroup::ids_from_module(net.head.clone()))
+                }
+            };
+            (g.name.clone(), ids, g.mult)
+        })
+        .collect()
+}
+
+/// The parameters of stage `i` of `STAGES`.
+fn stage_params(net: &ResNet, i: usize) -> ParamGroup {
+    match i {
+        0 => ParamGroup::ids_from_module(net.conv1.clone())
+            .fuse(&ParamGroup::ids_from_module(net.bn1.clone())),
+        1 => ParamGroup::ids_from_module(net.layer1.clone()),
+        2 => ParamGroup::ids_from_module(net.layer2.clone()),
+        3 => ParamGroup::ids_from_module(net.layer3.clone()),
+        _ => ParamGroup::ids_from_module(net.layer4.clone()),
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,22 @@
 //! One training run = one [`TrainConfig`]: a TOML file where every field has a default, plus
 //! command-line overrides. The effective config is saved in the run directory.
 
+pub mod check;
+
 use std::path::{Path, PathBuf};
 
+use rekindle_model::{Arch, Backend, HeadConfig, Preprocess};
 use serde::{Deserialize, Serialize};
 
-use crate::check::{
+use crate::catalog::init::InitSection;
+use crate::catalog::optim::{OptimSection, OptimizerKind};
+use crate::catalog::prune::PruneSection;
+use crate::catalog::schedule::{Per, ScheduleKind, ScheduleSection};
+use crate::config::check::{
     End::{Closed, Open},
     in_range, positive,
 };
 use crate::error::TrainError;
-use crate::init::InitSection;
-use crate::optim::{OptimSection, OptimizerKind};
-use crate::prune::PruneSection;
-use crate::schedule::{Per, ScheduleKind, ScheduleSection};
 
 /// Everything a run needs; `TrainConfig::default()` is a sensible full fine-tune.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,14 +40,45 @@ pub struct TrainConfig {
     pub run: RunSection,
 }
 
+/// Where a run's starting weights come from; written `"random"` or a path in the config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ModelSource {
+    /// torchvision's initialisation, seeded by `train.seed`.
+    Random,
+    /// A rekindle model file, or a `.pth`/`.pt`/`.safetensors`/`.onnx` file to import; told
+    /// apart by its first bytes, not its name.
+    File(PathBuf),
+}
+
+impl From<String> for ModelSource {
+    fn from(s: String) -> Self {
+        if s == "random" {
+            Self::Random
+        } else {
+            Self::File(s.into())
+        }
+    }
+}
+
+impl From<ModelSource> for String {
+    fn from(s: ModelSource) -> Self {
+        match s {
+            ModelSource::Random => "random".into(),
+            ModelSource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// `[model]`: the starting point.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
     /// `random`, a rekindle model file (`.bpk`), or a `.pth`/`.pt`/`.safetensors` file to import.
-    pub source: String,
-    /// Architecture for `random` (empty: resnet18), or to check a file against (empty: detect).
-    pub arch: String,
+    pub source: ModelSource,
+    /// Architecture for `random` (none: resnet18), or to check a file against (none: detect).
+    #[serde(with = "names::optional", skip_serializing_if = "Option::is_none")]
+    pub arch: Option<Arch>,
     /// Width of an optional hidden layer in the new head.
     pub head_hidden: Option<usize>,
     /// Dropout before the new head's last layer.
@@ -54,8 +88,8 @@ pub struct ModelSection {
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
-            source: "random".into(),
-            arch: String::new(),
+            source: ModelSource::Random,
+            arch: None,
             head_hidden: None,
             head_dropout: 0.0,
         }
@@ -112,6 +146,26 @@ pub struct DataSection {
     pub workers: usize,
     /// Skip or fail on an unreadable image.
     pub on_bad_image: BadImage,
+}
+
+impl DataSection {
+    /// A model's preprocessing at the input size asked for here: `crop` alone keeps the model's
+    /// resize/crop ratio (256/224 stays 256/224 at the new size). Checked by the model's rule.
+    pub fn preprocess(&self, model: &Preprocess) -> Result<Preprocess, TrainError> {
+        let mut pre = model.clone();
+        if let Some(c) = self.crop {
+            pre.crop = c;
+            pre.resize = match self.resize {
+                Some(r) => r,
+                None => (c * model.resize).div_ceil(model.crop.max(1)).max(c),
+            };
+        } else if let Some(r) = self.resize {
+            pre.resize = r;
+        }
+        pre.validate()
+            .map_err(|e| TrainError::Config(format!("data.resize/data.crop: {e}")))?;
+        Ok(pre)
+    }
 }
 
 impl Default for DataSection {
@@ -224,8 +278,9 @@ impl Default for TrainSection {
 pub struct RunSection {
     /// Run directory: config copy, checkpoints, logs, plots, final model.
     pub dir: PathBuf,
-    /// Backend: flex, ndarray, wgpu, tch, cuda.
-    pub backend: String,
+    /// Backend: flex, ndarray, wgpu, tch, cuda (aliases as `--backend` takes them).
+    #[serde(with = "names")]
+    pub backend: Backend,
     /// Device indices; more than one trains data-parallel.
     pub devices: Vec<usize>,
 }
@@ -234,7 +289,7 @@ impl Default for RunSection {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("runs/train"),
-            backend: "flex".into(),
+            backend: Backend::Flex,
             devices: vec![0],
         }
     }
@@ -262,6 +317,54 @@ impl Default for TrainConfig {
             init: InitSection::default(),
             prune: PruneSection::default(),
             run: RunSection::default(),
+        }
+    }
+}
+
+/// Names of closed sets (architectures, backends) read with their own `FromStr`, so a config
+/// accepts every spelling the command line does and a wrong one gets the same message.
+mod names {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr<Err: Display>,
+        D: Deserializer<'de>,
+    {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
+    }
+
+    /// The same for an optional name, where an empty string means none.
+    pub mod optional {
+        use super::*;
+
+        pub fn serialize<T: Display, S: Serializer>(
+            v: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.collect_str(v),
+                None => s.serialize_str(""),
+            }
+        }
+
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr<Err: Display>,
+            D: Deserializer<'de>,
+        {
+            let s = String::deserialize(d)?;
+            if s.is_empty() {
+                return Ok(None);
+            }
+            s.parse().map(Some).map_err(D::Error::custom)
         }
     }
 }
@@ -309,12 +412,6 @@ impl TrainConfig {
                 Closed(1.0),
             ),
             in_range("data.hflip", d.hflip, Closed(0.0), Closed(1.0)),
-            in_range(
-                "model.head_dropout",
-                self.model.head_dropout,
-                Closed(0.0),
-                Open(1.0),
-            ),
         ]
         .into_iter()
         .collect::<Result<(), String>>()
@@ -361,13 +458,15 @@ impl TrainConfig {
                 STAGES.join(", ")
             ));
         }
-        if let (Some(r), Some(c)) = (d.resize, d.crop)
-            && (c == 0 || r < c)
-        {
-            return bad(format!(
-                "data: need 0 < crop <= resize, got crop {c} and resize {r}"
-            ));
+        d.preprocess(&Preprocess::imagenet())?;
+        let m = &self.model;
+        HeadConfig {
+            num_classes: 1,
+            hidden: m.head_hidden,
+            dropout: m.head_dropout,
         }
+        .validate()
+        .map_err(|e| TrainError::Config(format!("model.head_hidden/model.head_dropout: {e}")))?;
         if self.run.devices.is_empty() {
             return bad("run.devices must name at least one device".into());
         }
@@ -388,11 +487,36 @@ mod tests {
     }
 
     #[test]
+    fn typed_names_read_as_before() {
+        let c = TrainConfig::from_toml(
+            "[model]\nsource = \"r50.pth\"\narch = \"ResNet-50\"\n[run]\nbackend = \"LibTorch\"",
+        )
+        .unwrap();
+        assert_eq!(c.model.source, ModelSource::File("r50.pth".into()));
+        assert_eq!(c.model.arch, Some(Arch::Resnet50));
+        assert_eq!(c.run.backend, Backend::Tch);
+        let text = c.to_toml();
+        assert!(text.contains("source = \"r50.pth\"") && text.contains("arch = \"resnet50\""));
+        assert!(text.contains("backend = \"tch\""), "{text}");
+        assert_eq!(TrainConfig::from_toml(&text).unwrap(), c);
+        // An empty arch is "detect", as it always was.
+        let c = TrainConfig::from_toml("[model]\narch = \"\"").unwrap();
+        assert_eq!(c.model.arch, None);
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = TrainConfig::from_toml("[train]\nepocs = 3\n").unwrap_err();
         assert!(err.contains("epocs"), "{err}");
         let err = TrainConfig::from_toml("[trian]\n").unwrap_err();
         assert!(err.contains("trian"), "{err}");
+        let err = TrainConfig::from_toml("[model]\narch = \"resnet99\"\n").unwrap_err();
+        assert!(
+            err.contains("resnet99") && err.contains("resnet152"),
+            "{err}"
+        );
+        let err = TrainConfig::from_toml("[run]\nbackend = \"opencl\"\n").unwrap_err();
+        assert!(err.contains("opencl") && err.contains("flex"), "{err}");
         let err = TrainConfig::from_toml("[train]\nstrategy = \"most\"\n").unwrap_err();
         assert!(
             err.contains("full") && err.contains("feature-extraction"),
@@ -412,6 +536,8 @@ mod tests {
             ("[train]\nfreeze_to = \"layer9\"", "layer9"),
             ("[data]\nval_split = 1.5", "data.val_split"),
             ("[data]\nresize = 16\ncrop = 32", "crop"),
+            ("[data]\ncrop = 0", "data.resize/data.crop"),
+            ("[model]\nhead_dropout = 1.0", "head_dropout"),
         ] {
             let err = TrainConfig::from_toml(toml)
                 .unwrap()

@@ -6,7 +6,7 @@
 //! to zero after each optimiser step, so the mask is the weights themselves: nothing extra
 //! to checkpoint, and a resumed run keeps it.
 
-use crate::check::{End, in_range};
+use crate::config::check::{End, in_range};
 use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::tensor::{Tensor, TensorData};
 use rekindle_model::{PathVisitor, visit_with_paths};

@@ -5,7 +5,7 @@
 //! `trainee.rs`; Burn clips each tensor's norm separately, `clip_grad_norm_` clips all
 //! together).
 
-use crate::check::{End, in_range, non_negative, positive};
+use crate::config::check::{End, in_range, non_negative, positive};
 use burn::grad_clipping::GradientClipping;
 use burn::module::ParamGroup;
 use burn::optim::decay::WeightDecayConfig;

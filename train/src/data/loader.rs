@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use rekindle_model::Preprocess;
 use rekindle_model::preprocess::{eval_transform, normalize_into};
 
-use crate::augment::Augment;
-use crate::dataset::{Dataset, ImageRef, Item};
+use crate::data::augment::Augment;
+use crate::data::dataset::{Dataset, ImageRef, Item};
 
 /// Images and their class indices, one step's worth.
 #[derive(Clone, Debug)]

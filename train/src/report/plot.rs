@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
-use crate::progress::{EpochRow, read_epochs, read_steps};
+use crate::report::log::{EpochRow, read_epochs, read_steps};
+use crate::run::dir::RunDir;
 
 /// Fonts tried for the plot labels (Debian's fonts-dejavu-core, installed by `cargo xtask setup`).
 const FONTS: [&str; 3] = [
@@ -129,15 +130,16 @@ fn epoch_series(
 }
 
 /// Writes `loss.png`, `accuracy.png` and `lr.png` into the run directory; returns their paths.
-pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn plot_run(dir: &RunDir) -> Result<Vec<PathBuf>, String> {
     font()?;
-    let epochs = read_epochs(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let steps = read_steps(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let at = |e: std::io::Error| format!("{}: {e}", dir.path().display());
+    let epochs = read_epochs(dir).map_err(at)?;
+    let steps = read_steps(dir).map_err(at)?;
     let per_epoch = steps.iter().filter(|s| s[1] == 1.0).count().max(1) as f64;
     // Steps are placed on the epoch axis so that step and epoch curves share one chart.
     let step_x = |s: &[f64; 5]| s[0] / per_epoch;
     let mut out = Vec::new();
-    let loss = dir.join("loss.png");
+    let loss = dir.plot("loss");
     chart(
         &loss,
         "Loss",
@@ -154,7 +156,7 @@ pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, String> {
         ],
     )?;
     out.push(loss);
-    let acc = dir.join("accuracy.png");
+    let acc = dir.plot("accuracy");
     chart(
         &acc,
         "Accuracy",
@@ -166,7 +168,7 @@ pub fn plot_run(dir: &Path) -> Result<Vec<PathBuf>, String> {
         ],
     )?;
     out.push(acc);
-    let lr = dir.join("lr.png");
+    let lr = dir.plot("lr");
     chart(
         &lr,
         "Learning rate",

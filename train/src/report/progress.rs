@@ -1,12 +1,10 @@
-//! What a person sees and what the run keeps: Burn's learner reports every metric to a
-//! renderer; this one draws an indicatif bar per epoch split (one summary line per split when
-//! stderr is not a terminal), writes every step and epoch to CSV, and stops the run on a
-//! NaN or infinite loss.
+//! What a person sees while a run trains: Burn's learner reports every metric to a renderer;
+//! this one draws an indicatif bar per epoch split (one summary line per split when stderr is
+//! not a terminal), hands every step and epoch to the CSV log, and stops the run on a NaN or
+//! infinite loss.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, IsTerminal, Write};
-use std::path::Path;
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,33 +17,8 @@ use burn::train::renderer::{
 use burn::train::{Interrupter, LearnerSummary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Per-step log, one row per training step.
-pub const STEPS_CSV: &str = "metrics-steps.csv";
-/// Per-epoch log, one row per epoch and split.
-pub const EPOCHS_CSV: &str = "metrics-epochs.csv";
-const STEPS_HEADER: &str = "epoch,step,loss,accuracy,lr,images_per_sec";
-const EPOCHS_HEADER: &str = "epoch,split,loss,accuracy,top5,lr,images_per_sec,seconds";
-
-/// One epoch of one split, as logged.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct EpochRow {
-    /// 1-based epoch.
-    pub epoch: usize,
-    /// `train` or `valid`.
-    pub split: String,
-    /// Mean cross-entropy.
-    pub loss: f64,
-    /// Top-1 accuracy in percent.
-    pub accuracy: f64,
-    /// Top-5 (or top-k for fewer classes) accuracy in percent.
-    pub top5: f64,
-    /// Learning rate at the end of the split (training only).
-    pub lr: f64,
-    /// Throughput.
-    pub images_per_sec: f64,
-    /// Wall time of the split.
-    pub seconds: f64,
-}
+use crate::report::log::{EpochRow, MetricsLog};
+use crate::run::dir::RunDir;
 
 /// State shared between the renderer (on Burn's event thread) and the run.
 #[derive(Debug, Default)]
@@ -61,8 +34,7 @@ pub struct Renderer {
     names: HashMap<MetricId, String>,
     interrupter: Interrupter,
     shared: Arc<Mutex<Shared>>,
-    steps: Option<BufWriter<File>>,
-    epochs_log: Option<BufWriter<File>>,
+    log: MetricsLog,
     tty: bool,
     bar: Option<ProgressBar>,
     epoch: usize,
@@ -80,19 +52,17 @@ impl Renderer {
     /// A renderer logging into `dir`, which keeps the rows of epochs up to `keep_epochs`
     /// (a resumed run) and drops the rest.
     pub fn new(
-        dir: &Path,
+        dir: &RunDir,
         keep_epochs: usize,
         interrupter: Interrupter,
         shared: Arc<Mutex<Shared>>,
     ) -> std::io::Result<Self> {
-        let steps = open_log(&dir.join(STEPS_CSV), STEPS_HEADER, keep_epochs)?;
-        let epochs_log = open_log(&dir.join(EPOCHS_CSV), EPOCHS_HEADER, keep_epochs)?;
+        let log = MetricsLog::open(dir, keep_epochs)?;
         Ok(Self {
             names: HashMap::new(),
             interrupter,
             shared,
-            steps: Some(steps),
-            epochs_log: Some(epochs_log),
+            log,
             tty: std::io::stderr().is_terminal(),
             bar: None,
             epoch: keep_epochs + 1,
@@ -166,79 +136,6 @@ impl Renderer {
     }
 }
 
-/// Opens a CSV log for appending, keeping the header and the rows of epochs up to `keep`.
-fn open_log(path: &Path, header: &str, keep: usize) -> std::io::Result<BufWriter<File>> {
-    let kept: Vec<String> = match std::fs::read_to_string(path) {
-        Ok(text) if keep > 0 => text
-            .lines()
-            .skip(1)
-            .filter(|l| {
-                l.split(',')
-                    .next()
-                    .and_then(|e| e.parse::<usize>().ok())
-                    .is_some_and(|e| e <= keep)
-            })
-            .map(str::to_string)
-            .collect(),
-        _ => Vec::new(),
-    };
-    let mut file = BufWriter::new(
-        OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)?,
-    );
-    writeln!(file, "{header}")?;
-    for l in kept {
-        writeln!(file, "{l}")?;
-    }
-    file.flush()?;
-    Ok(file)
-}
-
-/// Reads the epoch log of a run directory.
-pub fn read_epochs(dir: &Path) -> std::io::Result<Vec<EpochRow>> {
-    let text = std::fs::read_to_string(dir.join(EPOCHS_CSV))?;
-    let num = |s: Option<&str>| s.and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split(',');
-            let epoch = f.next()?.parse().ok()?;
-            let split = f.next()?.to_string();
-            Some(EpochRow {
-                epoch,
-                split,
-                loss: num(f.next()),
-                accuracy: num(f.next()),
-                top5: num(f.next()),
-                lr: num(f.next()),
-                images_per_sec: num(f.next()),
-                seconds: num(f.next()),
-            })
-        })
-        .collect())
-}
-
-/// Reads the step log: (global step, epoch, loss, accuracy, lr) per row.
-pub fn read_steps(dir: &Path) -> std::io::Result<Vec<[f64; 5]>> {
-    let text = std::fs::read_to_string(dir.join(STEPS_CSV))?;
-    Ok(text
-        .lines()
-        .skip(1)
-        .enumerate()
-        .filter_map(|(i, l)| {
-            let f: Vec<f64> = l
-                .split(',')
-                .map(|v| v.parse().unwrap_or(f64::NAN))
-                .collect();
-            (f.len() >= 5).then(|| [i as f64 + 1.0, f[0], f[2], f[3], f[4]])
-        })
-        .collect())
-}
-
 impl MetricsRendererTraining for Renderer {
     fn update_train(&mut self, state: MetricState) {
         self.record(state, true);
@@ -301,20 +198,8 @@ impl TrainingProgressLogger for Renderer {
         let get = |k| self.pending.get(k).copied().unwrap_or(f64::NAN);
         if self.split == "train" {
             self.step += 1;
-            if let Some(f) = &mut self.steps {
-                let _ = writeln!(
-                    f,
-                    "{},{},{},{},{},{:.2}",
-                    self.epoch,
-                    self.step,
-                    get("loss"),
-                    get("accuracy"),
-                    get("lr"),
-                    speed
-                );
-                // Flushed per step: a killed run's log shows exactly how far it got.
-                let _ = f.flush();
-            }
+            let values = [get("loss"), get("accuracy"), get("lr"), speed];
+            self.log.step(self.epoch, self.step, values);
         }
         if let Some(bar) = &self.bar {
             bar.set_position(items_processed as u64);
@@ -362,27 +247,11 @@ impl TrainingProgressLogger for Renderer {
             if interrupted { "  (interrupted)" } else { "" }
         );
         self.say(line);
-        if let Some(f) = &mut self.steps {
-            let _ = f.flush();
-        }
         if interrupted {
+            self.log.flush();
             return;
         }
-        if let Some(f) = &mut self.epochs_log {
-            let _ = writeln!(
-                f,
-                "{},{},{},{},{},{},{:.2},{:.3}",
-                row.epoch,
-                row.split,
-                row.loss,
-                row.accuracy,
-                row.top5,
-                row.lr,
-                row.images_per_sec,
-                row.seconds
-            );
-            let _ = f.flush();
-        }
+        self.log.epoch(&row);
         self.shared
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -391,12 +260,7 @@ impl TrainingProgressLogger for Renderer {
     }
 
     fn end(&mut self) {
-        for f in [&mut self.steps, &mut self.epochs_log]
-            .into_iter()
-            .flatten()
-        {
-            let _ = f.flush();
-        }
+        self.log.flush();
     }
 
     fn log_event_training(&mut self, _event: String) {}

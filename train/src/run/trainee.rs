@@ -15,8 +15,8 @@ use burn::tensor::{Bool, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use rekindle_model::{PathMapper, PathVisitor, ResNet, map_with_paths, visit_with_paths};
 
-use crate::loader::Batch;
-use crate::prune::{self, PruneScope};
+use crate::catalog::prune::{self, PruneScope};
+use crate::data::loader::Batch;
 
 /// What happens around every optimiser step, shared by the clones Burn makes of the model.
 #[derive(Default)]

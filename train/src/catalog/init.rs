@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use crate::check::positive;
+use crate::config::check::positive;
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Tensor, TensorData};

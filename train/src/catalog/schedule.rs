@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::check::{End, in_range, non_negative, positive};
+use crate::config::check::{End, in_range, non_negative, positive};
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::{LrScheduler, LrSchedulerRecord};
 use burn::module::ParamGroup;

@@ -1,0 +1,7 @@
+//! The tuning catalog, each with torch.optim / lr_scheduler / torch.nn.init semantics:
+//! initialisers, optimisers, learning-rate schedules and magnitude pruning.
+
+pub mod init;
+pub mod optim;
+pub mod prune;
+pub mod schedule;

@@ -1,0 +1,84 @@
+//! The end of a run: the best epoch's checkpoint exported as a rekindle model file, and plots.
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::store::ModuleRecord;
+use rekindle_model::{ModelMetadata, Preprocess};
+
+use crate::catalog::prune::{self, LayerSparsity};
+use crate::error::TrainError;
+use crate::report::log::EpochRow;
+use crate::report::plot;
+use crate::run::dir::{Checkpoint, RunDir};
+use crate::run::trainee::Trainee;
+
+/// What the export wrote.
+#[derive(Debug)]
+pub struct Exported {
+    /// The epoch exported.
+    pub epoch: usize,
+    /// Its validation accuracy, in percent.
+    pub accuracy: f64,
+    /// Zeros per layer of the exported model, when the run pruned.
+    pub sparsity: Option<Vec<LayerSparsity>>,
+    /// Plots written.
+    pub plots: Vec<PathBuf>,
+}
+
+/// The epoch with the highest validation accuracy among those whose checkpoint is on disk
+/// (and, when the run prunes, that are at the final sparsity from `prune_final` on).
+pub fn best_epoch(
+    dir: &RunDir,
+    epochs: &[EpochRow],
+    prune_final: Option<usize>,
+) -> Result<(usize, f64), TrainError> {
+    let (epoch, accuracy) = epochs
+        .iter()
+        .filter(|r| r.split == "valid")
+        .filter(|r| prune_final.is_none_or(|f| r.epoch >= f))
+        .filter(|r| dir.checkpoint(Checkpoint::Model, r.epoch).exists())
+        .fold((0, f64::MIN), |best, r| {
+            if r.accuracy > best.1 {
+                (r.epoch, r.accuracy)
+            } else {
+                best
+            }
+        });
+    if epoch == 0 {
+        return Err(TrainError::Stopped(
+            "no validation result with a checkpoint to export".into(),
+        ));
+    }
+    Ok((epoch, accuracy))
+}
+
+/// Writes the best epoch of `epochs` as the run's model file, with `classes` and `preprocess`
+/// as its metadata, then the plots. `model` gives the module structure the checkpoint fills.
+pub fn export(
+    dir: &RunDir,
+    model: Trainee,
+    epochs: &[EpochRow],
+    prune_final: Option<usize>,
+    classes: Vec<String>,
+    preprocess: Preprocess,
+) -> Result<Exported, TrainError> {
+    let (epoch, accuracy) = best_epoch(dir, epochs, prune_final)?;
+    let ckpt = dir.checkpoint(Checkpoint::Model, epoch);
+    let record = ModuleRecord::load(&ckpt)
+        .map_err(|e| TrainError::Stopped(format!("{}: {e}", ckpt.display())))?;
+    let best = model.load_record(record).net;
+    let sparsity = prune_final.map(|_| prune::sparsity(&best));
+    let metadata = ModelMetadata::new(best.config(), classes, preprocess);
+    rekindle_model::save_model(&dir.model(), &best, &metadata)?;
+    let plots = plot::plot_run(dir).unwrap_or_else(|e| {
+        eprintln!("warning: no plots: {e}");
+        Vec::new()
+    });
+    Ok(Exported {
+        epoch,
+        accuracy,
+        sparsity,
+        plots,
+    })
+}

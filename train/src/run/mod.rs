@@ -1,0 +1,229 @@
+//! A training run as a pipeline of named steps, data flowing one way:
+//! config -> [`plan::Plan`] (pure) -> [`start::open`] (the starting network) -> one
+//! [`phase::Launcher::launch`] per phase -> [`export::export`] (the best epoch as a model
+//! file). Everything it writes is named by [`dir::RunDir`]; a run resumes from its directory.
+
+pub mod dir;
+pub mod export;
+pub mod phase;
+pub mod plan;
+pub mod start;
+pub mod strategy;
+pub mod trainee;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use rekindle_model::Preprocess;
+
+use crate::catalog::prune::LayerSparsity;
+use crate::config::{Strategy, TrainConfig};
+use crate::data::dataset::Dataset;
+use crate::error::TrainError;
+use crate::report::log::{EpochRow, read_epochs};
+use crate::run::dir::RunDir;
+use crate::run::phase::{Launcher, PhaseEnd};
+use crate::run::plan::{Plan, effective_batch};
+use crate::run::trainee::Trainee;
+
+/// What a finished run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run directory.
+    pub dir: PathBuf,
+    /// The best model, as a rekindle model file.
+    pub model: PathBuf,
+    /// Epoch of the best validation accuracy.
+    pub best_epoch: usize,
+    /// That accuracy, in percent.
+    pub best_accuracy: f64,
+    /// Every epoch's train and validation row.
+    pub epochs: Vec<EpochRow>,
+    /// Wall time of this process's part of the run.
+    pub seconds: f64,
+    /// Training images seen per epoch, and validation images.
+    pub sizes: (usize, usize),
+    /// Plots written.
+    pub plots: Vec<PathBuf>,
+    /// Zeros per layer of the exported model, when the run pruned.
+    pub sparsity: Option<Vec<LayerSparsity>>,
+}
+
+/// Runs (or, with `resume`, continues) the training `cfg` describes.
+pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let dir = RunDir::new(&cfg.run.dir);
+    let done = epochs_done(&dir, cfg.train.epochs, resume)?;
+    let devices = devices(cfg)?;
+    std::fs::create_dir_all(dir.path()).map_err(|e| TrainError::io(dir.path(), e))?;
+    std::fs::write(dir.config(), cfg.to_toml()).map_err(|e| TrainError::io(&dir.config(), e))?;
+    let data = load_data(cfg)?;
+    let plan = Plan::new(cfg, data.train.len())?;
+    // Parameters must be created on the autodiff device to be tracked by the learner.
+    let classes = data.class_names.clone();
+    let (net, preprocess) = start::open(cfg, classes.len(), &devices[0].clone().autodiff())?;
+    let model = Trainee::new(net);
+    announce(cfg, &plan, &model, &data, &preprocess);
+    let sizes = (data.train.len(), data.val.len());
+    let launcher = Launcher {
+        cfg,
+        plan: &plan,
+        dir: &dir,
+        devices: &devices,
+        data: Arc::new(data),
+        preprocess: &preprocess,
+        shared: Arc::new(Mutex::new(Default::default())),
+    };
+    for phase in plan.remaining(done) {
+        if plan.phases.len() > 1 {
+            let what = strategy::describe(phase.depth);
+            eprintln!("epochs {}-{}: {what}", phase.first, phase.last);
+        }
+        if launcher.launch(&model, phase)? == PhaseEnd::EarlyStopped {
+            break;
+        }
+    }
+    let epochs = read_epochs(&dir).map_err(|e| TrainError::io(dir.path(), e))?;
+    let out = export::export(&dir, model, &epochs, plan.prune_final, classes, preprocess)?;
+    Ok(Outcome {
+        model: dir.model(),
+        dir: dir.path().to_path_buf(),
+        best_epoch: out.epoch,
+        best_accuracy: out.accuracy,
+        epochs,
+        seconds: started.elapsed().as_secs_f64(),
+        sizes,
+        plots: out.plots,
+        sparsity: out.sparsity,
+    })
+}
+
+/// Epochs already trained: the last complete checkpoint when resuming (which must exist and
+/// leave something to do), else 0 (and the directory must hold no run).
+fn epochs_done(dir: &RunDir, epochs: usize, resume: bool) -> Result<usize, TrainError> {
+    let last = dir.last_checkpoint();
+    if !resume {
+        if last.is_some() {
+            return Err(TrainError::Config(format!(
+                "{} already holds a run's checkpoints; continue it with --resume {0} or choose \
+                 another run.dir",
+                dir.path().display()
+            )));
+        }
+        return Ok(0);
+    }
+    let e = last.ok_or_else(|| TrainError::Resume {
+        path: dir.path().to_path_buf(),
+        message: "no complete checkpoint (checkpoint/model-N.bpk, optim-N.bpk, \
+                  scheduler-N.bpk) to resume from"
+            .into(),
+    })?;
+    if e >= epochs {
+        return Err(TrainError::Resume {
+            path: dir.path().to_path_buf(),
+            message: format!("already finished all {epochs} epochs"),
+        });
+    }
+    eprintln!("resuming {} after epoch {e}", dir.path().display());
+    Ok(e)
+}
+
+/// The run's devices on its backend; more than one trains data-parallel.
+fn devices(cfg: &TrainConfig) -> Result<Vec<Device>, TrainError> {
+    let backend = cfg.run.backend;
+    let devices = cfg.run.devices.iter().map(|&i| backend.device_at(i));
+    Ok(devices.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The dataset, with a warning naming the first image it had to skip.
+fn load_data(cfg: &TrainConfig) -> Result<Dataset, TrainError> {
+    let data = Dataset::load(&cfg.data, cfg.train.seed)?;
+    if let Some((path, why)) = data.skipped.first() {
+        eprintln!(
+            "warning: skipped {} unreadable image(s), e.g. {}: {why}",
+            data.skipped.len(),
+            path.display()
+        );
+    }
+    Ok(data)
+}
+
+/// Tells a person what is about to train, on what, and how.
+fn announce(cfg: &TrainConfig, plan: &Plan, model: &Trainee, data: &Dataset, pre: &Preprocess) {
+    let t = &cfg.train;
+    if plan.lr != t.lr {
+        eprintln!(
+            "learning rate {:.4e}: {:.4e} scaled {:?} from batch {} to the effective batch {}",
+            plan.lr,
+            t.lr,
+            t.lr_scaling,
+            t.base_batch_size,
+            effective_batch(cfg)
+        );
+    }
+    let how = match t.strategy {
+        Strategy::Gradual => format!(
+            "gradual unfreezing (one more stage every {} epoch(s), {} phases)",
+            t.unfreeze_every,
+            plan.phases.len()
+        ),
+        _ => strategy::describe(plan.phases[0].depth),
+    };
+    eprintln!(
+        "{}: {} training and {} validation images of {} classes, {}x{} input, {how} on {}",
+        model.describe(),
+        data.train.len(),
+        data.val.len(),
+        data.class_names.len(),
+        pre.crop,
+        pre.crop,
+        cfg.run.backend.name()
+    );
+}
+
+/// The end-of-run table: one line per epoch, the best marked.
+pub fn summary(outcome: &Outcome) -> String {
+    let mut s = String::from(
+        "epoch | train loss | train acc | valid loss | valid acc | top-5 |      lr | img/s\n\
+         ------+------------+-----------+------------+-----------+-------+---------+------\n",
+    );
+    let max_epoch = outcome.epochs.iter().map(|r| r.epoch).max().unwrap_or(0);
+    for e in 1..=max_epoch {
+        let row = |split: &str| {
+            outcome
+                .epochs
+                .iter()
+                .rev()
+                .find(|r| r.epoch == e && r.split == split)
+        };
+        let (Some(tr), Some(va)) = (row("train"), row("valid")) else {
+            continue;
+        };
+        s += &format!(
+            "{:>5} | {:>10.4} | {:>8.2}% | {:>10.4} | {:>8.2}% | {:>4.1}% | {:>7.1e} | {:>5.0}{}\n",
+            e,
+            tr.loss,
+            tr.accuracy,
+            va.loss,
+            va.accuracy,
+            va.top5,
+            tr.lr,
+            tr.images_per_sec,
+            if e == outcome.best_epoch {
+                "  <- best"
+            } else {
+                ""
+            }
+        );
+    }
+    s += &format!(
+        "best: epoch {} with {:.2}% validation accuracy -> {}\n",
+        outcome.best_epoch,
+        outcome.best_accuracy,
+        outcome.model.display()
+    );
+    s
+}
