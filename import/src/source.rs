@@ -120,3 +120,32 @@ pub fn read_tensors(path: &Path, format: Format) -> Result<Vec<PackTensor>, Erro
     }
     Ok(tensors)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_told_by_their_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        // A model file is recognised whatever its name; `BURN` in ASCII is not its magic.
+        let mut pack = MAGIC_NUMBER.to_le_bytes().to_vec();
+        pack.extend_from_slice(&[1, 0, 16, 0, 0, 0]);
+        assert_eq!(sniff(&write("model.pth", &pack)).unwrap(), Format::Burnpack);
+        assert!(sniff(&write("ascii.bpk", b"BURN\x01\x00")).is_err());
+        assert_eq!(
+            sniff(&write("w.bin", b"PK\x03\x04rest")).unwrap(),
+            Format::Pytorch
+        );
+        let mut st = 2u64.to_le_bytes().to_vec();
+        st.extend_from_slice(b"{}");
+        assert_eq!(sniff(&write("w", &st)).unwrap(), Format::Safetensors);
+        let err = sniff(&write("empty.pth", b"")).unwrap_err().to_string();
+        assert!(err.contains("empty.pth") && err.contains("empty"), "{err}");
+    }
+}

@@ -29,8 +29,15 @@ impl Drop for Service {
 }
 
 fn start(model: &std::path::Path, extra: &[&str]) -> Service {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rekindle-infer"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rekindle-infer"));
+    cmd.arg("serve");
+    start_with(cmd, model, extra)
+}
+
+/// Starts `cmd` (a `serve` command line) on a free loopback port and waits until it listens.
+fn start_with(mut cmd: Command, model: &std::path::Path, extra: &[&str]) -> Service {
+    let mut child = cmd
+        .args(["--addr", "127.0.0.1:0", "--model"])
         .arg(model)
         .args(extra)
         .stdout(Stdio::piped())
@@ -189,7 +196,7 @@ fn bad_requests_get_json_errors_and_the_service_keeps_serving() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("m.bpk");
     common::model_file(&model);
-    let mut svc = start(&model, &["--max-image-mb", "1"]);
+    let svc = start(&model, &["--max-image-mb", "1"]);
     let addr = svc.addr;
     let good = common::encode(&common::image(3), ImageFormat::Png);
     let jpeg = common::encode(&common::image(4), ImageFormat::Jpeg);
@@ -274,7 +281,11 @@ fn bad_requests_get_json_errors_and_the_service_keeps_serving() {
         assert_eq!(ok["predictions"].as_array().unwrap().len(), 1);
     }
 
-    // SIGTERM: a clean stop with exit status 0.
+    stops_cleanly_on_sigterm(svc);
+}
+
+/// SIGTERM (what `docker stop` and systemd send): a clean stop with exit status 0.
+fn stops_cleanly_on_sigterm(mut svc: Service) {
     let pid = svc.child.id().to_string();
     assert!(
         Command::new("kill")
@@ -292,4 +303,24 @@ fn bad_requests_get_json_errors_and_the_service_keeps_serving() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}");
+}
+
+/// The README's `cargo xtask serve` hands its process over to the server once built (exec),
+/// so the signal a supervisor sends to the process it started reaches the server, and the
+/// graceful shutdown runs instead of leaving an orphaned server behind.
+#[test]
+fn sigterm_to_cargo_xtask_serve_stops_the_server_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.bpk");
+    common::model_file(&model);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    // The first run builds rekindle-infer with flex only: minutes, once per cache.
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.current_dir(root).args(["xtask", "serve"]);
+    let svc = start_with(cmd, &model, &[]);
+    let (status, health) = http(svc.addr, "GET", "/healthz", None, b"");
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    stops_cleanly_on_sigterm(svc);
 }

@@ -505,6 +505,24 @@ mod tests {
     }
 
     #[test]
+    fn crop_alone_keeps_the_models_resize_ratio() {
+        let data = |resize, crop| DataSection {
+            resize,
+            crop,
+            ..Default::default()
+        };
+        let imagenet = Preprocess::imagenet();
+        // 256/224 at crop 32: resize ceil(32 * 256 / 224) = 37.
+        let pre = data(None, Some(32)).preprocess(&imagenet).unwrap();
+        assert_eq!((pre.resize, pre.crop), (37, 32));
+        let pre = data(Some(40), Some(32)).preprocess(&imagenet).unwrap();
+        assert_eq!((pre.resize, pre.crop), (40, 32));
+        let pre = data(Some(300), None).preprocess(&imagenet).unwrap();
+        assert_eq!((pre.resize, pre.crop), (300, 224));
+        assert!(data(Some(100), None).preprocess(&imagenet).is_err());
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = TrainConfig::from_toml("[train]\nepocs = 3\n").unwrap_err();
         assert!(err.contains("epocs"), "{err}");
