@@ -62,13 +62,24 @@ impl Downsample {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
-    }
-
     /// torchvision adds a downsample whenever the shape of the identity path changes.
     fn needed(cin: usize, cout: usize, stride: usize) -> bool {
         stride != 1 || cin != cout
+    }
+}
+
+impl Downsample {
+    /// The identity path, brought to the shape of the block's output.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.forward(self.conv.forward(x))
+    }
+}
+
+/// The path a block adds its main path to: `x` itself, or `x` reshaped by the downsample.
+fn identity(downsample: Option<&Downsample>, x: &Tensor<4>) -> Tensor<4> {
+    match downsample {
+        Some(d) => d.forward(x.clone()),
+        None => x.clone(),
     }
 }
 
@@ -85,6 +96,16 @@ pub struct BasicBlock {
     pub bn2: BatchNorm,
     /// Present when the block changes shape.
     pub downsample: Option<Downsample>,
+}
+
+impl BasicBlock {
+    /// Applies the block to `[batch, channels, height, width]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = identity(self.downsample.as_ref(), &x);
+        let out = relu(self.bn1.forward(self.conv1.forward(x)));
+        let out = self.bn2.forward(self.conv2.forward(out));
+        relu(out + identity)
+    }
 }
 
 /// ResNet-50/101/152 block: 1x1 -> 3x3 (stride) -> 1x1 (x4 channels), each with BN, + identity.
@@ -104,6 +125,17 @@ pub struct Bottleneck {
     pub bn3: BatchNorm,
     /// Present when the block changes shape.
     pub downsample: Option<Downsample>,
+}
+
+impl Bottleneck {
+    /// Applies the block to `[batch, channels, height, width]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = identity(self.downsample.as_ref(), &x);
+        let out = relu(self.bn1.forward(self.conv1.forward(x)));
+        let out = relu(self.bn2.forward(self.conv2.forward(out)));
+        let out = self.bn3.forward(self.conv3.forward(out));
+        relu(out + identity)
+    }
 }
 
 /// One residual block of either kind; the variant name never appears in torchvision keys.
@@ -150,25 +182,16 @@ impl Block {
     /// Applies the block to `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Block::Basic(b) => {
-                let identity = match &b.downsample {
-                    Some(d) => d.forward(x.clone()),
-                    None => x.clone(),
-                };
-                let out = relu(b.bn1.forward(b.conv1.forward(x)));
-                let out = b.bn2.forward(b.conv2.forward(out));
-                relu(out + identity)
-            }
-            Block::Bottleneck(b) => {
-                let identity = match &b.downsample {
-                    Some(d) => d.forward(x.clone()),
-                    None => x.clone(),
-                };
-                let out = relu(b.bn1.forward(b.conv1.forward(x)));
-                let out = relu(b.bn2.forward(b.conv2.forward(out)));
-                let out = b.bn3.forward(b.conv3.forward(out));
-                relu(out + identity)
-            }
+            Block::Basic(b) => b.forward(x),
+            Block::Bottleneck(b) => b.forward(x),
+        }
+    }
+
+    /// Which kind of block this is.
+    pub fn kind(&self) -> BlockKind {
+        match self {
+            Block::Basic(_) => BlockKind::Basic,
+            Block::Bottleneck(_) => BlockKind::Bottleneck,
         }
     }
 }

@@ -142,10 +142,10 @@ impl ResNet {
 
     /// The depth, read off the stage lengths and block type.
     pub fn arch(&self) -> Arch {
-        let kind = match self.layer1.first() {
-            Some(Block::Basic(_)) => BlockKind::Basic,
-            _ => BlockKind::Bottleneck,
-        };
+        let kind = self
+            .layer1
+            .first()
+            .map_or(BlockKind::Bottleneck, Block::kind);
         let layers = self.stages().map(|s| s.len());
         // A ResNet can only be built through `ResNetConfig`, whose arch is one of these.
         Arch::from_layout(kind, layers).expect("ResNet built from a known Arch")
