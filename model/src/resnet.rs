@@ -11,6 +11,7 @@ use crate::Error;
 use crate::arch::{Arch, BlockKind};
 use crate::block::{Block, BlockConfig, bn, conv};
 use crate::head::{Head, HeadConfig};
+use crate::norm::Norm;
 use crate::params::{PathVisitor, is_running_stat, visit_with_paths};
 
 /// Configuration of a ResNet: its depth and its classifier head.
@@ -23,23 +24,24 @@ pub struct ResNetConfig {
 }
 
 /// A torchvision-exact ResNet. Field names follow torchvision's so a `state_dict` maps with the
-/// few remaps in [`crate::remap`].
+/// few remaps in [`crate::remap`]. `N` is BatchNorm as trained, [`burn::nn::Identity`] once
+/// folded into the convolutions ([`ResNet::fold_batchnorm`]).
 #[derive(Module, Debug)]
-pub struct ResNet {
+pub struct ResNet<N: Norm = BatchNorm> {
     /// Stem: 7x7, stride 2, 64 channels, no bias.
     pub conv1: Conv2d,
     /// Stem BatchNorm.
-    pub bn1: BatchNorm,
+    pub bn1: N,
     /// Stem 3x3 max-pool, stride 2, padding 1.
     pub maxpool: MaxPool2d,
     /// Stage 1: 64 planes, stride 1.
-    pub layer1: Vec<Block>,
+    pub layer1: Vec<Block<N>>,
     /// Stage 2: 128 planes, stride 2.
-    pub layer2: Vec<Block>,
+    pub layer2: Vec<Block<N>>,
     /// Stage 3: 256 planes, stride 2.
-    pub layer3: Vec<Block>,
+    pub layer3: Vec<Block<N>>,
     /// Stage 4: 512 planes, stride 2.
-    pub layer4: Vec<Block>,
+    pub layer4: Vec<Block<N>>,
     /// Global average pool to 1x1.
     pub avgpool: AdaptiveAvgPool2d,
     /// Classifier head (torchvision's `fc`).
@@ -100,10 +102,10 @@ impl ResNetConfig {
     }
 }
 
-impl ResNet {
+impl<N: Norm> ResNet<N> {
     /// The pooled embedding `[batch, 512 or 2048]` of images `[batch, 3, height, width]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = relu(self.bn1.normalize(self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
         for block in self.stages().into_iter().flatten() {
             x = block.forward(x);
@@ -136,7 +138,7 @@ impl ResNet {
     }
 
     /// The four stages in order.
-    pub fn stages(&self) -> [&Vec<Block>; 4] {
+    pub fn stages(&self) -> [&Vec<Block<N>>; 4] {
         [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
     }
 
