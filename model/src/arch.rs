@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::stage::Stage;
 
 /// A ResNet depth, as torchvision names it (`resnet18` ... `resnet152`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -68,6 +69,14 @@ impl Arch {
             Arch::Resnet101 => [3, 4, 23, 3],
             Arch::Resnet152 => [3, 8, 36, 3],
         }
+    }
+
+    /// Number of residual blocks in `stage` (none in the stem).
+    pub fn blocks(self, stage: Stage) -> usize {
+        Stage::LAYERS
+            .iter()
+            .position(|s| *s == stage)
+            .map_or(0, |i| self.layers()[i])
     }
 
     /// Width of the pooled embedding that feeds the classifier (512 or 2048).
@@ -137,6 +146,15 @@ mod tests {
         for a in Arch::ALL {
             assert_eq!(a.name().parse::<Arch>().unwrap(), a);
             assert_eq!(Arch::from_layout(a.block(), a.layers()), Some(a));
+        }
+    }
+
+    #[test]
+    fn blocks_per_stage_follow_the_layer_table() {
+        assert_eq!(Arch::Resnet152.blocks(Stage::Layer2), 8);
+        for a in Arch::ALL {
+            assert_eq!(Stage::LAYERS.map(|s| a.blocks(s)), a.layers(), "{a}");
+            assert_eq!(a.blocks(Stage::Stem), 0);
         }
     }
 

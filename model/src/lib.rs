@@ -15,6 +15,7 @@ pub mod params;
 pub mod preprocess;
 pub mod remap;
 pub mod resnet;
+pub mod stage;
 
 pub use arch::{Arch, BlockKind};
 pub use backend::Backend;
@@ -26,6 +27,7 @@ pub use metadata::{ModelMetadata, Preprocess};
 pub use norm::Norm;
 pub use params::{PathMapper, PathVisitor, map_with_paths, visit_with_paths};
 pub use resnet::{ResNet, ResNetConfig};
+pub use stage::Stage;
 
 /// Burn, re-exported so users of this crate build tensors and devices with the same version.
 pub use burn;

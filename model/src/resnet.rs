@@ -13,6 +13,7 @@ use crate::block::{Block, BlockConfig, bn, conv};
 use crate::head::{Head, HeadConfig};
 use crate::norm::Norm;
 use crate::params::{PathVisitor, is_running_stat, visit_with_paths};
+use crate::stage::Stage;
 
 /// Configuration of a ResNet: its depth and its classifier head.
 #[derive(Config, Debug, PartialEq)]
@@ -137,9 +138,20 @@ impl<N: Norm> ResNet<N> {
         }
     }
 
-    /// The four stages in order.
-    pub fn stages(&self) -> [&Vec<Block<N>>; 4] {
-        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+    /// The residual blocks of `stage` (none in the stem).
+    pub fn blocks(&self, stage: Stage) -> &[Block<N>] {
+        match stage {
+            Stage::Stem => &[],
+            Stage::Layer1 => &self.layer1,
+            Stage::Layer2 => &self.layer2,
+            Stage::Layer3 => &self.layer3,
+            Stage::Layer4 => &self.layer4,
+        }
+    }
+
+    /// The blocks of the four residual stages, in network order.
+    pub fn stages(&self) -> [&[Block<N>]; 4] {
+        Stage::LAYERS.map(|stage| self.blocks(stage))
     }
 
     /// The depth, read off the stage lengths and block type.
