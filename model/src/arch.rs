@@ -34,6 +34,17 @@ pub enum BlockKind {
 }
 
 impl BlockKind {
+    /// Both kinds.
+    pub const ALL: [BlockKind; 2] = [BlockKind::Basic, BlockKind::Bottleneck];
+
+    /// Convolutions on a block's main path (its downsample aside): 2 or 3.
+    pub fn convs(self) -> usize {
+        match self {
+            BlockKind::Basic => 2,
+            BlockKind::Bottleneck => 3,
+        }
+    }
+
     /// Output channels of a block divided by its `planes` (torchvision's `expansion`).
     pub fn expansion(self) -> usize {
         match self {

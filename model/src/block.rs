@@ -197,3 +197,34 @@ impl<N: Norm> Block<N> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{PathVisitor, visit_with_paths};
+    use burn::module::Param;
+
+    /// Counts convolution weights (the only 4-D parameters of a block).
+    #[derive(Default)]
+    struct Convs(usize);
+
+    impl PathVisitor for Convs {
+        fn visit<const D: usize>(&mut self, _: &[String], _: &Param<Tensor<D>>) {
+            self.0 += usize::from(D == 4);
+        }
+    }
+
+    #[test]
+    fn a_block_has_as_many_convolutions_as_its_kind_says() {
+        let device = Device::flex();
+        for kind in BlockKind::ALL {
+            // Same width in and out, stride 1: no downsample.
+            let planes = 8;
+            let block = BlockConfig::new(planes * kind.expansion(), planes).init(kind, &device);
+            let mut convs = Convs::default();
+            visit_with_paths(&block, &mut convs);
+            assert_eq!(convs.0, kind.convs(), "{kind:?}");
+            assert_eq!(block.kind(), kind);
+        }
+    }
+}
