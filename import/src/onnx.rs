@@ -10,10 +10,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use onnx_ir::{Message, ModelProto, NodeProto, TensorProto};
-use rekindle_model::Arch;
 use rekindle_model::burn::store::bridge::from_data;
 use rekindle_model::burn::store::burn_pack::Tensor as PackTensor;
 use rekindle_model::burn::tensor::TensorData;
+use rekindle_model::{Arch, BlockKind, Stage};
 
 use crate::error::Error;
 
@@ -336,8 +336,8 @@ impl Graph {
         let pool = self.next(&relu.output[0], "MaxPool", "the stem")?;
         let mut x = pool.output[0].clone();
 
-        // Residual blocks: (main-path convs, whether it has a downsample) in order.
-        let mut blocks: Vec<(usize, bool)> = Vec::new();
+        // Residual blocks, in order.
+        let mut blocks: Vec<BlockKind> = Vec::new();
         let mut block_tensors: Vec<Vec<PackTensor>> = Vec::new();
         loop {
             let convs: Vec<NodeProto> = self
@@ -399,13 +399,16 @@ impl Graph {
                     blocks.len()
                 )));
             }
-            if !(k == 2 || k == 3) {
-                return Err(self.err(format!(
-                    "block {}: {k} convolutions (a ResNet block has 2 or 3)",
-                    blocks.len()
-                )));
-            }
-            blocks.push((k, down.is_some()));
+            let kind = BlockKind::ALL
+                .into_iter()
+                .find(|b| b.convs() == k)
+                .ok_or_else(|| {
+                    self.err(format!(
+                        "block {}: {k} convolutions (a ResNet block has 2 or 3)",
+                        blocks.len()
+                    ))
+                })?;
+            blocks.push(kind);
             block_tensors.push(t);
             x = self
                 .next(
@@ -418,27 +421,21 @@ impl Graph {
         }
 
         // Stages from the block count and kind, as torchvision builds them.
-        let kind3 = blocks.first().is_some_and(|b| b.0 == 3);
+        let kind = blocks.first().copied().unwrap_or(BlockKind::Basic);
         let arch = Arch::ALL
             .into_iter()
-            .find(|a| {
-                (a.block() == rekindle_model::BlockKind::Bottleneck) == kind3
-                    && a.layers().iter().sum::<usize>() == blocks.len()
-            })
+            .find(|a| a.block() == kind && a.layers().iter().sum::<usize>() == blocks.len())
             .ok_or_else(|| {
                 self.err(format!(
                     "{} residual blocks of {} convolutions: no torchvision ResNet depth has that",
                     blocks.len(),
-                    if kind3 { 3 } else { 2 }
+                    kind.convs()
                 ))
             })?;
-        let mut names = Vec::new();
-        for (l, &n) in arch.layers().iter().enumerate() {
-            for i in 0..n {
-                names.push(format!("layer{}.{i}", l + 1));
-            }
-        }
-        for (name, tensors) in names.iter().zip(block_tensors) {
+        let names = Stage::LAYERS
+            .into_iter()
+            .flat_map(|stage| (0..arch.blocks(stage)).map(move |i| format!("{stage}.{i}")));
+        for (name, tensors) in names.zip(block_tensors) {
             for mut t in tensors {
                 t.name = t.name.replacen("B.", &format!("{name}."), 1);
                 out.push(t);

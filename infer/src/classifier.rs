@@ -8,12 +8,11 @@ use burn::tensor::{Device, Tensor};
 use image::DynamicImage;
 use rayon::prelude::*;
 use rekindle_model::preprocess::{batch_tensor, eval_transform};
-use rekindle_model::{ModelMetadata, ResNet};
+use rekindle_model::{FoldedResNet, ModelMetadata, ResNet};
 use serde::Serialize;
 
 use crate::InferError;
 use crate::decode::{Limits, decode};
-use crate::fold::FoldedResNet;
 
 /// One class and its probability.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -83,7 +82,7 @@ impl Classifier {
     /// (within 1e-4) with fewer passes over the activations.
     pub fn fold_batchnorm(mut self) -> Self {
         if let Net::Plain(net) = &self.net {
-            self.net = Net::Folded(FoldedResNet::new(net));
+            self.net = Net::Folded(net.fold_batchnorm());
         }
         self
     }

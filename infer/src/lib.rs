@@ -5,7 +5,6 @@ pub mod batcher;
 pub mod classifier;
 pub mod decode;
 pub mod error;
-pub mod fold;
 pub mod server;
 
 pub use classifier::{Classifier, Label, Prediction};

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::stage::Stage;
 
 /// A ResNet depth, as torchvision names it (`resnet18` ... `resnet152`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,6 +34,17 @@ pub enum BlockKind {
 }
 
 impl BlockKind {
+    /// Both kinds.
+    pub const ALL: [BlockKind; 2] = [BlockKind::Basic, BlockKind::Bottleneck];
+
+    /// Convolutions on a block's main path (its downsample aside): 2 or 3.
+    pub fn convs(self) -> usize {
+        match self {
+            BlockKind::Basic => 2,
+            BlockKind::Bottleneck => 3,
+        }
+    }
+
     /// Output channels of a block divided by its `planes` (torchvision's `expansion`).
     pub fn expansion(self) -> usize {
         match self {
@@ -68,6 +80,14 @@ impl Arch {
             Arch::Resnet101 => [3, 4, 23, 3],
             Arch::Resnet152 => [3, 8, 36, 3],
         }
+    }
+
+    /// Number of residual blocks in `stage` (none in the stem).
+    pub fn blocks(self, stage: Stage) -> usize {
+        Stage::LAYERS
+            .iter()
+            .position(|s| *s == stage)
+            .map_or(0, |i| self.layers()[i])
     }
 
     /// Width of the pooled embedding that feeds the classifier (512 or 2048).
@@ -137,6 +157,15 @@ mod tests {
         for a in Arch::ALL {
             assert_eq!(a.name().parse::<Arch>().unwrap(), a);
             assert_eq!(Arch::from_layout(a.block(), a.layers()), Some(a));
+        }
+    }
+
+    #[test]
+    fn blocks_per_stage_follow_the_layer_table() {
+        assert_eq!(Arch::Resnet152.blocks(Stage::Layer2), 8);
+        for a in Arch::ALL {
+            assert_eq!(Stage::LAYERS.map(|s| a.blocks(s)), a.layers(), "{a}");
+            assert_eq!(a.blocks(Stage::Stem), 0);
         }
     }
 

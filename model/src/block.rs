@@ -8,6 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::arch::BlockKind;
+use crate::norm::Norm;
 
 /// torchvision initialises every convolution with `kaiming_normal_(mode="fan_out",
 /// nonlinearity="relu")`: std = sqrt(2) / sqrt(fan_out).
@@ -47,11 +48,11 @@ pub struct BlockConfig {
 
 /// The 1x1 convolution + BatchNorm that reshapes the identity path (`downsample.0`, `downsample.1`).
 #[derive(Module, Debug)]
-pub struct Downsample {
+pub struct Downsample<N: Norm = BatchNorm> {
     /// torchvision `downsample.0`.
     pub conv: Conv2d,
     /// torchvision `downsample.1`.
-    pub bn: BatchNorm,
+    pub bn: N,
 }
 
 impl Downsample {
@@ -62,60 +63,93 @@ impl Downsample {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.forward(self.conv.forward(x))
-    }
-
     /// torchvision adds a downsample whenever the shape of the identity path changes.
     fn needed(cin: usize, cout: usize, stride: usize) -> bool {
         stride != 1 || cin != cout
     }
 }
 
+impl<N: Norm> Downsample<N> {
+    /// The identity path, brought to the shape of the block's output.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.bn.normalize(self.conv.forward(x))
+    }
+}
+
+/// The path a block adds its main path to: `x` itself, or `x` reshaped by the downsample.
+fn identity<N: Norm>(downsample: Option<&Downsample<N>>, x: &Tensor<4>) -> Tensor<4> {
+    match downsample {
+        Some(d) => d.forward(x.clone()),
+        None => x.clone(),
+    }
+}
+
 /// ResNet-18/34 block: 3x3 conv (stride) -> BN -> ReLU -> 3x3 conv -> BN, + identity, ReLU.
 #[derive(Module, Debug)]
-pub struct BasicBlock {
+pub struct BasicBlock<N: Norm = BatchNorm> {
     /// 3x3, carries the stride.
     pub conv1: Conv2d,
     /// After `conv1`.
-    pub bn1: BatchNorm,
+    pub bn1: N,
     /// 3x3.
     pub conv2: Conv2d,
     /// After `conv2`.
-    pub bn2: BatchNorm,
+    pub bn2: N,
     /// Present when the block changes shape.
-    pub downsample: Option<Downsample>,
+    pub downsample: Option<Downsample<N>>,
+}
+
+impl<N: Norm> BasicBlock<N> {
+    /// Applies the block to `[batch, channels, height, width]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = identity(self.downsample.as_ref(), &x);
+        let out = relu(self.bn1.normalize(self.conv1.forward(x)));
+        let out = self.bn2.normalize(self.conv2.forward(out));
+        relu(out + identity)
+    }
 }
 
 /// ResNet-50/101/152 block: 1x1 -> 3x3 (stride) -> 1x1 (x4 channels), each with BN, + identity.
 #[derive(Module, Debug)]
-pub struct Bottleneck {
+pub struct Bottleneck<N: Norm = BatchNorm> {
     /// 1x1 reduce to `planes`.
     pub conv1: Conv2d,
     /// After `conv1`.
-    pub bn1: BatchNorm,
+    pub bn1: N,
     /// 3x3, carries the stride (ResNet v1.5).
     pub conv2: Conv2d,
     /// After `conv2`.
-    pub bn2: BatchNorm,
+    pub bn2: N,
     /// 1x1 expand to `planes * 4`.
     pub conv3: Conv2d,
     /// After `conv3`.
-    pub bn3: BatchNorm,
+    pub bn3: N,
     /// Present when the block changes shape.
-    pub downsample: Option<Downsample>,
+    pub downsample: Option<Downsample<N>>,
+}
+
+impl<N: Norm> Bottleneck<N> {
+    /// Applies the block to `[batch, channels, height, width]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = identity(self.downsample.as_ref(), &x);
+        let out = relu(self.bn1.normalize(self.conv1.forward(x)));
+        let out = relu(self.bn2.normalize(self.conv2.forward(out)));
+        let out = self.bn3.normalize(self.conv3.forward(out));
+        relu(out + identity)
+    }
 }
 
 /// One residual block of either kind; the variant name never appears in torchvision keys.
+/// `N` is BatchNorm as trained, [`burn::nn::Identity`] once folded ([`crate::fold`]).
 // The variants hold tensor handles, not tensors, and a model has at most 50 blocks: boxing them
 // to even out their sizes would buy nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
-pub enum Block {
+pub enum Block<N: Norm = BatchNorm> {
     /// ResNet-18/34.
-    Basic(BasicBlock),
+    Basic(BasicBlock<N>),
     /// ResNet-50/101/152.
-    Bottleneck(Bottleneck),
+    Bottleneck(Bottleneck<N>),
 }
 
 impl BlockConfig {
@@ -146,29 +180,51 @@ impl BlockConfig {
     }
 }
 
-impl Block {
+impl<N: Norm> Block<N> {
     /// Applies the block to `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
-            Block::Basic(b) => {
-                let identity = match &b.downsample {
-                    Some(d) => d.forward(x.clone()),
-                    None => x.clone(),
-                };
-                let out = relu(b.bn1.forward(b.conv1.forward(x)));
-                let out = b.bn2.forward(b.conv2.forward(out));
-                relu(out + identity)
-            }
-            Block::Bottleneck(b) => {
-                let identity = match &b.downsample {
-                    Some(d) => d.forward(x.clone()),
-                    None => x.clone(),
-                };
-                let out = relu(b.bn1.forward(b.conv1.forward(x)));
-                let out = relu(b.bn2.forward(b.conv2.forward(out)));
-                let out = b.bn3.forward(b.conv3.forward(out));
-                relu(out + identity)
-            }
+            Block::Basic(b) => b.forward(x),
+            Block::Bottleneck(b) => b.forward(x),
+        }
+    }
+
+    /// Which kind of block this is.
+    pub fn kind(&self) -> BlockKind {
+        match self {
+            Block::Basic(_) => BlockKind::Basic,
+            Block::Bottleneck(_) => BlockKind::Bottleneck,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{PathVisitor, visit_with_paths};
+    use burn::module::Param;
+
+    /// Counts convolution weights (the only 4-D parameters of a block).
+    #[derive(Default)]
+    struct Convs(usize);
+
+    impl PathVisitor for Convs {
+        fn visit<const D: usize>(&mut self, _: &[String], _: &Param<Tensor<D>>) {
+            self.0 += usize::from(D == 4);
+        }
+    }
+
+    #[test]
+    fn a_block_has_as_many_convolutions_as_its_kind_says() {
+        let device = Device::flex();
+        for kind in BlockKind::ALL {
+            // Same width in and out, stride 1: no downsample.
+            let planes = 8;
+            let block = BlockConfig::new(planes * kind.expansion(), planes).init(kind, &device);
+            let mut convs = Convs::default();
+            visit_with_paths(&block, &mut convs);
+            assert_eq!(convs.0, kind.convs(), "{kind:?}");
+            assert_eq!(block.kind(), kind);
         }
     }
 }

@@ -13,6 +13,14 @@ pub enum Error {
         /// The valid names, comma-separated.
         valid: String,
     },
+    /// A stage name that is not one of the network's stages.
+    #[error("unknown stage `{name}`; valid ones: {valid}")]
+    UnknownStage {
+        /// What the user wrote.
+        name: String,
+        /// The valid names, comma-separated.
+        valid: String,
+    },
     /// A backend name that is not one of ours.
     #[error("unknown backend `{name}`; valid ones: {valid}")]
     UnknownBackend {

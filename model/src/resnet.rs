@@ -11,7 +11,9 @@ use crate::Error;
 use crate::arch::{Arch, BlockKind};
 use crate::block::{Block, BlockConfig, bn, conv};
 use crate::head::{Head, HeadConfig};
+use crate::norm::Norm;
 use crate::params::{PathVisitor, is_running_stat, visit_with_paths};
+use crate::stage::Stage;
 
 /// Configuration of a ResNet: its depth and its classifier head.
 #[derive(Config, Debug, PartialEq)]
@@ -23,23 +25,24 @@ pub struct ResNetConfig {
 }
 
 /// A torchvision-exact ResNet. Field names follow torchvision's so a `state_dict` maps with the
-/// few remaps in [`crate::remap`].
+/// few remaps in [`crate::remap`]. `N` is BatchNorm as trained, [`burn::nn::Identity`] once
+/// folded into the convolutions ([`ResNet::fold_batchnorm`]).
 #[derive(Module, Debug)]
-pub struct ResNet {
+pub struct ResNet<N: Norm = BatchNorm> {
     /// Stem: 7x7, stride 2, 64 channels, no bias.
     pub conv1: Conv2d,
     /// Stem BatchNorm.
-    pub bn1: BatchNorm,
+    pub bn1: N,
     /// Stem 3x3 max-pool, stride 2, padding 1.
     pub maxpool: MaxPool2d,
     /// Stage 1: 64 planes, stride 1.
-    pub layer1: Vec<Block>,
+    pub layer1: Vec<Block<N>>,
     /// Stage 2: 128 planes, stride 2.
-    pub layer2: Vec<Block>,
+    pub layer2: Vec<Block<N>>,
     /// Stage 3: 256 planes, stride 2.
-    pub layer3: Vec<Block>,
+    pub layer3: Vec<Block<N>>,
     /// Stage 4: 512 planes, stride 2.
-    pub layer4: Vec<Block>,
+    pub layer4: Vec<Block<N>>,
     /// Global average pool to 1x1.
     pub avgpool: AdaptiveAvgPool2d,
     /// Classifier head (torchvision's `fc`).
@@ -100,10 +103,10 @@ impl ResNetConfig {
     }
 }
 
-impl ResNet {
+impl<N: Norm> ResNet<N> {
     /// The pooled embedding `[batch, 512 or 2048]` of images `[batch, 3, height, width]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.forward(self.conv1.forward(x)));
+        let x = relu(self.bn1.normalize(self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
         for block in self.stages().into_iter().flatten() {
             x = block.forward(x);
@@ -135,17 +138,28 @@ impl ResNet {
         }
     }
 
-    /// The four stages in order.
-    pub fn stages(&self) -> [&Vec<Block>; 4] {
-        [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+    /// The residual blocks of `stage` (none in the stem).
+    pub fn blocks(&self, stage: Stage) -> &[Block<N>] {
+        match stage {
+            Stage::Stem => &[],
+            Stage::Layer1 => &self.layer1,
+            Stage::Layer2 => &self.layer2,
+            Stage::Layer3 => &self.layer3,
+            Stage::Layer4 => &self.layer4,
+        }
+    }
+
+    /// The blocks of the four residual stages, in network order.
+    pub fn stages(&self) -> [&[Block<N>]; 4] {
+        Stage::LAYERS.map(|stage| self.blocks(stage))
     }
 
     /// The depth, read off the stage lengths and block type.
     pub fn arch(&self) -> Arch {
-        let kind = match self.layer1.first() {
-            Some(Block::Basic(_)) => BlockKind::Basic,
-            _ => BlockKind::Bottleneck,
-        };
+        let kind = self
+            .layer1
+            .first()
+            .map_or(BlockKind::Bottleneck, Block::kind);
         let layers = self.stages().map(|s| s.len());
         // A ResNet can only be built through `ResNetConfig`, whose arch is one of these.
         Arch::from_layout(kind, layers).expect("ResNet built from a known Arch")
