@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use rekindle_model::{Arch, Backend};
+use rekindle_model::{Arch, Backend, Stage};
 use rekindle_train::catalog::optim::{OptimSection, OptimizerKind};
 use rekindle_train::catalog::prune::{self, PruneScope};
 use rekindle_train::catalog::schedule::{RunShape, ScheduleKind};
@@ -118,8 +118,8 @@ struct RunArgs {
     #[arg(long, value_parser = parse_strategy)]
     strategy: Option<Strategy>,
     /// Last frozen stage for `partial`: stem, layer1..layer4 (train.freeze_to).
-    #[arg(long)]
-    freeze_to: Option<String>,
+    #[arg(long, value_parser = parse_name::<Stage>)]
+    freeze_to: Option<Stage>,
     /// Seed of every random choice (train.seed).
     #[arg(long)]
     seed: Option<u64>,
@@ -257,8 +257,8 @@ fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
     if let Some(v) = a.strategy {
         c.train.strategy = v;
     }
-    if let Some(v) = &a.freeze_to {
-        c.train.freeze_to = v.clone();
+    if let Some(v) = a.freeze_to {
+        c.train.freeze_to = v;
     }
     if let Some(v) = a.seed {
         c.train.seed = v;

@@ -2,10 +2,11 @@
 //! command-line overrides. The effective config is saved in the run directory.
 
 pub mod check;
+mod names;
 
 use std::path::{Path, PathBuf};
 
-use rekindle_model::{Arch, Backend, HeadConfig, Preprocess};
+use rekindle_model::{Arch, Backend, HeadConfig, Preprocess, Stage};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::init::InitSection;
@@ -242,7 +243,7 @@ pub struct TrainSection {
     /// Which layers train.
     pub strategy: Strategy,
     /// Last frozen stage for `partial`: `stem`, `layer1` .. `layer4`.
-    pub freeze_to: String,
+    pub freeze_to: Stage,
     /// Epochs between two unfreezings for `gradual`.
     pub unfreeze_every: usize,
     /// Backward passes summed before each optimiser step.
@@ -264,7 +265,7 @@ impl Default for TrainSection {
             base_batch_size: 256,
             batch_schedule: Vec::new(),
             strategy: Strategy::Full,
-            freeze_to: "layer2".into(),
+            freeze_to: Stage::Layer2,
             unfreeze_every: 1,
             grad_accumulation: 1,
             early_stopping_patience: 0,
@@ -320,57 +321,6 @@ impl Default for TrainConfig {
         }
     }
 }
-
-/// Names of closed sets (architectures, backends) read with their own `FromStr`, so a config
-/// accepts every spelling the command line does and a wrong one gets the same message.
-mod names {
-    use std::fmt::Display;
-    use std::str::FromStr;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error};
-
-    pub fn serialize<T: Display, S: Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(v)
-    }
-
-    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
-    where
-        T: FromStr<Err: Display>,
-        D: Deserializer<'de>,
-    {
-        String::deserialize(d)?.parse().map_err(D::Error::custom)
-    }
-
-    /// The same for an optional name, where an empty string means none.
-    pub mod optional {
-        use super::*;
-
-        pub fn serialize<T: Display, S: Serializer>(
-            v: &Option<T>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match v {
-                Some(v) => s.collect_str(v),
-                None => s.serialize_str(""),
-            }
-        }
-
-        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
-        where
-            T: FromStr<Err: Display>,
-            D: Deserializer<'de>,
-        {
-            let s = String::deserialize(d)?;
-            if s.is_empty() {
-                return Ok(None);
-            }
-            s.parse().map(Some).map_err(D::Error::custom)
-        }
-    }
-}
-
-/// Stage names `freeze_to` accepts, in network order.
-pub const STAGES: [&str; 5] = ["stem", "layer1", "layer2", "layer3", "layer4"];
 
 impl TrainConfig {
     /// Reads a TOML config; an unknown key or a wrong type is an error naming it and the file.
@@ -451,13 +401,6 @@ impl TrainConfig {
         if t.grad_accumulation == 0 {
             return bad("train.grad_accumulation must be at least 1".into());
         }
-        if !STAGES.contains(&t.freeze_to.as_str()) {
-            return bad(format!(
-                "train.freeze_to `{}` is not a stage; valid ones: {}",
-                t.freeze_to,
-                STAGES.join(", ")
-            ));
-        }
         d.preprocess(&Preprocess::imagenet())?;
         let m = &self.model;
         HeadConfig {
@@ -533,6 +476,8 @@ mod tests {
             err.contains("resnet99") && err.contains("resnet152"),
             "{err}"
         );
+        let err = TrainConfig::from_toml("[train]\nfreeze_to = \"layer9\"\n").unwrap_err();
+        assert!(err.contains("layer9") && err.contains("layer4"), "{err}");
         let err = TrainConfig::from_toml("[run]\nbackend = \"opencl\"\n").unwrap_err();
         assert!(err.contains("opencl") && err.contains("flex"), "{err}");
         let err = TrainConfig::from_toml("[train]\nstrategy = \"most\"\n").unwrap_err();
@@ -551,7 +496,6 @@ mod tests {
             ("[schedule]\nper = \"epoch\"\nwarmup = 5", "schedule.warmup"),
             ("[train]\nbatch_schedule = [[1, 64]]", "batch_schedule"),
             ("[train]\nepochs = 0", "train.epochs"),
-            ("[train]\nfreeze_to = \"layer9\"", "layer9"),
             ("[data]\nval_split = 1.5", "data.val_split"),
             ("[data]\nresize = 16\ncrop = 32", "crop"),
             ("[data]\ncrop = 0", "data.resize/data.crop"),

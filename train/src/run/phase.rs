@@ -113,7 +113,7 @@ impl Launcher<'_> {
             masks: Default::default(),
         };
         Trainee {
-            net: strategy::apply(model.net.clone(), phase.depth),
+            net: model.net.clone().freeze_stages(phase.depth),
             rules: Arc::new(rules),
         }
     }

@@ -1,18 +1,21 @@
 //! Fine-tuning strategies: which parts of the network train, through Burn's `freeze`, which
 //! also puts frozen BatchNorm layers in inference mode so their running statistics stay put.
 
-use burn::module::{Module, ParamGroup};
-use rekindle_model::ResNet;
+use burn::module::ParamGroup;
+use rekindle_model::{ResNet, Stage};
 
-use crate::config::{STAGES, Strategy, TrainSection};
+use crate::config::{Strategy, TrainSection};
 
-/// How many of `STAGES` (stem first) stay frozen during `epoch` (1-based).
+/// How many of `Stage::ALL` (stem first) stay frozen during `epoch` (1-based).
 pub fn frozen_depth(t: &TrainSection, epoch: usize) -> usize {
-    let all = STAGES.len();
+    let all = Stage::ALL.len();
     match t.strategy {
         Strategy::Full => 0,
         Strategy::FeatureExtraction => all,
-        Strategy::Partial => STAGES.iter().position(|s| *s == t.freeze_to).unwrap_or(0) + 1,
+        Strategy::Partial => Stage::ALL
+            .iter()
+            .position(|s| *s == t.freeze_to)
+            .map_or(0, |i| i + 1),
         Strategy::Gradual => all - ((epoch.max(1) - 1) / t.unfreeze_every.max(1)).min(all),
     }
 }
@@ -63,48 +66,27 @@ pub fn phases(t: &TrainSection, every_epoch: bool) -> Vec<Phase> {
     out
 }
 
-/// Freezes the first `depth` of `STAGES` (0: nothing, 5: the whole backbone).
-pub fn apply(mut net: ResNet, depth: usize) -> ResNet {
-    if depth == 0 {
-        return net;
-    }
-    net.conv1 = net.conv1.freeze();
-    net.bn1 = net.bn1.freeze();
-    let stages = [
-        &mut net.layer1,
-        &mut net.layer2,
-        &mut net.layer3,
-        &mut net.layer4,
-    ];
-    for (i, stage) in stages.into_iter().enumerate() {
-        if i + 1 < depth {
-            *stage = std::mem::take(stage)
-                .into_iter()
-                .map(|b| b.freeze())
-                .collect();
-        }
-    }
-    net
-}
-
 /// What a person reads for the phase: which stages train.
 pub fn describe(depth: usize) -> String {
     match depth {
         0 => "full fine-tuning".into(),
-        d if d >= STAGES.len() => "feature extraction (backbone frozen)".into(),
-        d => format!(
-            "{} frozen, {} train",
-            STAGES[..d].join("+"),
-            STAGES[d..].join("+")
-        ),
+        d if d >= Stage::ALL.len() => "feature extraction (backbone frozen)".into(),
+        d => {
+            let names = Stage::ALL.map(Stage::name);
+            format!(
+                "{} frozen, {} train",
+                names[..d].join("+"),
+                names[d..].join("+")
+            )
+        }
     }
 }
 
 /// Which parameters a learning-rate group holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupParams {
-    /// One stage, by its index in `STAGES` (0: the stem).
-    Stage(usize),
+    /// One stage.
+    Stage(Stage),
     /// Everything but the head.
     Backbone,
 }
@@ -126,11 +108,12 @@ pub struct LrGroup {
 /// stem at `d^5` (times `backbone_lr_mult`).
 pub fn lr_groups(t: &TrainSection) -> Vec<LrGroup> {
     if t.layer_decay != 1.0 {
-        (0..STAGES.len())
+        Stage::ALL
+            .into_iter()
             .rev()
             .enumerate()
             .map(|(k, stage)| LrGroup {
-                name: STAGES[stage].to_string(),
+                name: stage.name().to_string(),
                 params: GroupParams::Stage(stage),
                 mult: t.backbone_lr_mult * t.layer_decay.powi(k as i32 + 1),
             })
@@ -152,7 +135,7 @@ pub fn param_groups(groups: &[LrGroup], net: &ResNet) -> Vec<(String, ParamGroup
         .iter()
         .map(|g| {
             let ids = match g.params {
-                GroupParams::Stage(i) => stage_params(net, i),
+                GroupParams::Stage(stage) => net.stage_params(stage),
                 GroupParams::Backbone => {
                     ParamGroup::all().exclude(ParamGroup::ids_from_module(net.head.clone()))
                 }
@@ -162,22 +145,10 @@ pub fn param_groups(groups: &[LrGroup], net: &ResNet) -> Vec<(String, ParamGroup
         .collect()
 }
 
-/// The parameters of stage `i` of `STAGES`.
-fn stage_params(net: &ResNet, i: usize) -> ParamGroup {
-    match i {
-        0 => ParamGroup::ids_from_module(net.conv1.clone())
-            .fuse(&ParamGroup::ids_from_module(net.bn1.clone())),
-        1 => ParamGroup::ids_from_module(net.layer1.clone()),
-        2 => ParamGroup::ids_from_module(net.layer2.clone()),
-        3 => ParamGroup::ids_from_module(net.layer3.clone()),
-        _ => ParamGroup::ids_from_module(net.layer4.clone()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::{ModuleVisitor, Param};
+    use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::{Device, Tensor};
     use rekindle_model::{Arch, HeadConfig, ResNetConfig};
 
@@ -216,14 +187,14 @@ mod tests {
             };
             frozen_depth(&t, 1)
         };
-        let c = count(&apply(net(), depth(Strategy::FeatureExtraction)));
+        let c = count(&net().freeze_stages(depth(Strategy::FeatureExtraction)));
         assert_eq!(c.trainable, head);
         // Gradual unfreezing starts as feature extraction.
         assert_eq!(depth(Strategy::Gradual), depth(Strategy::FeatureExtraction));
-        let full = count(&apply(net(), depth(Strategy::Full)));
+        let full = count(&net().freeze_stages(depth(Strategy::Full)));
         // BatchNorm running statistics are never trainable; everything learnable is.
         assert_eq!(full.trainable, net().num_learnable_params());
-        let partial = count(&apply(net(), depth(Strategy::Partial)));
+        let partial = count(&net().freeze_stages(depth(Strategy::Partial)));
         assert!(partial.trainable > head && partial.frozen > 0);
         assert!(partial.frozen < c.frozen);
     }
@@ -287,14 +258,14 @@ mod tests {
     fn each_depth_freezes_a_prefix_of_the_network() {
         let device = Device::flex().autodiff();
         let net = || ResNetConfig::new(Arch::Resnet18, HeadConfig::new(3)).init(&device);
-        let frozen: Vec<usize> = (0..=STAGES.len())
-            .map(|d| count(&apply(net(), d)).frozen)
+        let frozen: Vec<usize> = (0..=Stage::ALL.len())
+            .map(|d| count(&net().freeze_stages(d)).frozen)
             .collect();
         // Each deeper freeze adds the next stage's parameters; BatchNorm running statistics
         // (never trainable) are the baseline at depth 0.
         assert!(frozen.windows(2).all(|w| w[0] < w[1]), "{frozen:?}");
         assert_eq!(
-            frozen[STAGES.len()] - frozen[0],
+            frozen[Stage::ALL.len()] - frozen[0],
             net().num_learnable_params() - (512 * 3 + 3)
         );
     }
