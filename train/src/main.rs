@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand};
 use rekindle_model::{Arch, Backend, Stage};
 use rekindle_train::catalog::optim::{OptimSection, OptimizerKind};
 use rekindle_train::catalog::prune::{self, PruneScope};
-use rekindle_train::catalog::schedule::{RunShape, ScheduleKind};
+use rekindle_train::catalog::schedule::ScheduleKind;
+use rekindle_train::catalog::scheduler::RunShape;
 use rekindle_train::config::{DataKind, ModelSource, Strategy};
 use rekindle_train::data::dataset::Dataset;
 use rekindle_train::demo::Demo;
@@ -390,7 +391,7 @@ fn schedule(a: ScheduleArgs) -> Result<()> {
     let plan = schedule_plan(&cfg, a.steps)?;
     let mults: Vec<f64> = plan.groups.iter().map(|g| g.mult).collect();
     let table =
-        rekindle_train::catalog::schedule::table(&cfg.schedule, &plan.shape, plan.lr, &mults);
+        rekindle_train::catalog::scheduler::table(&cfg.schedule, &plan.shape, plan.lr, &mults);
     let head = if plan.groups.is_empty() {
         "all"
     } else {

@@ -10,7 +10,8 @@ use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rekindle_train::catalog::optim::OptimSection;
-use rekindle_train::catalog::schedule::{RunShape, ScheduleSection, Scheduler};
+use rekindle_train::catalog::schedule::ScheduleSection;
+use rekindle_train::catalog::scheduler::{RunShape, Scheduler};
 use rekindle_train::run::trainee::clip_grad_norm;
 use serde::Deserialize;
 

@@ -4,4 +4,6 @@
 pub mod init;
 pub mod optim;
 pub mod prune;
+pub mod reinit;
 pub mod schedule;
+pub mod scheduler;

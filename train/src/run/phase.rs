@@ -19,7 +19,8 @@ use rekindle_model::Preprocess;
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 
-use crate::catalog::schedule::{self, PlateauMetric};
+use crate::catalog::schedule::PlateauMetric;
+use crate::catalog::scheduler;
 use crate::config::TrainConfig;
 use crate::data::augment::Augment;
 use crate::data::dataset::Dataset;
@@ -129,7 +130,7 @@ impl Launcher<'_> {
         } else {
             Vec::new()
         };
-        Ok(schedule::module_scheduler(
+        Ok(scheduler::module_scheduler(
             &self.cfg.schedule,
             self.plan.shape.clone(),
             self.plan.lr,

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::catalog::schedule::{Per, RunShape, ScheduleKind};
+use crate::catalog::schedule::{Per, ScheduleKind};
+use crate::catalog::scheduler::RunShape;
 use crate::config::{LrScaling, TrainConfig};
 use crate::error::TrainError;
 use crate::run::strategy::{self, LrGroup, Phase};

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use rekindle_import::{Format, ImportOptions};
 use rekindle_model::{Arch, HeadConfig, ModelMetadata, Preprocess, ResNet, ResNetConfig};
 
-use crate::catalog::init;
+use crate::catalog::reinit;
 use crate::config::{ModelSource, TrainConfig};
 use crate::error::TrainError;
 
@@ -82,7 +82,7 @@ fn initialise(net: ResNet, cfg: &TrainConfig) -> Result<ResNet, TrainError> {
     if cfg.init.is_fresh_head_default() {
         return Ok(net);
     }
-    let (net, n) = init::apply(net, &cfg.init, cfg.train.seed).map_err(TrainError::Config)?;
+    let (net, n) = reinit::apply(net, &cfg.init, cfg.train.seed).map_err(TrainError::Config)?;
     eprintln!(
         "initialised {n} parameter tensor(s) ({:?} scope) with {:?}",
         cfg.init.scope, cfg.init.scheme
