@@ -18,6 +18,11 @@ use rekindle_infer::{Classifier, Limits, Prediction};
 use rekindle_model::Backend;
 use serde_json::json;
 
+/// Keeps freed pages for reuse: glibc returns large buffers to the OS, so each big tensor op
+/// would fault in fresh zeroed pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rekindle-infer",

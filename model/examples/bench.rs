@@ -14,6 +14,11 @@ use clap::Parser;
 use rekindle_model::{Arch, Backend, ResNetConfig, backend};
 use serde::{Deserialize, Serialize};
 
+/// Keeps freed pages for reuse: glibc returns large buffers to the OS, so each big tensor op
+/// would fault in fresh zeroed pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "ResNet inference and train-step throughput, optionally vs PyTorch")]
 struct Args {
@@ -130,7 +135,8 @@ fn measure_one(spec: &str, arch: Arch, min_time: f64) -> Result<Measurement, Str
 
     let (images_per_s, iters) = match mode {
         Mode::Inference => {
-            let model = config.init(&device);
+            // What `rekindle-infer` and the service run: BatchNorm folded into the convolutions.
+            let model = config.init(&device).fold_batchnorm();
             let x = Tensor::<4>::random([batch, 3, res, res], Distribution::Default, &device);
             time_steps(batch, min_time, || {
                 // Reading the logits back waits for the whole forward pass.

@@ -72,7 +72,7 @@ impl Downsample {
 impl<N: Norm> Downsample<N> {
     /// The identity path, brought to the shape of the block's output.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.normalize(self.conv.forward(x))
+        self.bn.after(&self.conv, x, false)
     }
 }
 
@@ -103,8 +103,8 @@ impl<N: Norm> BasicBlock<N> {
     /// Applies the block to `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = identity(self.downsample.as_ref(), &x);
-        let out = relu(self.bn1.normalize(self.conv1.forward(x)));
-        let out = self.bn2.normalize(self.conv2.forward(out));
+        let out = self.bn1.after(&self.conv1, x, true);
+        let out = self.bn2.after(&self.conv2, out, false);
         relu(out + identity)
     }
 }
@@ -132,9 +132,9 @@ impl<N: Norm> Bottleneck<N> {
     /// Applies the block to `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = identity(self.downsample.as_ref(), &x);
-        let out = relu(self.bn1.normalize(self.conv1.forward(x)));
-        let out = relu(self.bn2.normalize(self.conv2.forward(out)));
-        let out = self.bn3.normalize(self.conv3.forward(out));
+        let out = self.bn1.after(&self.conv1, x, true);
+        let out = self.bn2.after(&self.conv2, out, true);
+        let out = self.bn3.after(&self.conv3, out, false);
         relu(out + identity)
     }
 }

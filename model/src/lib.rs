@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod backend;
 pub mod block;
+pub mod conv;
 pub mod error;
 pub mod file;
 pub mod fold;
@@ -15,6 +16,7 @@ pub mod params;
 pub mod preprocess;
 pub mod remap;
 pub mod resnet;
+pub mod shapes;
 pub mod stage;
 
 pub use arch::{Arch, BlockKind};

@@ -4,7 +4,6 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, PaddingConfig2d, conv::Conv2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::Error;
@@ -106,7 +105,7 @@ impl ResNetConfig {
 impl<N: Norm> ResNet<N> {
     /// The pooled embedding `[batch, 512 or 2048]` of images `[batch, 3, height, width]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = relu(self.bn1.normalize(self.conv1.forward(x)));
+        let x = self.bn1.after(&self.conv1, x, true);
         let mut x = self.maxpool.forward(x);
         for block in self.stages().into_iter().flatten() {
             x = block.forward(x);

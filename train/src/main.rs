@@ -19,6 +19,11 @@ use rekindle_train::run::plan::{Plan, run_shape};
 use rekindle_train::run::summary;
 use rekindle_train::{TrainConfig, train};
 
+/// Keeps freed pages for reuse: glibc returns large buffers to the OS, so each big tensor op
+/// would fault in fresh zeroed pages.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rekindle-train",

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 
 use crate::BenchArgs;
 use crate::env::{base_env, cache_dir, cargo, feature_flags, root, run, target_dir};
@@ -31,8 +31,18 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "--examples",
         ])
         .args(&features))?;
-    let mut cmd = Command::new(target_dir(&env).join("release/examples/bench"));
-    cmd.envs(&env).arg("--backend").arg(backends.join(","));
+    let mut cmd = if args.ops {
+        // Our kernels are flex's; the other backends run Burn's own operations.
+        if backends != ["flex"] {
+            bail!("--ops measures rekindle's flex kernels: leave out --backend or pass flex");
+        }
+        Command::new(target_dir(&env).join("release/examples/ops"))
+    } else {
+        let mut cmd = Command::new(target_dir(&env).join("release/examples/bench"));
+        cmd.arg("--backend").arg(backends.join(","));
+        cmd
+    };
+    cmd.envs(&env);
     if args.vs_pytorch {
         cmd.arg("--vs-pytorch");
     }

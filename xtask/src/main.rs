@@ -79,7 +79,12 @@ pub struct BenchArgs {
     /// One JSON object per row.
     #[arg(long)]
     pub json: bool,
-    /// More options for the benchmark (after `--`): --mode, --res, --batch, --min-time, --arch.
+    /// Per operation instead of per model: every distinct ResNet-50 convolution (forward and both
+    /// gradients) and BatchNorm on flex, GFLOP/s and share of this machine's peak.
+    #[arg(long)]
+    pub ops: bool,
+    /// More options for the benchmark (after `--`): --mode, --res, --batch, --min-time, --arch
+    /// (with --ops: --res, --batch, --min-time).
     #[arg(last = true)]
     pub bench_args: Vec<String>,
 }

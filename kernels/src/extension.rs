@@ -1,0 +1,143 @@
+//! The operations rekindle runs its own kernels for, as a Burn backend extension.
+//!
+//! Every method has a default body made of Burn's own operations, so every backend computes the
+//! same thing; flex overrides them with the kernels in [`crate::flex`], and `Autodiff` records
+//! them with their own backward ([`crate::autodiff`]). Burn routes a call to the backend of its
+//! tensors at run time, so each backend compiled in has to be listed here: an unlisted one panics.
+
+use burn::backend::ops::ConvOptions;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, ExtensionType, backend_extension};
+
+/// Geometry of a plain 2-D convolution: one group, no dilation, symmetric padding per axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConvGeom {
+    /// Stride along height and width.
+    pub stride: [usize; 2],
+    /// Zero padding added to both sides of height and of width.
+    pub padding: [usize; 2],
+}
+
+impl ConvGeom {
+    /// The same geometry as Burn's convolution options.
+    pub fn options(self) -> ConvOptions<2> {
+        ConvOptions::new(self.stride, self.padding, [1, 1], 1)
+    }
+
+    /// Output size along one axis for input size `input` and kernel size `kernel`.
+    pub fn out_len(self, axis: usize, input: usize, kernel: usize) -> usize {
+        (input + 2 * self.padding[axis] - kernel) / self.stride[axis] + 1
+    }
+}
+
+/// What a BatchNorm training forward returns: the output and the batch statistics.
+#[derive(ExtensionType)]
+pub struct BnTrain<B: Backend> {
+    /// The normalised, scaled and shifted input.
+    pub output: FloatTensor<B>,
+    /// Batch mean per channel.
+    pub mean: FloatTensor<B>,
+    /// Biased batch variance per channel (what normalises; running stats want the unbiased one).
+    pub variance: FloatTensor<B>,
+}
+
+/// The gradients of a BatchNorm training forward.
+#[derive(ExtensionType)]
+pub struct BnGrads<B: Backend> {
+    /// Gradient of the input.
+    pub x: FloatTensor<B>,
+    /// Gradient of gamma.
+    pub gamma: FloatTensor<B>,
+    /// Gradient of beta.
+    pub beta: FloatTensor<B>,
+}
+
+/// rekindle's convolution and BatchNorm operations; Burn's ops unless a backend overrides them.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    LibTorch: cfg(feature = "tch"),
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    Autodiff
+)]
+pub trait KernelBackend: Backend {
+    /// Convolution without bias: `x [n, c, h, w]`, `weight [o, c, kh, kw]`.
+    fn rk_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, None, geom.options())
+    }
+
+    /// Convolution plus a per-channel bias, then ReLU when `relu`: a folded inference layer.
+    fn rk_conv2d_bias(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        geom: ConvGeom,
+        relu: bool,
+    ) -> FloatTensor<Self> {
+        let out = Self::conv2d(x, weight, Some(bias), geom.options());
+        if relu { Self::relu(out) } else { out }
+    }
+
+    /// Gradient of [`rk_conv2d`](Self::rk_conv2d) with respect to `x`.
+    fn rk_conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_x_backward(x, weight, output_grad, geom.options())
+    }
+
+    /// Gradient of [`rk_conv2d`](Self::rk_conv2d) with respect to `weight`.
+    fn rk_conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        geom: ConvGeom,
+    ) -> FloatTensor<Self> {
+        Self::conv2d_weight_backward(x, weight, output_grad, geom.options())
+    }
+
+    /// BatchNorm with the batch's own statistics, which it returns.
+    fn rk_batch_norm_train(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> BnTrain<Self> {
+        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
+        BnTrain {
+            output: r.output,
+            mean: r.mean,
+            variance: r.variance,
+        }
+    }
+
+    /// Gradients of [`rk_batch_norm_train`](Self::rk_batch_norm_train).
+    fn rk_batch_norm_train_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        variance: FloatTensor<Self>,
+        epsilon: f64,
+        output_grad: FloatTensor<Self>,
+    ) -> BnGrads<Self> {
+        let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+        BnGrads {
+            x: g.x_grad,
+            gamma: g.gamma_grad,
+            beta: g.beta_grad,
+        }
+    }
+}
+
+#[cfg(feature = "ndarray")]
+impl KernelBackend for burn::backend::NdArray {}
+#[cfg(feature = "tch")]
+impl KernelBackend for burn::backend::LibTorch {}
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl KernelBackend for burn::backend::Cube {}

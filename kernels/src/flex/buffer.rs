@@ -1,0 +1,49 @@
+//! Scratch space reused across calls, and a pointer several threads write disjoint parts of.
+
+use std::cell::RefCell;
+
+thread_local! {
+    // One im2col / column-gradient buffer and one gather buffer per thread, kept between calls:
+    // a ResNet step asks for the same sizes over and over, and fresh large buffers cost a page
+    // fault per 4 KiB (shared/FACTS.md: ~17% of a step).
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with this thread's two scratch buffers, resized to `a` and `b` elements (contents
+/// unspecified: callers overwrite what they read).
+///
+/// The buffers are taken out while `f` runs: a rayon worker waiting inside `f` may run another
+/// kernel call on this thread, which then simply gets fresh buffers.
+pub fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    let [mut x, mut y] = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if x.len() < a {
+        x.resize(a, 0.0);
+    }
+    if y.len() < b {
+        y.resize(b, 0.0);
+    }
+    let r = f(&mut x[..a], &mut y[..b]);
+    SCRATCH.with(|s| *s.borrow_mut() = [x, y]);
+    r
+}
+
+/// A raw output pointer shared by tasks that each write their own, disjoint part of it.
+#[derive(Clone, Copy)]
+pub struct SharedOut(pub *mut f32);
+
+// SAFETY: every user writes only the indices its task owns; no two tasks share an element.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The part `[start, start + len)` as a slice.
+    ///
+    /// # Safety
+    /// No other task may access that range while the slice lives, and it must be in bounds.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        // SAFETY: forwarded from the caller.
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}

@@ -1,0 +1,409 @@
+//! Convolution forward, input gradient and weight gradient as a few large GEMMs per layer.
+//!
+//! Images are processed in chunks: a chunk's im2col columns `[c*kh*kw, images*ho*wo]` sit side by
+//! side, so small maps (layer4 is 2x2 at 64 px) still give the GEMM a wide operand, and chunks run
+//! in parallel, each on its own reused scratch buffer. Why not Burn's defaults: the weight
+//! gradient there is one thin GEMM per input channel re-reading the whole output gradient, and the
+//! input gradient goes through a transposed convolution with zeroed buffers even for 1x1 kernels.
+
+use burn::backend::Shape;
+use rayon::prelude::*;
+
+use super::buffer::{SharedOut, with_scratch};
+use super::gemm::{Mat, Parallelism, matmul};
+use crate::extension::ConvGeom;
+
+/// A chunk is widened until its GEMM has about this many columns (or the batch runs out).
+const TARGET_COLUMNS: usize = 512;
+
+/// Sizes of one convolution: input `[n, c, h, w]`, weight `[o, c, kh, kw]`, output `[n, o, ho, wo]`.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvShape {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    o: usize,
+    kh: usize,
+    kw: usize,
+    ho: usize,
+    wo: usize,
+    geom: ConvGeom,
+}
+
+impl ConvShape {
+    /// The sizes of convolving `x` with `weight`.
+    pub fn new(x: &Shape, weight: &Shape, geom: ConvGeom) -> Self {
+        let (kh, kw) = (weight[2], weight[3]);
+        Self {
+            n: x[0],
+            c: x[1],
+            h: x[2],
+            w: x[3],
+            o: weight[0],
+            kh,
+            kw,
+            ho: geom.out_len(0, x[2], kh),
+            wo: geom.out_len(1, x[3], kw),
+            geom,
+        }
+    }
+
+    /// Output dimensions.
+    pub fn y_dims(&self) -> [usize; 4] {
+        [self.n, self.o, self.ho, self.wo]
+    }
+
+    /// Input dimensions.
+    pub fn x_dims(&self) -> [usize; 4] {
+        [self.n, self.c, self.h, self.w]
+    }
+
+    /// Weight dimensions.
+    pub fn w_dims(&self) -> [usize; 4] {
+        [self.o, self.c, self.kh, self.kw]
+    }
+
+    /// Rows of the im2col matrix: the GEMM's inner dimension.
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// Output positions per image.
+    fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Input values per image.
+    fn image(&self) -> usize {
+        self.c * self.h * self.w
+    }
+
+    /// A 1x1, stride-1, unpadded kernel: the input already is its own im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.geom.stride == [1, 1] && self.geom.padding == [0, 0]
+    }
+}
+
+/// How a batch is split: `chunks` chunks of `per_chunk` images (the last may be smaller).
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    per_chunk: usize,
+    chunks: usize,
+    /// Threads each GEMM may use: all of them when the chunks alone cannot fill the machine.
+    gemm: Parallelism,
+}
+
+impl Plan {
+    fn new(s: &ConvShape) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let per_target = TARGET_COLUMNS.div_ceil(s.p().max(1)).max(1);
+        // At least one chunk per thread while the batch allows, and a multiple of the thread
+        // count so no thread waits on the last one alone.
+        let mut chunks = s.n.div_ceil(per_target).max(s.n.min(threads));
+        if chunks > threads {
+            chunks = chunks.div_ceil(threads) * threads;
+        }
+        let per_chunk = s.n.div_ceil(chunks.max(1)).max(1);
+        let chunks = s.n.div_ceil(per_chunk);
+        let gemm = if chunks >= threads {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(threads)
+        };
+        Self {
+            per_chunk,
+            chunks,
+            gemm,
+        }
+    }
+
+    /// First image and image count of chunk `i`.
+    fn chunk(&self, i: usize, n: usize) -> (usize, usize) {
+        let first = i * self.per_chunk;
+        (first, self.per_chunk.min(n - first))
+    }
+
+    /// Runs `f` on every chunk: in parallel when there are several, else on this thread so
+    /// that the GEMM gets the threads.
+    fn for_each(&self, n: usize, f: impl Fn(usize, usize) + Sync) {
+        if self.chunks == 1 {
+            f(0, n);
+        } else {
+            (0..self.chunks).into_par_iter().for_each(|i| {
+                let (first, count) = self.chunk(i, n);
+                f(first, count)
+            });
+        }
+    }
+}
+
+/// The columns `[lo, hi)` of an output row whose input column `col * stride + offset` lies
+/// inside `[0, len)`.
+fn valid_range(out_len: usize, len: usize, stride: usize, offset: isize) -> (usize, usize) {
+    let (stride_i, len_i) = (stride as isize, len as isize);
+    let lo = if offset < 0 {
+        ((-offset) + stride_i - 1) / stride_i
+    } else {
+        0
+    };
+    let hi = if len_i - 1 - offset < 0 {
+        0
+    } else {
+        (len_i - 1 - offset) / stride_i + 1
+    };
+    let lo = (lo as usize).min(out_len);
+    (lo, (hi as usize).clamp(lo, out_len))
+}
+
+/// Writes image `x`'s im2col rows into `col` (row length `ld`), from column `offset` on.
+fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32], ld: usize, offset: usize) {
+    let [sh, sw] = s.geom.stride;
+    let [ph, pw] = s.geom.padding;
+    for c in 0..s.c {
+        let plane = &x[c * s.h * s.w..][..s.h * s.w];
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let row = (c * s.kh + ki) * s.kw + kj;
+                let dst = &mut col[row * ld + offset..][..s.p()];
+                let dx = kj as isize - pw as isize;
+                let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
+                for oh in 0..s.ho {
+                    let d = &mut dst[oh * s.wo..][..s.wo];
+                    let ih = (oh * sh + ki) as isize - ph as isize;
+                    if ih < 0 || ih >= s.h as isize {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[ih as usize * s.w..][..s.w];
+                    d[..lo].fill(0.0);
+                    d[hi..].fill(0.0);
+                    let start = (lo as isize * sw as isize + dx) as usize;
+                    if sw == 1 {
+                        d[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                    } else {
+                        for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                            *v = src[start + j * sw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the column gradient `col` (row length `ld`, from column `offset`) into image gradient `dx`.
+fn col2im(s: &ConvShape, col: &[f32], ld: usize, offset: usize, dx: &mut [f32]) {
+    let [sh, sw] = s.geom.stride;
+    let [ph, pw] = s.geom.padding;
+    for c in 0..s.c {
+        let plane = &mut dx[c * s.h * s.w..][..s.h * s.w];
+        for ki in 0..s.kh {
+            for kj in 0..s.kw {
+                let row = (c * s.kh + ki) * s.kw + kj;
+                let src = &col[row * ld + offset..][..s.p()];
+                let dxo = kj as isize - pw as isize;
+                let (lo, hi) = valid_range(s.wo, s.w, sw, dxo);
+                for oh in 0..s.ho {
+                    let ih = (oh * sh + ki) as isize - ph as isize;
+                    if ih < 0 || ih >= s.h as isize {
+                        continue;
+                    }
+                    let d = &mut plane[ih as usize * s.w..][..s.w];
+                    let g = &src[oh * s.wo..][..s.wo];
+                    let start = (lo as isize * sw as isize + dxo) as usize;
+                    for (j, v) in g[lo..hi].iter().enumerate() {
+                        d[start + j * sw] += v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies `count` images of `[rows, p]` starting at image `first` side by side into
+/// `dst [rows, count * p]`.
+fn gather(src: &[f32], rows: usize, p: usize, first: usize, count: usize, dst: &mut [f32]) {
+    let ld = count * p;
+    for i in 0..count {
+        let image = &src[(first + i) * rows * p..][..rows * p];
+        for r in 0..rows {
+            dst[r * ld + i * p..][..p].copy_from_slice(&image[r * p..][..p]);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: `src [rows, count * p]` back into `count` images of `[rows, p]`.
+fn scatter(src: &[f32], rows: usize, p: usize, count: usize, dst: &mut [f32]) {
+    let ld = count * p;
+    for i in 0..count {
+        let image = &mut dst[i * rows * p..][..rows * p];
+        for r in 0..rows {
+            image[r * p..][..p].copy_from_slice(&src[r * ld + i * p..][..p]);
+        }
+    }
+}
+
+/// Adds `bias` per output channel and applies ReLU when asked, over images `[o, p]`.
+fn epilogue(y: &mut [f32], o: usize, p: usize, bias: Option<&[f32]>, relu: bool) {
+    if bias.is_none() && !relu {
+        return;
+    }
+    for (i, row) in y.chunks_exact_mut(p).enumerate() {
+        let b = bias.map_or(0.0, |b| b[i % o]);
+        for v in row {
+            let z = *v + b;
+            *v = if relu { z.max(0.0) } else { z };
+        }
+    }
+}
+
+/// `y = conv(x, w) (+ bias) (then ReLU)`, `[n, o, ho, wo]`.
+pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+    let (k, p) = (s.k(), s.p());
+    let plan = Plan::new(s);
+    let mut y = vec![0.0f32; s.n * s.o * p];
+    let out = SharedOut(y.as_mut_ptr());
+    plan.for_each(s.n, |first, count| {
+        let ld = count * p;
+        let direct = s.pointwise() && count == 1;
+        let col_len = if direct { 0 } else { k * ld };
+        let tmp_len = if count > 1 { s.o * ld } else { 0 };
+        with_scratch(col_len, tmp_len, |col, tmp| {
+            let src = if direct {
+                Mat::rows(&x[first * s.image()..][..s.image()], p)
+            } else {
+                for i in 0..count {
+                    im2col(s, &x[(first + i) * s.image()..], col, ld, i * p);
+                }
+                Mat::rows(col, ld)
+            };
+            // SAFETY: this chunk owns output images [first, first + count).
+            let y = unsafe { out.slice(first * s.o * p, count * s.o * p) };
+            let dst = if count == 1 {
+                y.as_mut_ptr()
+            } else {
+                tmp.as_mut_ptr()
+            };
+            // SAFETY: w is [o, k], src is [k, ld], dst is [o, ld]; all in bounds, disjoint.
+            unsafe {
+                matmul(
+                    [s.o, ld, k],
+                    dst,
+                    ld,
+                    false,
+                    Mat::rows(w, k),
+                    src,
+                    plan.gemm,
+                )
+            };
+            if count > 1 {
+                scatter(tmp, s.o, p, count, y);
+            }
+            epilogue(y, s.o, p, bias, relu);
+        });
+    });
+    y
+}
+
+/// Gradient of the input, `[n, c, h, w]`, from the output gradient `dy` `[n, o, ho, wo]`.
+pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p) = (s.k(), s.p());
+    let plan = Plan::new(s);
+    let mut dx = vec![0.0f32; s.n * s.image()];
+    let out = SharedOut(dx.as_mut_ptr());
+    plan.for_each(s.n, |first, count| {
+        let ld = count * p;
+        let direct = s.pointwise() && count == 1;
+        let col_len = if direct { 0 } else { k * ld };
+        let gather_len = if count > 1 { s.o * ld } else { 0 };
+        with_scratch(col_len, gather_len, |dcol, dyg| {
+            let dym = if count == 1 {
+                Mat::rows(&dy[first * s.o * p..][..s.o * p], p)
+            } else {
+                gather(dy, s.o, p, first, count, dyg);
+                Mat::rows(dyg, ld)
+            };
+            // SAFETY: this chunk owns input-gradient images [first, first + count).
+            let dx = unsafe { out.slice(first * s.image(), count * s.image()) };
+            let wt = Mat::transposed(w, k);
+            let dst = if direct {
+                dx.as_mut_ptr()
+            } else {
+                dcol.as_mut_ptr()
+            };
+            // SAFETY: wt is [k, o], dym is [o, ld], dst is [k, ld]; all in bounds, disjoint.
+            unsafe { matmul([k, ld, s.o], dst, ld, false, wt, dym, plan.gemm) };
+            if !direct {
+                for i in 0..count {
+                    col2im(s, dcol, ld, i * p, &mut dx[i * s.image()..][..s.image()]);
+                }
+            }
+        });
+    });
+    dx
+}
+
+/// Gradient of the weight, `[o, c, kh, kw]`: the sum over images of `dy_i * im2col(x_i)^T`.
+pub fn weight_backward(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (k, p) = (s.k(), s.p());
+    let plan = Plan::new(s);
+    let accumulate = |mut acc: Vec<f32>, first: usize, count: usize| {
+        let ld = count * p;
+        let direct = s.pointwise() && count == 1;
+        let col_len = if direct { 0 } else { k * ld };
+        let gather_len = if count > 1 { s.o * ld } else { 0 };
+        with_scratch(col_len, gather_len, |col, dyg| {
+            let colt = if direct {
+                Mat::transposed(&x[first * s.image()..][..s.image()], p)
+            } else {
+                for i in 0..count {
+                    im2col(s, &x[(first + i) * s.image()..], col, ld, i * p);
+                }
+                Mat::transposed(col, ld)
+            };
+            let dym = if count == 1 {
+                Mat::rows(&dy[first * s.o * p..][..s.o * p], p)
+            } else {
+                gather(dy, s.o, p, first, count, dyg);
+                Mat::rows(dyg, ld)
+            };
+            // SAFETY: dym is [o, ld], colt is [ld, k], acc is [o, k]; all in bounds, disjoint.
+            unsafe {
+                matmul(
+                    [s.o, k, ld],
+                    acc.as_mut_ptr(),
+                    k,
+                    true,
+                    dym,
+                    colt,
+                    plan.gemm,
+                )
+            };
+        });
+        acc
+    };
+    let zeros = || vec![0.0f32; s.o * k];
+    if plan.chunks == 1 {
+        return accumulate(zeros(), 0, s.n);
+    }
+    // One accumulator per thread over a fixed run of chunks, summed in a fixed order: the same
+    // bits on every run (rayon's fold would split, and so sum, differently each time).
+    let groups = plan.chunks.min(rayon::current_num_threads().max(1));
+    let partials: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let chunks = g * plan.chunks / groups..(g + 1) * plan.chunks / groups;
+            chunks.fold(zeros(), |acc, i| {
+                let (first, count) = plan.chunk(i, s.n);
+                accumulate(acc, first, count)
+            })
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let mut total = parts.next().unwrap_or_else(zeros);
+    for part in parts {
+        total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+    }
+    total
+}

@@ -1,0 +1,54 @@
+//! Our kernels against Burn's operations on random shapes (every ResNet shape is checked by the
+//! model's tests, which know the network).
+
+use proptest::prelude::*;
+use rekindle_kernels::ConvGeom;
+use rekindle_kernels::parity::{Case, check_batch_norm};
+
+fn case([n, c, o, k, s, size]: [usize; 6]) -> Case {
+    Case {
+        x: [n, c, size, size],
+        w: [o, c, k, k],
+        geom: ConvGeom {
+            stride: [s, s],
+            padding: [k / 2, k / 2],
+        },
+    }
+}
+
+/// Batch 1, a batch below and one above the thread count take every parallel path; 1x1 stride 1
+/// reads the input in place, small maps are folded into wide chunks, and large ones (24x24) give
+/// one chunk per image, so a thread sums the weight gradient over several chunks.
+#[test]
+fn batch_sizes_take_every_path() {
+    for n in [1, 3, 9] {
+        case([n, 16, 8, 3, 2, 9]).check();
+        case([n, 16, 8, 1, 1, 5]).check();
+        case([n, 16, 8, 1, 2, 5]).check();
+        case([n, 32, 8, 3, 1, 1]).check();
+        case([n, 4, 4, 3, 1, 24]).check();
+        case([n, 4, 4, 1, 1, 24]).check();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Any geometry the kernels accept: odd sizes, strides past the kernel, padding, batch 1.
+    #[test]
+    fn random_convolutions_match_burn(
+        n in 1usize..4, c in 1usize..6, o in 1usize..6,
+        kh in 1usize..5, kw in 1usize..5, sh in 1usize..4, sw in 1usize..4,
+        ph in 0usize..3, pw in 0usize..3, h in 1usize..12, w in 1usize..12,
+    ) {
+        prop_assume!(h + 2 * ph >= kh && w + 2 * pw >= kw);
+        let geom = ConvGeom { stride: [sh, sw], padding: [ph, pw] };
+        Case { x: [n, c, h, w], w: [o, c, kh, kw], geom }.check();
+    }
+
+    /// BatchNorm on random shapes, including a single value per channel.
+    #[test]
+    fn random_batch_norms_match_burn(n in 1usize..5, c in 1usize..6, h in 1usize..9, w in 1usize..9) {
+        check_batch_norm([n, c, h, w]);
+    }
+}
