@@ -18,10 +18,9 @@ use rekindle_infer::{Classifier, Limits, Prediction};
 use rekindle_model::Backend;
 use serde_json::json;
 
-/// Keeps freed pages for reuse: glibc returns large buffers to the OS, so each big tensor op
-/// would fault in fresh zeroed pages.
+/// Keeps freed pages for reuse (see `rekindle_kernels::allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rekindle_kernels::allocator::Allocator = rekindle_kernels::allocator::Allocator;
 
 #[derive(Parser)]
 #[command(
@@ -285,6 +284,7 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    rekindle_kernels::allocator::keep_freed_pages();
     let result = match Cli::parse().command {
         Cmd::Predict(a) => predict(a),
         Cmd::Serve(a) => serve_cmd(a),

@@ -5,6 +5,10 @@
 //! them with their own backward ([`crate::autodiff`]). Burn routes a call to the backend of its
 //! tensors at run time, so each backend compiled in has to be listed here: an unlisted one panics.
 
+// Burn deprecates its ndarray and LibTorch backends; rekindle still runs on both, so the
+// extension has to name them.
+#![allow(deprecated)]
+
 use burn::backend::ops::ConvOptions;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, ExtensionType, backend_extension};

@@ -6,6 +6,7 @@
 //! and for what the kernels do not cover (groups, dilation, asymmetric padding, non-f32 data),
 //! they run Burn's own operations.
 
+pub mod allocator;
 mod autodiff;
 mod extension;
 #[cfg(feature = "flex")]

@@ -14,10 +14,9 @@ use clap::Parser;
 use rekindle_model::{Arch, Backend, ResNetConfig, backend};
 use serde::{Deserialize, Serialize};
 
-/// Keeps freed pages for reuse: glibc returns large buffers to the OS, so each big tensor op
-/// would fault in fresh zeroed pages.
+/// Keeps freed pages for reuse (see `rekindle_kernels::allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rekindle_kernels::allocator::Allocator = rekindle_kernels::allocator::Allocator;
 
 #[derive(Parser, Debug)]
 #[command(about = "ResNet inference and train-step throughput, optionally vs PyTorch")]
@@ -43,6 +42,11 @@ struct Args {
     /// Measure PyTorch (2 threads) right after each row and print the ratio.
     #[arg(long)]
     vs_pytorch: bool,
+    /// Measure each row this many times, alternating with PyTorch (ours, PyTorch, ours, ...):
+    /// the row reports medians and the ratio's spread, since one pass of each side can misstate
+    /// a ratio several-fold on a shared machine.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Python with torch + torchvision (default: $REKINDLE_PYTHON, else python3).
     #[arg(long)]
     python: Option<String>,
@@ -71,7 +75,7 @@ impl Mode {
 }
 
 /// What one measurement reports (the Rust child and the PyTorch script print the same).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Measurement {
     images_per_s: f64,
     peak_rss_mb: f64,
@@ -90,8 +94,13 @@ struct Row<'a> {
     pytorch_images_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pytorch_peak_rss_mb: Option<f64>,
+    /// Median of the per-pair ratios.
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_min: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_max: Option<f64>,
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.
@@ -199,7 +208,39 @@ fn run_child(cmd: &mut Command) -> Result<Measurement, String> {
     serde_json::from_str(line).map_err(|e| format!("unreadable result `{line}`: {e}"))
 }
 
+/// Runs ours and (when `vs_pytorch`) PyTorch alternately, `repeat` times; PyTorch's side is a
+/// copy of ours when it is not measured.
+fn alternate(
+    repeat: usize,
+    vs_pytorch: bool,
+    ours: impl Fn() -> Command,
+    torch: impl Fn() -> Command,
+) -> Result<Vec<(Measurement, Measurement)>, String> {
+    (0..repeat.max(1))
+        .map(|_| {
+            let o = run_child(&mut ours())?;
+            let t = if vs_pytorch {
+                run_child(&mut torch()).map_err(|e| format!("PyTorch: {e}"))?
+            } else {
+                Measurement { ..o }
+            };
+            Ok((o, t))
+        })
+        .collect()
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_by<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    median(&items.iter().map(f).collect::<Vec<_>>())
+}
+
 fn main() -> ExitCode {
+    rekindle_kernels::allocator::keep_freed_pages();
     let args = Args::parse();
     let arch: Arch = match args.arch.parse() {
         Ok(a) => a,
@@ -257,7 +298,10 @@ fn main() -> ExitCode {
             "backend", "mode", "res", "batch", "images/s", "peak MB"
         );
         if args.vs_pytorch {
-            print!(" {:>12} {:>10} {:>7}", "torch img/s", "torch MB", "ratio");
+            print!(
+                " {:>12} {:>10} {:>7}  spread",
+                "torch img/s", "torch MB", "ratio"
+            );
         }
         println!();
     }
@@ -267,53 +311,54 @@ fn main() -> ExitCode {
             for &res in &args.res {
                 for &batch in &args.batch {
                     let spec = format!("{b}:{}:{res}:{batch}", mode.name());
-                    let ours = run_child(
-                        Command::new(&exe)
-                            .args(["--one", &spec, "--arch", arch.name()])
-                            .args(["--min-time", &args.min_time.to_string()]),
-                    );
-                    let torch = args.vs_pytorch.then(|| {
-                        run_child(Command::new(&python).args([
-                            script,
-                            "--arch",
-                            arch.name(),
-                            "--mode",
-                            mode.name(),
-                            "--res",
-                            &res.to_string(),
-                            "--batch",
-                            &batch.to_string(),
-                            "--min-time",
-                            &args.min_time.to_string(),
-                        ]))
-                    });
-                    let ours = match ours {
-                        Ok(m) => m,
+                    let ours_cmd = || {
+                        let mut c = Command::new(&exe);
+                        c.args(["--one", &spec, "--arch", arch.name()])
+                            .args(["--min-time", &args.min_time.to_string()]);
+                        c
+                    };
+                    let torch_cmd = || {
+                        let mut c = Command::new(&python);
+                        c.args([script, "--arch", arch.name(), "--mode", mode.name()])
+                            .args(["--res", &res.to_string(), "--batch", &batch.to_string()])
+                            .args(["--min-time", &args.min_time.to_string()]);
+                        c
+                    };
+                    let pairs = match alternate(args.repeat, args.vs_pytorch, ours_cmd, torch_cmd) {
+                        Ok(p) => p,
                         Err(e) => {
                             failures += 1;
                             eprintln!("{spec}: failed: {e}");
                             continue;
                         }
                     };
-                    let torch = match torch {
-                        Some(Err(e)) => {
-                            failures += 1;
-                            eprintln!("{spec}: PyTorch failed: {e}");
-                            None
-                        }
-                        Some(Ok(t)) => Some(t),
-                        None => None,
+                    let ours = median_by(&pairs, |(o, _)| o.images_per_s);
+                    let torch = args
+                        .vs_pytorch
+                        .then(|| median_by(&pairs, |(_, t)| t.images_per_s));
+                    let peak = |side: fn(&(Measurement, Measurement)) -> f64| {
+                        pairs.iter().map(side).fold(0.0, f64::max)
                     };
+                    let ratios: Vec<f64> = pairs
+                        .iter()
+                        .map(|(o, t)| o.images_per_s / t.images_per_s)
+                        .collect();
+                    let spread = args.vs_pytorch.then(|| {
+                        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                        (lo, ratios.iter().copied().fold(0.0, f64::max))
+                    });
                     let row = Row {
                         backend: b.name(),
                         mode: mode.name(),
                         res,
                         batch,
-                        images_per_s: ours.images_per_s,
-                        peak_rss_mb: ours.peak_rss_mb,
-                        pytorch_images_per_s: torch.as_ref().map(|t| t.images_per_s),
-                        pytorch_peak_rss_mb: torch.as_ref().map(|t| t.peak_rss_mb),
-                        ratio: torch.as_ref().map(|t| ours.images_per_s / t.images_per_s),
+                        images_per_s: ours,
+                        peak_rss_mb: peak(|(o, _)| o.peak_rss_mb),
+                        pytorch_images_per_s: torch,
+                        pytorch_peak_rss_mb: torch.map(|_| peak(|(_, t)| t.peak_rss_mb)),
+                        ratio: torch.map(|_| median(&ratios)),
+                        ratio_min: spread.map(|s| s.0),
+                        ratio_max: spread.map(|s| s.1),
                     };
                     if args.json {
                         println!("{}", serde_json::to_string(&row).expect("plain struct"));
@@ -322,13 +367,12 @@ fn main() -> ExitCode {
                             "{:<8} {:<9} {:>4} {:>5} {:>10.2} {:>9.0}",
                             row.backend, row.mode, res, batch, row.images_per_s, row.peak_rss_mb
                         );
-                        if let (Some(t), Some(r)) = (&torch, row.ratio) {
+                        if let (Some(t), Some(r), Some((lo, hi))) = (torch, row.ratio, spread) {
                             // Three decimals where two would round a slow backend to 0.00x.
                             let digits = if r < 0.1 { 3 } else { 2 };
-                            print!(
-                                " {:>12.2} {:>10.0} {:>6.*}x",
-                                t.images_per_s, t.peak_rss_mb, digits, r
-                            );
+                            let torch_mb = row.pytorch_peak_rss_mb.unwrap_or(f64::NAN);
+                            print!(" {t:>12.2} {torch_mb:>10.0} {r:>6.digits$}x");
+                            print!("  {lo:.digits$}-{hi:.digits$}");
                         }
                         println!();
                     }

@@ -14,9 +14,9 @@ use rekindle_model::Arch;
 use rekindle_model::shapes::{ConvLayer, distinct_conv_layers};
 use serde::{Deserialize, Serialize};
 
-/// Keeps freed pages for reuse, as the train and infer binaries do.
+/// Keeps freed pages for reuse (see `rekindle_kernels::allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rekindle_kernels::allocator::Allocator = rekindle_kernels::allocator::Allocator;
 
 #[derive(Parser, Debug)]
 #[command(about = "Per-operation throughput of ResNet-50's convolutions and BatchNorms")]
@@ -220,6 +220,7 @@ fn pytorch(python: &str, ops: &[Op], min_time: f64) -> Result<Vec<f64>, String> 
 }
 
 fn main() -> ExitCode {
+    rekindle_kernels::allocator::keep_freed_pages();
     let args = Args::parse();
     let device = Device::flex();
     let peak = peak::Peak::of_this_machine();

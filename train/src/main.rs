@@ -19,10 +19,9 @@ use rekindle_train::run::plan::{Plan, run_shape};
 use rekindle_train::run::summary;
 use rekindle_train::{TrainConfig, train};
 
-/// Keeps freed pages for reuse: glibc returns large buffers to the OS, so each big tensor op
-/// would fault in fresh zeroed pages.
+/// Keeps freed pages for reuse (see `rekindle_kernels::allocator`).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rekindle_kernels::allocator::Allocator = rekindle_kernels::allocator::Allocator;
 
 #[derive(Parser)]
 #[command(
@@ -473,6 +472,7 @@ fn prune_model(a: PruneArgs) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    rekindle_kernels::allocator::keep_freed_pages();
     let result = match Cli::parse().command {
         Cmd::Run(a) => run(*a),
         Cmd::Demo(a) => demo(a),
