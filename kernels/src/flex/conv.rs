@@ -90,7 +90,9 @@ impl ConvShape {
 struct Plan {
     per_chunk: usize,
     chunks: usize,
-    /// Threads each GEMM may use: all of them when the chunks alone cannot fill the machine.
+    /// The chunks alone cannot fill the machine: each one's copies and GEMM use every thread.
+    wide: bool,
+    /// Threads each GEMM may use.
     gemm: Parallelism,
 }
 
@@ -106,15 +108,16 @@ impl Plan {
         }
         let per_chunk = s.n.div_ceil(chunks.max(1)).max(1);
         let chunks = s.n.div_ceil(per_chunk);
-        let gemm = if chunks >= threads {
-            Parallelism::None
-        } else {
-            Parallelism::Rayon(threads)
-        };
+        let wide = chunks < threads;
         Self {
             per_chunk,
             chunks,
-            gemm,
+            wide,
+            gemm: if wide {
+                Parallelism::Rayon(threads)
+            } else {
+                Parallelism::None
+            },
         }
     }
 
@@ -156,35 +159,32 @@ fn valid_range(out_len: usize, len: usize, stride: usize, offset: isize) -> (usi
     (lo, (hi as usize).clamp(lo, out_len))
 }
 
-/// Writes image `x`'s im2col rows into `col` (row length `ld`), from column `offset` on.
-fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32], ld: usize, offset: usize) {
+/// Writes one channel's im2col rows (`kh * kw` of them, row length `ld`) into `rows`, from
+/// column `offset` on.
+fn im2col_channel(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
     let [sh, sw] = s.geom.stride;
     let [ph, pw] = s.geom.padding;
-    for c in 0..s.c {
-        let plane = &x[c * s.h * s.w..][..s.h * s.w];
-        for ki in 0..s.kh {
-            for kj in 0..s.kw {
-                let row = (c * s.kh + ki) * s.kw + kj;
-                let dst = &mut col[row * ld + offset..][..s.p()];
-                let dx = kj as isize - pw as isize;
-                let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
-                for oh in 0..s.ho {
-                    let d = &mut dst[oh * s.wo..][..s.wo];
-                    let ih = (oh * sh + ki) as isize - ph as isize;
-                    if ih < 0 || ih >= s.h as isize {
-                        d.fill(0.0);
-                        continue;
-                    }
-                    let src = &plane[ih as usize * s.w..][..s.w];
-                    d[..lo].fill(0.0);
-                    d[hi..].fill(0.0);
-                    let start = (lo as isize * sw as isize + dx) as usize;
-                    if sw == 1 {
-                        d[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                    } else {
-                        for (j, v) in d[lo..hi].iter_mut().enumerate() {
-                            *v = src[start + j * sw];
-                        }
+    for ki in 0..s.kh {
+        for kj in 0..s.kw {
+            let dst = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
+            let dx = kj as isize - pw as isize;
+            let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
+            for oh in 0..s.ho {
+                let d = &mut dst[oh * s.wo..][..s.wo];
+                let ih = (oh * sh + ki) as isize - ph as isize;
+                if ih < 0 || ih >= s.h as isize {
+                    d.fill(0.0);
+                    continue;
+                }
+                let src = &plane[ih as usize * s.w..][..s.w];
+                d[..lo].fill(0.0);
+                d[hi..].fill(0.0);
+                let start = (lo as isize * sw as isize + dx) as usize;
+                if sw == 1 {
+                    d[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
+                } else {
+                    for (j, v) in d[lo..hi].iter_mut().enumerate() {
+                        *v = src[start + j * sw];
                     }
                 }
             }
@@ -192,31 +192,66 @@ fn im2col(s: &ConvShape, x: &[f32], col: &mut [f32], ld: usize, offset: usize) {
     }
 }
 
-/// Adds the column gradient `col` (row length `ld`, from column `offset`) into image gradient `dx`.
-fn col2im(s: &ConvShape, col: &[f32], ld: usize, offset: usize, dx: &mut [f32]) {
+/// Adds one channel's column-gradient rows (`kh * kw`, row length `ld`, from column `offset`)
+/// into that channel's input gradient `plane`.
+fn col2im_channel(s: &ConvShape, rows: &[f32], ld: usize, offset: usize, plane: &mut [f32]) {
     let [sh, sw] = s.geom.stride;
     let [ph, pw] = s.geom.padding;
-    for c in 0..s.c {
-        let plane = &mut dx[c * s.h * s.w..][..s.h * s.w];
-        for ki in 0..s.kh {
-            for kj in 0..s.kw {
-                let row = (c * s.kh + ki) * s.kw + kj;
-                let src = &col[row * ld + offset..][..s.p()];
-                let dxo = kj as isize - pw as isize;
-                let (lo, hi) = valid_range(s.wo, s.w, sw, dxo);
-                for oh in 0..s.ho {
-                    let ih = (oh * sh + ki) as isize - ph as isize;
-                    if ih < 0 || ih >= s.h as isize {
-                        continue;
-                    }
-                    let d = &mut plane[ih as usize * s.w..][..s.w];
-                    let g = &src[oh * s.wo..][..s.wo];
-                    let start = (lo as isize * sw as isize + dxo) as usize;
-                    for (j, v) in g[lo..hi].iter().enumerate() {
-                        d[start + j * sw] += v;
-                    }
+    for ki in 0..s.kh {
+        for kj in 0..s.kw {
+            let src = &rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
+            let dxo = kj as isize - pw as isize;
+            let (lo, hi) = valid_range(s.wo, s.w, sw, dxo);
+            for oh in 0..s.ho {
+                let ih = (oh * sh + ki) as isize - ph as isize;
+                if ih < 0 || ih >= s.h as isize {
+                    continue;
+                }
+                let d = &mut plane[ih as usize * s.w..][..s.w];
+                let g = &src[oh * s.wo..][..s.wo];
+                let start = (lo as isize * sw as isize + dxo) as usize;
+                for (j, v) in g[lo..hi].iter().enumerate() {
+                    d[start + j * sw] += v;
                 }
             }
+        }
+    }
+}
+
+/// Writes `count` images from image `first` of `x` as im2col columns side by side into `col`
+/// (`[k, count * p]`); over channels in parallel when `wide` (the chunk has the machine).
+fn im2col(s: &ConvShape, x: &[f32], first: usize, count: usize, col: &mut [f32], wide: bool) {
+    let (ld, plane) = (count * s.p(), s.h * s.w);
+    let rows = s.kh * s.kw * ld;
+    for i in 0..count {
+        let image = &x[(first + i) * s.image()..][..s.image()];
+        let one = |(c, rows): (usize, &mut [f32])| {
+            im2col_channel(s, &image[c * plane..][..plane], rows, ld, i * s.p())
+        };
+        if wide {
+            col.par_chunks_mut(rows).enumerate().for_each(one);
+        } else {
+            col.chunks_mut(rows).enumerate().for_each(one);
+        }
+    }
+}
+
+/// Sets the `count` images of `dx` to the column gradient `col` (`[k, count * p]`) folded
+/// back; over channels in parallel when `wide`.
+fn col2im(s: &ConvShape, col: &[f32], count: usize, dx: &mut [f32], wide: bool) {
+    let (ld, plane) = (count * s.p(), s.h * s.w);
+    let rows = s.kh * s.kw * ld;
+    for (i, image) in dx.chunks_mut(s.image()).enumerate() {
+        image.fill(0.0);
+        let one =
+            |(plane, rows): (&mut [f32], &[f32])| col2im_channel(s, rows, ld, i * s.p(), plane);
+        if wide {
+            image
+                .par_chunks_mut(plane)
+                .zip(col.par_chunks(rows))
+                .for_each(one);
+        } else {
+            image.chunks_mut(plane).zip(col.chunks(rows)).for_each(one);
         }
     }
 }
@@ -266,16 +301,14 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: 
     let out = SharedOut(y.as_mut_ptr());
     plan.for_each(s.n, |first, count| {
         let ld = count * p;
-        let direct = s.pointwise() && count == 1;
+        let (direct, wide) = (s.pointwise() && count == 1, plan.wide);
         let col_len = if direct { 0 } else { k * ld };
         let tmp_len = if count > 1 { s.o * ld } else { 0 };
         with_scratch(col_len, tmp_len, |col, tmp| {
             let src = if direct {
                 Mat::rows(&x[first * s.image()..][..s.image()], p)
             } else {
-                for i in 0..count {
-                    im2col(s, &x[(first + i) * s.image()..], col, ld, i * p);
-                }
+                im2col(s, x, first, count, col, wide);
                 Mat::rows(col, ld)
             };
             // SAFETY: this chunk owns output images [first, first + count).
@@ -314,7 +347,7 @@ pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let out = SharedOut(dx.as_mut_ptr());
     plan.for_each(s.n, |first, count| {
         let ld = count * p;
-        let direct = s.pointwise() && count == 1;
+        let (direct, wide) = (s.pointwise() && count == 1, plan.wide);
         let col_len = if direct { 0 } else { k * ld };
         let gather_len = if count > 1 { s.o * ld } else { 0 };
         with_scratch(col_len, gather_len, |dcol, dyg| {
@@ -335,9 +368,7 @@ pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
             // SAFETY: wt is [k, o], dym is [o, ld], dst is [k, ld]; all in bounds, disjoint.
             unsafe { matmul([k, ld, s.o], dst, ld, false, wt, dym, plan.gemm) };
             if !direct {
-                for i in 0..count {
-                    col2im(s, dcol, ld, i * p, &mut dx[i * s.image()..][..s.image()]);
-                }
+                col2im(s, dcol, count, dx, wide);
             }
         });
     });
@@ -350,16 +381,14 @@ pub fn weight_backward(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let plan = Plan::new(s);
     let accumulate = |mut acc: Vec<f32>, first: usize, count: usize| {
         let ld = count * p;
-        let direct = s.pointwise() && count == 1;
+        let (direct, wide) = (s.pointwise() && count == 1, plan.wide);
         let col_len = if direct { 0 } else { k * ld };
         let gather_len = if count > 1 { s.o * ld } else { 0 };
         with_scratch(col_len, gather_len, |col, dyg| {
             let colt = if direct {
                 Mat::transposed(&x[first * s.image()..][..s.image()], p)
             } else {
-                for i in 0..count {
-                    im2col(s, &x[(first + i) * s.image()..], col, ld, i * p);
-                }
+                im2col(s, x, first, count, col, wide);
                 Mat::transposed(col, ld)
             };
             let dym = if count == 1 {
