@@ -26,6 +26,15 @@ Writes into OUT_DIR (default: ./fixtures), for NAME in resnet18 and resnet50:
   reference.json
       the fixed input, PyTorch's eval-mode logits for each model, torchvision's learnable
       parameter count for every depth, and the library versions.
+  train_step.json, NAME_train_step1.safetensors, NAME_train_step2.safetensors
+      two whole training steps: NAME.safetensors loaded into torchvision's model in train mode,
+      cross-entropy on a seeded batch (input and labels in train_step.json, with the optimiser's
+      settings and each step's loss), backward, torch.optim.SGD with momentum and weight decay;
+      the state_dict after each step (weights and BatchNorm running statistics). Two steps, so
+      that the momentum buffer matters. The batch is small (4 x 3 x 40 x 36): layer4's maps are
+      2 x 2, 16 values per channel, where the unbiased variance PyTorch's running_var uses is
+      16/15 of the biased one. The batch's seed is the first that keeps ResNet-18's ReLU inputs
+      and max-pool choices clear of float32 rounding (see save_train_step).
 
 Everything is seeded: the same torch version writes the same bytes. Fixtures are generated,
 not committed (ResNet-50 is ~100 MB).
@@ -36,7 +45,7 @@ import sys
 
 import torch
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import ResNetConfig as HfResNetConfig
 from transformers import ResNetForImageClassification
 
@@ -191,6 +200,133 @@ def save_half_precision(model: torch.nn.Module, x: torch.Tensor, out_dir: str, r
             reference["logits"][f"resnet18_{tag}"] = rounded(x).flatten().tolist()
 
 
+TRAIN_STEP = {
+    "input_shape": [4, 3, 40, 36],
+    "steps": 2,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "dampening": 0.0,
+    "nesterov": False,
+    "weight_decay": 1e-4,
+}
+TRAIN_SEED = 20261202
+# How far, in units of float32 rounding error, ResNet-18's ReLU inputs and max-pool choices must
+# stay from their decision points in both steps (see decision_margin).
+KINK_MARGIN = 10.0
+
+
+def decision_margin(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """How far a train-mode forward pass stays from its discontinuities, in float32 rounding
+    errors: the smallest ratio, over every ReLU input and every max-pool window whose maximum is
+    positive, of the distance to the decision (zero; the window's runner-up) to that distance's
+    float32 error (float32 against float64). A ReLU input nearer to zero than the rounding error
+    can land on the other side in another library, which changes the gradient of every layer
+    below it by far more than the test's tolerance."""
+    import copy
+    import math
+
+    def decisions(dtype):
+        m = copy.deepcopy(model).to(dtype).train()
+        out = []
+
+        def relu_input(_module, inputs):
+            out.append(inputs[0].detach().clone())
+
+        def pool_gap(module, inputs):
+            t = inputs[0].detach()
+            k, s, p = module.kernel_size, module.stride, module.padding
+            windows = torch.nn.functional.unfold(
+                torch.nn.functional.pad(t, (p, p, p, p), value=-math.inf), k, stride=s
+            ).view(t.shape[0], t.shape[1], k * k, -1)
+            top = windows.topk(2, dim=2).values
+            # A window whose maximum is 0 passes no gradient: the ReLU before it blocks it.
+            out.append(torch.where(top[:, :, 0] > 0, top[:, :, 0] - top[:, :, 1], math.inf))
+
+        for module in m.modules():
+            if isinstance(module, torch.nn.ReLU):
+                module.register_forward_pre_hook(relu_input)
+            elif isinstance(module, torch.nn.MaxPool2d):
+                module.register_forward_pre_hook(pool_gap)
+        with torch.no_grad():
+            m(x.to(dtype))
+        return out
+
+    margin = math.inf
+    for exact, rounded in zip(decisions(torch.float64), decisions(torch.float32)):
+        err = (rounded.double() - exact).abs()
+        ratio = (exact.abs() / err).nan_to_num(nan=math.inf)  # inf/inf and 0/0: no decision there
+        margin = min(margin, ratio.min().item())
+    return margin
+
+
+def train_steps(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, cfg: dict):
+    """Yields (loss, margin of the forward pass) for each of cfg["steps"] SGD steps on `model`."""
+    opt = torch.optim.SGD(
+        model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], dampening=cfg["dampening"],
+        nesterov=cfg["nesterov"], weight_decay=cfg["weight_decay"],
+    )
+    model.train()
+    for _ in range(cfg["steps"]):
+        margin = decision_margin(model, x)
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), labels)
+        loss.backward()
+        opt.step()
+        yield loss.item(), margin
+
+
+def torchvision_model(name: str, out_dir: str) -> torch.nn.Module:
+    model = getattr(torchvision.models, name)(weights=None)
+    model.load_state_dict(load_file(os.path.join(out_dir, f"{name}.safetensors")), strict=True)
+    return model
+
+
+def save_train_step(out_dir: str) -> None:
+    """PyTorch's state after each of TRAIN_STEP["steps"] training steps from NAME.safetensors.
+
+    The batch comes from the first seed from TRAIN_SEED on whose forward passes, in both steps,
+    ResNet-18 keeps KINK_MARGIN from every discontinuity, so that its element-wise comparison
+    cannot fail on rounding. ResNet-50 (1.4 million ReLU inputs per pass here, against 0.3 for
+    ResNet-18) has a few inputs within rounding of zero on any batch; its margins are recorded."""
+    torch.use_deterministic_algorithms(True)
+    cfg = dict(TRAIN_STEP, losses={}, margins={})
+    for seed in range(TRAIN_SEED, TRAIN_SEED + 200):
+        # Its own generator: the fixtures above keep their bytes.
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(*cfg["input_shape"], generator=gen)
+        labels = torch.randint(0, 1000, (cfg["input_shape"][0],), generator=gen)
+        model = torchvision_model("resnet18", out_dir)
+        if all(margin >= KINK_MARGIN for _, margin in train_steps(model, x, labels, cfg)):
+            break
+    else:
+        raise AssertionError(f"no batch keeps ResNet-18 {KINK_MARGIN} rounding errors from its kinks")
+    cfg["seed"] = seed
+    for name in WEIGHTED:
+        model = torchvision_model(name, out_dir)
+        losses, margins = [], []
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        for step, (loss, margin) in enumerate(train_steps(model, x, labels, cfg), start=1):
+            after = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            # Every float tensor must move by at least ten times the test's tolerance (1e-4), or
+            # a missing gradient or running-statistics update could pass unnoticed.
+            moved, key = min(
+                ((after[k] - v).abs().max().item(), k) for k, v in before.items() if v.is_floating_point()
+            )
+            assert moved > 1e-3, f"{name}: `{key}` moved only {moved:e} in step {step}"
+            save_file(after, os.path.join(out_dir, f"{name}_train_step{step}.safetensors"))
+            losses.append(loss)
+            margins.append(margin)
+            before = {k: v.clone() for k, v in after.items()}
+            print(f"{name}: train step {step} (seed {seed}), loss {loss:.4f}, decision margin "
+                  f"{margin:.3g}, least-moved tensor {key} by {moved:.3g}")
+        cfg["losses"][name] = losses
+        cfg["margins"][name] = margins
+    cfg["input"] = x.flatten().tolist()
+    cfg["labels"] = labels.tolist()
+    with open(os.path.join(out_dir, "train_step.json"), "w") as f:
+        json.dump(cfg, f)
+
+
 def main() -> None:
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "fixtures"
     os.makedirs(out_dir, exist_ok=True)
@@ -232,6 +368,7 @@ def main() -> None:
 
     with open(os.path.join(out_dir, "reference.json"), "w") as f:
         json.dump(reference, f)
+    save_train_step(out_dir)
     print(f"fixtures written to {out_dir}")
 
 
