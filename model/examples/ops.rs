@@ -343,9 +343,10 @@ mod peak {
             };
             let flags = field("flags");
             let has = |f: &str| flags.split_whitespace().any(|x| x == f);
-            let amd = field("vendor_id") == "AuthenticAMD";
-            // Two FMA pipes per core; AMD's Zen 4 runs 512-bit FMAs on 256-bit pipes.
-            let (isa, flops_per_cycle) = if has("avx512f") && !amd {
+            // Two FMA pipes per core. AMD's Zen 4 (family 25) runs 512-bit FMAs on 256-bit pipes;
+            // Zen 5 (family 26) and Intel's AVX-512 parts have full-width ones.
+            let zen4 = field("vendor_id") == "AuthenticAMD" && field("cpu family") == "25";
+            let (isa, flops_per_cycle) = if has("avx512f") && !zen4 {
                 ("AVX-512, 2x512-bit FMA", 64.0)
             } else if has("avx512f") {
                 ("AVX-512 on 2x256-bit FMA pipes", 32.0)
@@ -371,7 +372,8 @@ mod peak {
         /// The peak and how it was worked out.
         pub fn describe(&self) -> String {
             format!(
-                "{}: {} cores x {} FLOP/cycle ({}) x {:.2} GHz = fp32 peak {:.0} GFLOP/s",
+                "{}: {} cores x {} FLOP/cycle ({}) x {:.2} GHz (nominal; boost can exceed it) \
+                 = fp32 peak {:.0} GFLOP/s",
                 self.model,
                 self.cores,
                 self.flops_per_cycle,

@@ -427,13 +427,11 @@ fn resnet50_train_steps_match_pytorch_running_mean() {
 }
 
 #[test]
-#[ignore = "burn-nn BatchNorm updates running_var with the biased variance; PyTorch uses the unbiased one (fixed by the kernels work)"]
 fn resnet18_train_steps_match_pytorch_running_var() {
     check_train_steps(Arch::Resnet18, Part::RunningVar, Tolerance::Elements);
 }
 
 #[test]
-#[ignore = "burn-nn BatchNorm updates running_var with the biased variance; PyTorch uses the unbiased one (fixed by the kernels work)"]
 fn resnet50_train_steps_match_pytorch_running_var() {
     check_train_steps(Arch::Resnet50, Part::RunningVar, Tolerance::Elements);
 }
