@@ -158,13 +158,15 @@ pub fn backward(s: &Shape, x: &[f32], gamma: &[f32], stats: &Stats, dy: &[f32]) 
             // dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
             let k = gamma[c] as f64 * inv_std;
             let a = k as f32;
-            let b = (-k * sum_dy / n) as f32;
+            // The mean is subtracted before scaling, as Burn does: over a single value per
+            // channel both differences are exactly zero, and so is the gradient.
+            let mean_dy = (sum_dy / n) as f32;
             let slope = (-k * inv_std * inv_std * sum_dy_centred / n) as f32;
             for r in s.runs(c) {
                 // SAFETY: channel c owns its runs; no other task touches them.
                 let d = unsafe { out.slice(r, s.inner) };
                 for ((d, v), g) in d.iter_mut().zip(run(x, s, r)).zip(run(dy, s, r)) {
-                    *d = a * g + slope * (v - mean) + b;
+                    *d = a * (g - mean_dy) + slope * (v - mean);
                 }
             }
             ((sum_dy_centred * inv_std) as f32, sum_dy as f32)
