@@ -19,6 +19,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     } else {
         args.backends.backends
     };
+    // Our kernels are flex's; the other backends run Burn's own operations.
+    if args.ops && backends != ["flex"] {
+        bail!("--ops measures rekindle's flex kernels: leave out --backend or pass flex");
+    }
     let features = feature_flags(&backends)?;
     // Exactly the backends asked for, built workspace-wide like `cargo xtask test --backend`
     // with the same list, so the two share one build of Burn.
@@ -32,10 +36,6 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         ])
         .args(&features))?;
     let mut cmd = if args.ops {
-        // Our kernels are flex's; the other backends run Burn's own operations.
-        if backends != ["flex"] {
-            bail!("--ops measures rekindle's flex kernels: leave out --backend or pass flex");
-        }
         Command::new(target_dir(&env).join("release/examples/ops"))
     } else {
         let mut cmd = Command::new(target_dir(&env).join("release/examples/bench"));
