@@ -293,6 +293,61 @@ fn epilogue(y: &mut [f32], o: usize, p: usize, bias: Option<&[f32]>, relu: bool)
     }
 }
 
+/// One chunk of `count` images from image `first`, laid out side by side for its GEMMs.
+#[derive(Clone, Copy)]
+struct Chunk {
+    first: usize,
+    count: usize,
+    /// Columns of its GEMM operands: `count * p`.
+    ld: usize,
+    /// One image of a pointwise convolution: the input is its own im2col matrix.
+    direct: bool,
+}
+
+impl Chunk {
+    fn new(s: &ConvShape, first: usize, count: usize) -> Self {
+        let direct = s.pointwise() && count == 1;
+        Self {
+            first,
+            count,
+            ld: count * s.p(),
+            direct,
+        }
+    }
+
+    /// Scratch it needs: an im2col matrix unless `direct`, and an `[o, ld]` matrix when its
+    /// images sit side by side.
+    fn scratch(&self, s: &ConvShape) -> (usize, usize) {
+        let col = if self.direct { 0 } else { s.k() * self.ld };
+        (col, if self.count > 1 { s.o * self.ld } else { 0 })
+    }
+
+    /// Its input as the im2col matrix `[k, ld]`: read in place, or written into `col`.
+    fn columns<'a>(
+        &self,
+        s: &ConvShape,
+        x: &'a [f32],
+        col: &'a mut [f32],
+        wide: bool,
+    ) -> &'a [f32] {
+        if self.direct {
+            return &x[self.first * s.image()..][..s.image()];
+        }
+        im2col(s, x, self.first, self.count, col, wide);
+        col
+    }
+
+    /// Its output gradient as `[o, ld]`: read in place for one image, else gathered into `buf`.
+    fn output_grad<'a>(&self, s: &ConvShape, dy: &'a [f32], buf: &'a mut [f32]) -> &'a [f32] {
+        let p = s.p();
+        if self.count == 1 {
+            return &dy[self.first * s.o * p..][..s.o * p];
+        }
+        gather(dy, s.o, p, self.first, self.count, buf);
+        buf
+    }
+}
+
 /// `y = conv(x, w) (+ bias) (then ReLU)`, `[n, o, ho, wo]`.
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
     let (k, p) = (s.k(), s.p());
@@ -300,17 +355,11 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: 
     let mut y = vec![0.0f32; s.n * s.o * p];
     let out = SharedOut(y.as_mut_ptr());
     plan.for_each(s.n, |first, count| {
-        let ld = count * p;
-        let (direct, wide) = (s.pointwise() && count == 1, plan.wide);
-        let col_len = if direct { 0 } else { k * ld };
-        let tmp_len = if count > 1 { s.o * ld } else { 0 };
+        let c = Chunk::new(s, first, count);
+        let (col_len, tmp_len) = c.scratch(s);
+        let ld = c.ld;
         with_scratch(col_len, tmp_len, |col, tmp| {
-            let src = if direct {
-                Mat::rows(&x[first * s.image()..][..s.image()], p)
-            } else {
-                im2col(s, x, first, count, col, wide);
-                Mat::rows(col, ld)
-            };
+            let src = Mat::rows(c.columns(s, x, col, plan.wide), ld);
             // SAFETY: this chunk owns output images [first, first + count).
             let y = unsafe { out.slice(first * s.o * p, count * s.o * p) };
             let dst = if count == 1 {
@@ -341,22 +390,16 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: 
 
 /// Gradient of the input, `[n, c, h, w]`, from the output gradient `dy` `[n, o, ho, wo]`.
 pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (k, p) = (s.k(), s.p());
+    let k = s.k();
     let plan = Plan::new(s);
     let mut dx = vec![0.0f32; s.n * s.image()];
     let out = SharedOut(dx.as_mut_ptr());
     plan.for_each(s.n, |first, count| {
-        let ld = count * p;
-        let (direct, wide) = (s.pointwise() && count == 1, plan.wide);
-        let col_len = if direct { 0 } else { k * ld };
-        let gather_len = if count > 1 { s.o * ld } else { 0 };
+        let c = Chunk::new(s, first, count);
+        let (col_len, gather_len) = c.scratch(s);
+        let (ld, direct) = (c.ld, c.direct);
         with_scratch(col_len, gather_len, |dcol, dyg| {
-            let dym = if count == 1 {
-                Mat::rows(&dy[first * s.o * p..][..s.o * p], p)
-            } else {
-                gather(dy, s.o, p, first, count, dyg);
-                Mat::rows(dyg, ld)
-            };
+            let dym = Mat::rows(c.output_grad(s, dy, dyg), ld);
             // SAFETY: this chunk owns input-gradient images [first, first + count).
             let dx = unsafe { out.slice(first * s.image(), count * s.image()) };
             let wt = Mat::transposed(w, k);
@@ -368,7 +411,7 @@ pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
             // SAFETY: wt is [k, o], dym is [o, ld], dst is [k, ld]; all in bounds, disjoint.
             unsafe { matmul([k, ld, s.o], dst, ld, false, wt, dym, plan.gemm) };
             if !direct {
-                col2im(s, dcol, count, dx, wide);
+                col2im(s, dcol, count, dx, plan.wide);
             }
         });
     });
@@ -377,26 +420,15 @@ pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
 
 /// Gradient of the weight, `[o, c, kh, kw]`: the sum over images of `dy_i * im2col(x_i)^T`.
 pub fn weight_backward(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (k, p) = (s.k(), s.p());
+    let k = s.k();
     let plan = Plan::new(s);
     let accumulate = |mut acc: Vec<f32>, first: usize, count: usize| {
-        let ld = count * p;
-        let (direct, wide) = (s.pointwise() && count == 1, plan.wide);
-        let col_len = if direct { 0 } else { k * ld };
-        let gather_len = if count > 1 { s.o * ld } else { 0 };
+        let c = Chunk::new(s, first, count);
+        let (col_len, gather_len) = c.scratch(s);
+        let ld = c.ld;
         with_scratch(col_len, gather_len, |col, dyg| {
-            let colt = if direct {
-                Mat::transposed(&x[first * s.image()..][..s.image()], p)
-            } else {
-                im2col(s, x, first, count, col, wide);
-                Mat::transposed(col, ld)
-            };
-            let dym = if count == 1 {
-                Mat::rows(&dy[first * s.o * p..][..s.o * p], p)
-            } else {
-                gather(dy, s.o, p, first, count, dyg);
-                Mat::rows(dyg, ld)
-            };
+            let colt = Mat::transposed(c.columns(s, x, col, plan.wide), ld);
+            let dym = Mat::rows(c.output_grad(s, dy, dyg), ld);
             // SAFETY: dym is [o, ld], colt is [ld, k], acc is [o, k]; all in bounds, disjoint.
             unsafe {
                 matmul(
