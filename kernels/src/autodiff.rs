@@ -7,10 +7,10 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::ops::{Backward, Init, Ops, OpsKind, OpsPrep};
 use burn::backend::tensor::FloatTensor;
 
-use crate::extension::{BnTrain, ConvGeom, KernelBackend};
+use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor};
 
 #[derive(Debug)]
 struct ConvBackward;
@@ -34,28 +34,59 @@ impl<B: KernelBackend> Backward<B, 2> for ConvBackward {
     }
 }
 
+/// What a BatchNorm's backward needs: the checkpointed input and gamma, the batch statistics as
+/// computed, and the output when ReLU followed (its zeros mask the gradient).
+type BnState<B> = (
+    NodeId,
+    NodeId,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    f64,
+    Option<FloatTensor<B>>,
+);
+
+/// The gradients of a BatchNorm (plus residual, plus ReLU) for its input, gamma and beta, and the
+/// gradient of its sum, which is the residual's.
+fn bn_grads<B: KernelBackend>(
+    state: BnState<B>,
+    grad: FloatTensor<B>,
+    cp: &mut Checkpointer,
+) -> BnGrads<B> {
+    let (x_state, gamma_state, mean, variance, epsilon, output) = state;
+    let x = cp.retrieve_node_output::<FloatTensor<B>>(x_state);
+    let gamma = cp.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+    B::rk_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad, output.into())
+}
+
 #[derive(Debug)]
 struct BnBackward;
 
 impl<B: KernelBackend> Backward<B, 3> for BnBackward {
-    // The input and gamma are checkpointed; the batch statistics come along as computed.
-    type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+    type State = BnState<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, cp: &mut Checkpointer) {
-        let [node_x, node_gamma, node_beta] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        let (x_state, gamma_state, mean, variance, epsilon) = ops.state;
-        let x = cp.retrieve_node_output::<FloatTensor<B>>(x_state);
-        let gamma = cp.retrieve_node_output::<FloatTensor<B>>(gamma_state);
-        let g = B::rk_batch_norm_train_backward(x, gamma, mean, variance, epsilon, grad);
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, g.x);
+        let g = bn_grads::<B>(ops.state, grads.consume::<B>(&ops.node), cp);
+        for (node, value) in ops.parents.into_iter().zip([g.x, g.gamma, g.beta]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, value);
+            }
         }
-        if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, g.gamma);
-        }
-        if let Some(node) = node_beta {
-            grads.register::<B>(node.id, g.beta);
+    }
+}
+
+/// BatchNorm with a residual added to its output: the residual is a fourth parent.
+#[derive(Debug)]
+struct BnResidualBackward;
+
+impl<B: KernelBackend> Backward<B, 4> for BnResidualBackward {
+    type State = BnState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, cp: &mut Checkpointer) {
+        let g = bn_grads::<B>(ops.state, grads.consume::<B>(&ops.node), cp);
+        for (node, value) in ops.parents.into_iter().zip([g.x, g.gamma, g.beta, g.sum]) {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, value);
+            }
         }
     }
 }
@@ -89,47 +120,75 @@ impl<B: KernelBackend, C: CheckpointStrategy> KernelBackend for Autodiff<B, C> {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        residual: OptTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> BnTrain<Self> {
-        let prep = BnBackward
-            .prepare::<C>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful();
-        match prep {
-            OpsKind::Tracked(mut prep) => {
-                let x_state = prep.checkpoint(&x);
-                let gamma_state = prep.checkpoint(&gamma);
-                let r = B::rk_batch_norm_train(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    epsilon,
-                );
-                let state = (
-                    x_state,
-                    gamma_state,
-                    r.mean.clone(),
-                    r.variance.clone(),
-                    epsilon,
-                );
-                BnTrain {
-                    output: prep.finish(state, r.output),
-                    mean: FloatTensor::<Self>::new(r.mean),
-                    variance: FloatTensor::<Self>::new(r.variance),
-                }
+        let nodes = [x.node(), gamma.node(), beta.node()];
+        match residual.into_option() {
+            None => {
+                let prep = BnBackward.prepare::<C>(nodes);
+                bn_forward::<B, C, 3>(prep, [x, gamma, beta], None, epsilon, relu)
             }
-            OpsKind::UnTracked(prep) => {
-                let r = B::rk_batch_norm_train(
-                    x.into_primitive(),
-                    gamma.into_primitive(),
-                    beta.into_primitive(),
-                    epsilon,
-                );
-                BnTrain {
-                    output: prep.finish(r.output),
-                    mean: FloatTensor::<Self>::new(r.mean),
-                    variance: FloatTensor::<Self>::new(r.variance),
-                }
+            Some(r) => {
+                let [a, b, c] = nodes;
+                let prep = BnResidualBackward.prepare::<C>([a, b, c, r.node()]);
+                bn_forward::<B, C, 4>(prep, [x, gamma, beta], Some(r), epsilon, relu)
+            }
+        }
+    }
+}
+
+/// Runs the inner BatchNorm forward and records it with `prep`'s backward when tracked.
+fn bn_forward<B: KernelBackend, C: CheckpointStrategy, const N: usize>(
+    prep: OpsPrep<impl Backward<B, N, State = BnState<B>>, B, BnState<B>, C, N, Init>,
+    [x, gamma, beta]: [FloatTensor<Autodiff<B, C>>; 3],
+    residual: Option<FloatTensor<Autodiff<B, C>>>,
+    epsilon: f64,
+    relu: bool,
+) -> BnTrain<Autodiff<B, C>> {
+    let residual = residual.map(|r| r.into_primitive()).into();
+    let wrap = |r: &BnTrain<B>| {
+        (
+            FloatTensor::<Autodiff<B, C>>::new(r.mean.clone()),
+            FloatTensor::<Autodiff<B, C>>::new(r.variance.clone()),
+        )
+    };
+    match prep.compute_bound().stateful() {
+        OpsKind::Tracked(mut prep) => {
+            let x_state = prep.checkpoint(&x);
+            let gamma_state = prep.checkpoint(&gamma);
+            let r = B::rk_batch_norm_train(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                residual,
+                epsilon,
+                relu,
+            );
+            let (mean, variance) = wrap(&r);
+            let output = relu.then(|| r.output.clone());
+            let state = (x_state, gamma_state, r.mean, r.variance, epsilon, output);
+            BnTrain {
+                output: prep.finish(state, r.output),
+                mean,
+                variance,
+            }
+        }
+        OpsKind::UnTracked(prep) => {
+            let r = B::rk_batch_norm_train(
+                x.into_primitive(),
+                gamma.into_primitive(),
+                beta.into_primitive(),
+                residual,
+                epsilon,
+                relu,
+            );
+            let (mean, variance) = wrap(&r);
+            BnTrain {
+                output: prep.finish(r.output),
+                mean,
+                variance,
             }
         }
     }

@@ -54,6 +54,35 @@ pub struct BnGrads<B: Backend> {
     pub gamma: FloatTensor<B>,
     /// Gradient of beta.
     pub beta: FloatTensor<B>,
+    /// Gradient of the sum before ReLU (the output gradient itself without ReLU): what the
+    /// residual receives.
+    pub sum: FloatTensor<B>,
+}
+
+/// A float tensor that may be absent: Burn's extension macro takes tensors and
+/// `#[extension_type]` values as inputs, but not an `Option` of a tensor.
+#[derive(ExtensionType)]
+pub enum OptTensor<B: Backend> {
+    /// No tensor.
+    Absent,
+    /// A tensor.
+    Present(FloatTensor<B>),
+}
+
+impl<B: Backend> OptTensor<B> {
+    /// The tensor, if present.
+    pub fn into_option(self) -> Option<FloatTensor<B>> {
+        match self {
+            Self::Absent => None,
+            Self::Present(t) => Some(t),
+        }
+    }
+}
+
+impl<B: Backend> From<Option<FloatTensor<B>>> for OptTensor<B> {
+    fn from(t: Option<FloatTensor<B>>) -> Self {
+        t.map_or(Self::Absent, Self::Present)
+    }
 }
 
 /// rekindle's convolution and BatchNorm operations; Burn's ops unless a backend overrides them.
@@ -74,16 +103,18 @@ pub trait KernelBackend: Backend {
         Self::conv2d(x, weight, None, geom.options())
     }
 
-    /// Convolution plus a per-channel bias, then ReLU when `relu`: a folded inference layer.
+    /// Convolution plus a per-channel bias, plus `residual` when given, then ReLU when `relu`: a
+    /// folded inference layer, the last of a residual block taking the block's sum and ReLU.
     fn rk_conv2d_bias(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        #[extension_type] residual: OptTensor<Self>,
         geom: ConvGeom,
         relu: bool,
     ) -> FloatTensor<Self> {
         let out = Self::conv2d(x, weight, Some(bias), geom.options());
-        if relu { Self::relu(out) } else { out }
+        tail::<Self>(out, residual.into_option(), relu)
     }
 
     /// Gradient of [`rk_conv2d`](Self::rk_conv2d) with respect to `x`.
@@ -106,22 +137,27 @@ pub trait KernelBackend: Backend {
         Self::conv2d_weight_backward(x, weight, output_grad, geom.options())
     }
 
-    /// BatchNorm with the batch's own statistics, which it returns.
+    /// BatchNorm with the batch's own statistics, which it returns; `residual` added to its
+    /// output when given, then ReLU when `relu` (the tail of a residual block, or the ReLU after
+    /// a block's inner BatchNorms).
     fn rk_batch_norm_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        #[extension_type] residual: OptTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> BnTrain<Self> {
         let r = Self::batch_norm_train(x, gamma, beta, epsilon);
         BnTrain {
-            output: r.output,
+            output: tail::<Self>(r.output, residual.into_option(), relu),
             mean: r.mean,
             variance: r.variance,
         }
     }
 
-    /// Gradients of [`rk_batch_norm_train`](Self::rk_batch_norm_train).
+    /// Gradients of [`rk_batch_norm_train`](Self::rk_batch_norm_train); `output` is its output
+    /// when it applied ReLU (whose gradient is masked where the output is zero), `None` when not.
     fn rk_batch_norm_train_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -129,14 +165,33 @@ pub trait KernelBackend: Backend {
         variance: FloatTensor<Self>,
         epsilon: f64,
         output_grad: FloatTensor<Self>,
+        #[extension_type] output: OptTensor<Self>,
     ) -> BnGrads<Self> {
-        let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+        let sum = match output.into_option() {
+            Some(y) => Self::relu_backward(y, output_grad),
+            None => output_grad,
+        };
+        let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, sum.clone());
         BnGrads {
             x: g.x_grad,
             gamma: g.gamma_grad,
             beta: g.beta_grad,
+            sum,
         }
     }
+}
+
+/// `out + residual` (when given), then ReLU when `relu`, in Burn's operations.
+fn tail<B: Backend>(
+    out: FloatTensor<B>,
+    residual: Option<FloatTensor<B>>,
+    relu: bool,
+) -> FloatTensor<B> {
+    let out = match residual {
+        Some(r) => B::float_add(out, r),
+        None => out,
+    };
+    if relu { B::relu(out) } else { out }
 }
 
 #[cfg(feature = "ndarray")]

@@ -16,7 +16,7 @@ pub mod parity;
 use burn::backend::Dispatch;
 use burn::tensor::Tensor;
 
-pub use extension::{BnGrads, BnTrain, ConvGeom, KernelBackend};
+pub use extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor};
 
 /// `conv(x, weight)` without bias: `x [n, c, h, w]`, `weight [o, c, kh, kw]`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geom: ConvGeom) -> Tensor<4> {
@@ -27,11 +27,13 @@ pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geom: ConvGeom) -> Tensor<4> {
     ))
 }
 
-/// `conv(x, weight) + bias`, then ReLU when `relu`: a convolution with BatchNorm folded into it.
+/// `conv(x, weight) + bias`, plus `residual` when given, then ReLU when `relu`: a convolution
+/// with BatchNorm folded into it, the last of a block taking the block's sum and ReLU.
 pub fn conv2d_bias(
     x: Tensor<4>,
     weight: Tensor<4>,
     bias: Tensor<1>,
+    residual: Option<Tensor<4>>,
     geom: ConvGeom,
     relu: bool,
 ) -> Tensor<4> {
@@ -39,6 +41,7 @@ pub fn conv2d_bias(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
+        residual.map(Tensor::into_dispatch).into(),
         geom,
         relu,
     ))
@@ -84,18 +87,23 @@ pub struct BatchNormOutput<const D: usize> {
     pub variance: Tensor<1>,
 }
 
-/// BatchNorm over the batch's own statistics: `x [n, c, ...]`, `gamma`, `beta` `[c]`.
+/// BatchNorm over the batch's own statistics: `x [n, c, ...]`, `gamma`, `beta` `[c]`; then
+/// `residual` added when given, then ReLU when `relu`.
 pub fn batch_norm_train<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
+    residual: Option<Tensor<D>>,
     epsilon: f64,
+    relu: bool,
 ) -> BatchNormOutput<D> {
     let r = <Dispatch as KernelBackend>::rk_batch_norm_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
+        residual.map(Tensor::into_dispatch).into(),
         epsilon,
+        relu,
     );
     BatchNormOutput {
         output: Tensor::from_dispatch(r.output),
@@ -104,14 +112,16 @@ pub fn batch_norm_train<const D: usize>(
     }
 }
 
-/// Gradients of [`batch_norm_train`] for input, gamma and beta, given the output gradient.
+/// Gradients of [`batch_norm_train`] for input, gamma, beta and the sum before ReLU (the
+/// residual's), given the output gradient and, when the forward applied ReLU, its output.
 pub fn batch_norm_train_backward<const D: usize>(
     x: Tensor<D>,
     gamma: Tensor<1>,
     stats: (Tensor<1>, Tensor<1>),
     epsilon: f64,
     output_grad: Tensor<D>,
-) -> (Tensor<D>, Tensor<1>, Tensor<1>) {
+    output: Option<Tensor<D>>,
+) -> BatchNormGrads<D> {
     let g = <Dispatch as KernelBackend>::rk_batch_norm_train_backward(
         x.into_dispatch(),
         gamma.into_dispatch(),
@@ -119,10 +129,24 @@ pub fn batch_norm_train_backward<const D: usize>(
         stats.1.into_dispatch(),
         epsilon,
         output_grad.into_dispatch(),
+        output.map(Tensor::into_dispatch).into(),
     );
-    (
-        Tensor::from_dispatch(g.x),
-        Tensor::from_dispatch(g.gamma),
-        Tensor::from_dispatch(g.beta),
-    )
+    BatchNormGrads {
+        x: Tensor::from_dispatch(g.x),
+        gamma: Tensor::from_dispatch(g.gamma),
+        beta: Tensor::from_dispatch(g.beta),
+        sum: Tensor::from_dispatch(g.sum),
+    }
+}
+
+/// The gradients [`batch_norm_train_backward`] returns.
+pub struct BatchNormGrads<const D: usize> {
+    /// Of the input.
+    pub x: Tensor<D>,
+    /// Of gamma.
+    pub gamma: Tensor<1>,
+    /// Of beta.
+    pub beta: Tensor<1>,
+    /// Of the sum before ReLU: the residual's gradient.
+    pub sum: Tensor<D>,
 }

@@ -74,11 +74,22 @@ impl Case {
             &format!("{self:?} forward"),
         );
         let want_b = burn_conv2d(x.clone(), w.clone(), Some(b.clone()), self.options());
-        assert_close(
-            conv2d_bias(x.clone(), w.clone(), b, self.geom, true),
-            burn::tensor::activation::relu(want_b),
-            &format!("{self:?} forward + bias + relu"),
-        );
+        let r = random(want_b.dims(), &device);
+        for (add, relu) in TAILS {
+            let residual = add.then(|| r.clone());
+            assert_close(
+                conv2d_bias(
+                    x.clone(),
+                    w.clone(),
+                    b.clone(),
+                    residual.clone(),
+                    self.geom,
+                    relu,
+                ),
+                tail(want_b.clone(), residual, relu),
+                &format!("{self:?} forward + bias, residual {add}, relu {relu}"),
+            );
+        }
 
         // Burn's gradients: autodiff of its own convolution.
         let xa = Tensor::from_data(x.to_data(), &ad).require_grad();
@@ -116,8 +127,31 @@ impl Case {
     }
 }
 
-/// Checks BatchNorm over `dims` (`[n, c, h, w]`) against Burn, output, statistics and gradients.
+/// Every (residual added, ReLU applied) combination a fused op takes.
+const TAILS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
+
+/// `out + residual` (when given), then ReLU when `relu`, in Burn's operations.
+fn tail<const D: usize>(out: Tensor<D>, residual: Option<Tensor<D>>, relu: bool) -> Tensor<D> {
+    let out = match residual {
+        Some(r) => out + r,
+        None => out,
+    };
+    if relu {
+        burn::tensor::activation::relu(out)
+    } else {
+        out
+    }
+}
+
+/// Checks BatchNorm over `dims` (`[n, c, h, w]`) against Burn, output, statistics and gradients,
+/// alone and followed by each combination of residual and ReLU.
 pub fn check_batch_norm(dims: [usize; 4]) {
+    for (residual, relu) in TAILS {
+        check_batch_norm_tail(dims, residual, relu);
+    }
+}
+
+fn check_batch_norm_tail(dims: [usize; 4], residual: bool, relu: bool) {
     let device = Device::flex();
     let ad = device.clone().autodiff();
     let c = dims[1];
@@ -125,12 +159,25 @@ pub fn check_batch_norm(dims: [usize; 4]) {
     let x = random(dims, &device).mul_scalar(3.0).add_scalar(1.5);
     let gamma = random([c], &device);
     let beta = random([c], &device);
+    let r = residual.then(|| random(dims, &device));
     let dy = random(dims, &device);
-    let what = format!("batch norm {dims:?}");
+    let what = format!("batch norm {dims:?}, residual {residual}, relu {relu}");
 
     let want = burn_batch_norm(x.clone(), gamma.clone(), beta.clone(), 1e-5);
-    let got = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
-    assert_close(got.output, want.output, &format!("{what} output"));
+    let got = batch_norm_train(
+        x.clone(),
+        gamma.clone(),
+        beta.clone(),
+        r.clone(),
+        1e-5,
+        relu,
+    );
+    let want_out = tail(want.output, r.clone(), relu);
+    assert_close(
+        got.output.clone(),
+        want_out.clone(),
+        &format!("{what} output"),
+    );
     assert_close(got.mean.clone(), want.mean, &format!("{what} mean"));
     assert_close(
         got.variance.clone(),
@@ -140,35 +187,59 @@ pub fn check_batch_norm(dims: [usize; 4]) {
 
     let leaf = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &ad).require_grad();
     let leaf1 = |t: &Tensor<1>| Tensor::<1>::from_data(t.to_data(), &ad).require_grad();
-    let (xb, gb, bb) = (leaf(&x), leaf1(&gamma), leaf1(&beta));
     let dya = Tensor::<4>::from_data(dy.to_data(), &ad);
-    let grads = (burn_batch_norm(xb.clone(), gb.clone(), bb.clone(), 1e-5).output * dya.clone())
-        .sum()
-        .backward();
-    let want = [
-        xb.grad(&grads),
-        gb.grad(&grads).map(|g| g.unsqueeze()),
-        bb.grad(&grads).map(|g| g.unsqueeze()),
-    ];
-
-    let (xo, go, bo) = (leaf(&x), leaf1(&gamma), leaf1(&beta));
-    let grads = (batch_norm_train(xo.clone(), go.clone(), bo.clone(), 1e-5).output * dya)
-        .sum()
-        .backward();
-    let ours = [
-        xo.grad(&grads),
-        go.grad(&grads).map(|g| g.unsqueeze()),
-        bo.grad(&grads).map(|g| g.unsqueeze()),
-    ];
-    let direct = crate::batch_norm_train_backward(x, gamma, (got.mean, got.variance), 1e-5, dy);
-    let direct = [direct.0, direct.1.unsqueeze(), direct.2.unsqueeze()];
-    for (i, name) in ["x", "gamma", "beta"].into_iter().enumerate() {
-        let want: Tensor<4> = want[i].clone().expect("Burn's gradient");
+    // Burn's gradients for x, gamma, beta and the residual, then ours under autodiff.
+    let grads_of = |ours: bool| {
+        let (xl, gl, bl) = (leaf(&x), leaf1(&gamma), leaf1(&beta));
+        let rl = r.as_ref().map(leaf);
+        let out = if ours {
+            batch_norm_train(xl.clone(), gl.clone(), bl.clone(), rl.clone(), 1e-5, relu).output
+        } else {
+            let bn = burn_batch_norm(xl.clone(), gl.clone(), bl.clone(), 1e-5).output;
+            tail(bn, rl.clone(), relu)
+        };
+        let grads = (out * dya.clone()).sum().backward();
+        [
+            xl.grad(&grads),
+            gl.grad(&grads).map(|g| g.unsqueeze()),
+            bl.grad(&grads).map(|g| g.unsqueeze()),
+            rl.and_then(|rl| rl.grad(&grads)),
+        ]
+    };
+    let want = grads_of(false);
+    let ours = grads_of(true);
+    let mask = relu.then(|| got.output.clone());
+    let direct = crate::batch_norm_train_backward(
+        x,
+        gamma,
+        (got.mean, got.variance),
+        1e-5,
+        dy.clone(),
+        mask,
+    );
+    // The sum's gradient: the output gradient where ReLU let the sum through.
+    let want_sum = if relu {
+        dy.clone().mask_fill(want_out.lower_equal_elem(0.0), 0.0)
+    } else {
+        dy
+    };
+    assert_close(direct.sum, want_sum, &format!("{what} sum gradient"));
+    let direct = [direct.x, direct.gamma.unsqueeze(), direct.beta.unsqueeze()];
+    for (i, name) in ["x", "gamma", "beta", "residual"].into_iter().enumerate() {
+        let Some(want) = want[i].clone() else {
+            assert!(
+                ours[i].is_none(),
+                "{what}: {name} has a gradient only in ours"
+            );
+            continue;
+        };
         assert_close(
             ours[i].clone().expect("our gradient"),
             want.clone(),
             &format!("{what} autodiff {name} gradient"),
         );
-        assert_close(direct[i].clone(), want, &format!("{what} {name} gradient"));
+        if let Some(direct) = direct.get(i) {
+            assert_close(direct.clone(), want, &format!("{what} {name} gradient"));
+        }
     }
 }

@@ -149,7 +149,14 @@ fn measure(op: &Op, min_time: f64, device: &Device) -> f64 {
         let c = op.x[1];
         let gamma = Tensor::<1>::ones([c], device);
         let beta = Tensor::<1>::zeros([c], device);
-        let r = rekindle_kernels::batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+        let r = rekindle_kernels::batch_norm_train(
+            x.clone(),
+            gamma.clone(),
+            beta.clone(),
+            None,
+            1e-5,
+            false,
+        );
         let dy = random(op.x);
         let stats = (r.mean, r.variance);
         return match op.kind.as_str() {
@@ -158,7 +165,9 @@ fn measure(op: &Op, min_time: f64, device: &Device) -> f64 {
                     x.clone(),
                     gamma.clone(),
                     beta.clone(),
+                    None,
                     1e-5,
+                    false,
                 );
                 let _ = r.output.into_data();
             }),
@@ -169,8 +178,9 @@ fn measure(op: &Op, min_time: f64, device: &Device) -> f64 {
                     stats.clone(),
                     1e-5,
                     dy.clone(),
+                    None,
                 );
-                let _ = g.0.into_data();
+                let _ = g.x.into_data();
             }),
         };
     }

@@ -4,7 +4,6 @@ use burn::config::Config;
 use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use crate::arch::BlockKind;
@@ -72,7 +71,7 @@ impl Downsample {
 impl<N: Norm> Downsample<N> {
     /// The identity path, brought to the shape of the block's output.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.bn.after(&self.conv, x, false)
+        self.bn.after(&self.conv, x, None, false)
     }
 }
 
@@ -103,9 +102,8 @@ impl<N: Norm> BasicBlock<N> {
     /// Applies the block to `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = identity(self.downsample.as_ref(), &x);
-        let out = self.bn1.after(&self.conv1, x, true);
-        let out = self.bn2.after(&self.conv2, out, false);
-        relu(out + identity)
+        let out = self.bn1.after(&self.conv1, x, None, true);
+        self.bn2.after(&self.conv2, out, Some(identity), true)
     }
 }
 
@@ -132,10 +130,9 @@ impl<N: Norm> Bottleneck<N> {
     /// Applies the block to `[batch, channels, height, width]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = identity(self.downsample.as_ref(), &x);
-        let out = self.bn1.after(&self.conv1, x, true);
-        let out = self.bn2.after(&self.conv2, out, true);
-        let out = self.bn3.after(&self.conv3, out, false);
-        relu(out + identity)
+        let out = self.bn1.after(&self.conv1, x, None, true);
+        let out = self.bn2.after(&self.conv2, out, None, true);
+        self.bn3.after(&self.conv3, out, Some(identity), true)
     }
 }
 

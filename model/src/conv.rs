@@ -24,19 +24,34 @@ fn geom(conv: &Conv2d) -> Option<ConvGeom> {
     })
 }
 
-/// `conv.forward(x)`, then ReLU when `activate`; bias and ReLU fused into the kernel's epilogue.
-pub fn forward(conv: &Conv2d, x: Tensor<4>, activate: bool) -> Tensor<4> {
-    let Some(g) = geom(conv) else {
-        let y = conv.forward(x);
-        return if activate { relu(y) } else { y };
-    };
-    match &conv.bias {
-        Some(b) => rekindle_kernels::conv2d_bias(x, conv.weight.val(), b.val(), g, activate),
-        None => {
-            let y = rekindle_kernels::conv2d(x, conv.weight.val(), g);
-            if activate { relu(y) } else { y }
+/// `conv.forward(x)`, then `residual` added when given, then ReLU when `activate`; with a bias,
+/// all of it in the kernel's epilogue.
+pub fn forward(
+    conv: &Conv2d,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    activate: bool,
+) -> Tensor<4> {
+    match (geom(conv), &conv.bias) {
+        (Some(g), Some(b)) => {
+            rekindle_kernels::conv2d_bias(x, conv.weight.val(), b.val(), residual, g, activate)
         }
+        (Some(g), None) => tail(
+            rekindle_kernels::conv2d(x, conv.weight.val(), g),
+            residual,
+            activate,
+        ),
+        (None, _) => tail(conv.forward(x), residual, activate),
     }
+}
+
+/// `y + residual` (when given), then ReLU when `activate`, as separate operations.
+pub(crate) fn tail(y: Tensor<4>, residual: Option<Tensor<4>>, activate: bool) -> Tensor<4> {
+    let y = match residual {
+        Some(r) => y + r,
+        None => y,
+    };
+    if activate { relu(y) } else { y }
 }
 
 #[cfg(test)]
@@ -62,10 +77,17 @@ mod tests {
         for config in configs {
             let conv = config.init(&device);
             let x = Tensor::<4>::random([2, 4, 9, 7], Distribution::Normal(0.0, 1.0), &device);
-            for activate in [false, true] {
-                let want = conv.forward(x.clone());
+            let want = conv.forward(x.clone());
+            let r = Tensor::<4>::random(want.dims(), Distribution::Normal(0.0, 1.0), &device);
+            for (add, activate) in [(false, false), (false, true), (true, false), (true, true)] {
+                let residual = add.then(|| r.clone());
+                let want = if add {
+                    want.clone() + r.clone()
+                } else {
+                    want.clone()
+                };
                 let want = if activate { relu(want) } else { want };
-                forward(&conv, x.clone(), activate)
+                forward(&conv, x.clone(), residual, activate)
                     .into_data()
                     .assert_approx_eq::<f32>(&want.into_data(), Tolerance::rel_abs(1e-4, 1e-5));
             }

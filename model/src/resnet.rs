@@ -105,7 +105,7 @@ impl ResNetConfig {
 impl<N: Norm> ResNet<N> {
     /// The pooled embedding `[batch, 512 or 2048]` of images `[batch, 3, height, width]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.bn1.after(&self.conv1, x, true);
+        let x = self.bn1.after(&self.conv1, x, None, true);
         let mut x = self.maxpool.forward(x);
         for block in self.stages().into_iter().flatten() {
             x = block.forward(x);

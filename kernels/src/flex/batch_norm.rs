@@ -6,7 +6,7 @@
 
 use rayon::prelude::*;
 
-use super::buffer::SharedOut;
+use super::buffer::{SharedOut, uninit, vectorized};
 
 /// `[batch, channels, spatial...]` seen as `[outer, channels, inner]`.
 #[derive(Clone, Copy, Debug)]
@@ -66,13 +66,17 @@ pub struct Grads {
     pub gamma: Vec<f32>,
     /// Of beta.
     pub beta: Vec<f32>,
+    /// Of the sum before ReLU, when the forward applied ReLU (else it is `dy` itself).
+    pub sum: Option<Vec<f32>>,
 }
 
+#[inline(always)]
 fn run<'a>(x: &'a [f32], s: &Shape, start: usize) -> &'a [f32] {
     &x[start..start + s.inner]
 }
 
 /// Channel `c`'s mean and biased variance.
+#[inline(always)]
 fn moments(s: &Shape, x: &[f32], c: usize) -> (f64, f64) {
     let n = s.count().max(1) as f64;
     let sum: f64 = s.runs(c).map(|r| sum64(run(x, s, r))).sum();
@@ -88,11 +92,13 @@ fn moments(s: &Shape, x: &[f32], c: usize) -> (f64, f64) {
     (mean, sq / n)
 }
 
+#[inline(always)]
 fn sum64(v: &[f32]) -> f64 {
     sum64_map(v, |x| x)
 }
 
 /// Sums `f` over `v` in f32 lanes of 8 (vectorisable) folded into f64 every 256 values.
+#[inline(always)]
 fn sum64_map(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut total = 0.0f64;
     for block in v.chunks(256) {
@@ -109,27 +115,61 @@ fn sum64_map(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     total
 }
 
-/// Normalises `x` by its own batch statistics, then scales by `gamma` and shifts by `beta`.
-pub fn forward(s: &Shape, x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) -> Forward {
-    let mut output = vec![0.0f32; x.len()];
+/// What the forward does after normalising: add a residual (shaped like the input), then ReLU.
+#[derive(Clone, Copy, Default)]
+pub struct Tail<'a> {
+    /// The identity path of a residual block.
+    pub residual: Option<&'a [f32]>,
+    /// ReLU last.
+    pub relu: bool,
+}
+
+/// Normalises `x` by its own batch statistics, scales by `gamma`, shifts by `beta`, then
+/// applies `tail`.
+pub fn forward(
+    s: &Shape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    epsilon: f64,
+    tail: &Tail,
+) -> Forward {
+    // Every element belongs to one channel's runs, each written below.
+    let mut output = uninit(x.len());
     let out = SharedOut(output.as_mut_ptr());
-    let stats: Vec<(f32, f32)> = (0..s.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (mean, var) = moments(s, x, c);
-            let inv_std = 1.0 / (var + epsilon).sqrt();
-            let scale = (gamma[c] as f64 * inv_std) as f32;
-            let (m, shift) = (mean as f32, beta[c]);
-            for r in s.runs(c) {
-                // SAFETY: channel c owns its runs; no other task touches them.
-                let y = unsafe { out.slice(r, s.inner) };
-                for (y, v) in y.iter_mut().zip(run(x, s, r)) {
-                    *y = (v - m) * scale + shift;
-                }
-            }
-            (mean as f32, var as f32)
-        })
-        .collect();
+    let stats: Vec<(f32, f32)> =
+        (0..s.channels)
+            .into_par_iter()
+            .map(|c| {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let (mean, var) = moments(s, x, c);
+                        let inv_std = 1.0 / (var + epsilon).sqrt();
+                        let scale = (gamma[c] as f64 * inv_std) as f32;
+                        let (m, shift) = (mean as f32, beta[c]);
+                        let act = |z: f32| if tail.relu { z.max(0.0) } else { z };
+                        for r in s.runs(c) {
+                            // SAFETY: channel c owns its runs; no other task touches them.
+                            let y = unsafe { out.slice(r, s.inner) };
+                            let xs = run(x, s, r);
+                            match tail.residual {
+                                Some(res) => y.iter_mut().zip(xs).zip(run(res, s, r)).for_each(
+                                    |((y, v), a)| {
+                                        *y = act((v - m) * scale + shift + a);
+                                    },
+                                ),
+                                None => y
+                                    .iter_mut()
+                                    .zip(xs)
+                                    .for_each(|(y, v)| *y = act((v - m) * scale + shift)),
+                            }
+                        }
+                        (mean as f32, var as f32)
+                    },
+                )
+            })
+            .collect();
     let (mean, variance) = stats.into_iter().unzip();
     Forward {
         output,
@@ -138,38 +178,71 @@ pub fn forward(s: &Shape, x: &[f32], gamma: &[f32], beta: &[f32], epsilon: f64) 
     }
 }
 
-/// Gradients of [`forward`] given the output gradient `dy`.
-pub fn backward(s: &Shape, x: &[f32], gamma: &[f32], stats: &Stats, dy: &[f32]) -> Grads {
-    let mut dx = vec![0.0f32; x.len()];
+/// Gradients of [`forward`] given the output gradient `dy`; `output` is the forward's output
+/// when it applied ReLU, whose zeros mask `dy`.
+pub fn backward(
+    s: &Shape,
+    x: &[f32],
+    gamma: &[f32],
+    stats: &Stats,
+    dy: &[f32],
+    output: Option<&[f32]>,
+) -> Grads {
+    // Every element belongs to one channel's runs, each written below.
+    let mut dx = uninit(x.len());
     let out = SharedOut(dx.as_mut_ptr());
+    // The masked gradient (the sum's), written by the first pass when ReLU applied.
+    let mut sum = output.map(|_| uninit(x.len()));
+    let masked = sum.as_mut().map(|m| SharedOut(m.as_mut_ptr()));
     let n = s.count().max(1) as f64;
     let params: Vec<(f32, f32)> = (0..s.channels)
         .into_par_iter()
         .map(|c| {
-            let mean = stats.mean[c];
-            let inv_std = 1.0 / (stats.variance[c] as f64 + stats.epsilon).sqrt();
-            let mut sum_dy = 0.0f64;
-            let mut sum_dy_centred = 0.0f64;
-            for r in s.runs(c) {
-                let (xr, gr) = (run(x, s, r), run(dy, s, r));
-                sum_dy += sum64(gr);
-                sum_dy_centred += dot64(xr, gr, mean);
-            }
-            // dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
-            let k = gamma[c] as f64 * inv_std;
-            let a = k as f32;
-            // The mean is subtracted before scaling, as Burn does: over a single value per
-            // channel both differences are exactly zero, and so is the gradient.
-            let mean_dy = (sum_dy / n) as f32;
-            let slope = (-k * inv_std * inv_std * sum_dy_centred / n) as f32;
-            for r in s.runs(c) {
-                // SAFETY: channel c owns its runs; no other task touches them.
-                let d = unsafe { out.slice(r, s.inner) };
-                for ((d, v), g) in d.iter_mut().zip(run(x, s, r)).zip(run(dy, s, r)) {
-                    *d = a * (g - mean_dy) + slope * (v - mean);
-                }
-            }
-            ((sum_dy_centred * inv_std) as f32, sum_dy as f32)
+            vectorized(
+                #[inline(always)]
+                || {
+                    let mean = stats.mean[c];
+                    let inv_std = 1.0 / (stats.variance[c] as f64 + stats.epsilon).sqrt();
+                    let mut sum_dy = 0.0f64;
+                    let mut sum_dy_centred = 0.0f64;
+                    for r in s.runs(c) {
+                        let g = match (output, &masked) {
+                            (Some(y), Some(m)) => {
+                                // SAFETY: channel c owns its runs; no other task touches them.
+                                let m = unsafe { m.slice(r, s.inner) };
+                                let (yr, dr) = (run(y, s, r), run(dy, s, r));
+                                for ((m, y), d) in m.iter_mut().zip(yr).zip(dr) {
+                                    *m = if *y > 0.0 { *d } else { 0.0 };
+                                }
+                                &*m
+                            }
+                            _ => run(dy, s, r),
+                        };
+                        sum_dy += sum64(g);
+                        sum_dy_centred += dot64(run(x, s, r), g, mean);
+                    }
+                    // dx = gamma * inv_std * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+                    let k = gamma[c] as f64 * inv_std;
+                    let a = k as f32;
+                    // The mean is subtracted before scaling, as Burn does: over a single value per
+                    // channel both differences are exactly zero, and so is the gradient.
+                    let mean_dy = (sum_dy / n) as f32;
+                    let slope = (-k * inv_std * inv_std * sum_dy_centred / n) as f32;
+                    for r in s.runs(c) {
+                        let g = match &masked {
+                            // SAFETY: as above; the first pass wrote this run.
+                            Some(m) => unsafe { &*m.slice(r, s.inner) },
+                            None => run(dy, s, r),
+                        };
+                        // SAFETY: channel c owns its runs; no other task touches them.
+                        let d = unsafe { out.slice(r, s.inner) };
+                        for ((d, v), g) in d.iter_mut().zip(run(x, s, r)).zip(g) {
+                            *d = a * (g - mean_dy) + slope * (v - mean);
+                        }
+                    }
+                    ((sum_dy_centred * inv_std) as f32, sum_dy as f32)
+                },
+            )
         })
         .collect();
     let (gamma_grad, beta_grad) = params.into_iter().unzip();
@@ -177,10 +250,12 @@ pub fn backward(s: &Shape, x: &[f32], gamma: &[f32], stats: &Stats, dy: &[f32]) 
         x: dx,
         gamma: gamma_grad,
         beta: beta_grad,
+        sum,
     }
 }
 
 /// `sum((x - mean) * g)` in f64, vectorised like [`sum64_map`].
+#[inline(always)]
 fn dot64(x: &[f32], g: &[f32], mean: f32) -> f64 {
     let mut total = 0.0f64;
     for (xb, gb) in x.chunks(256).zip(g.chunks(256)) {

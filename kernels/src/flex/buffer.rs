@@ -1,4 +1,5 @@
-//! Scratch space reused across calls, and a pointer several threads write disjoint parts of.
+//! Scratch space reused across calls, a pointer several threads write disjoint parts of, and the
+//! run-time choice of instruction set for our own loops.
 
 use std::cell::RefCell;
 
@@ -46,4 +47,22 @@ impl SharedOut {
         // SAFETY: forwarded from the caller.
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }
+}
+
+/// A vector of `len` values for an output its kernel writes in full before reading any of it:
+/// zeroing it first would be one more pass over memory (~4% of a training step, measured).
+pub fn uninit(len: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns, and every caller writes each element before
+    // anything reads it (each kernel documents how its output is covered).
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, else
+/// baseline), picked at run time: the crate is built for baseline x86-64, whose loops vectorise
+/// only 4 wide. What `f` calls must be `#[inline(always)]` to be compiled the same way.
+#[inline(always)]
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
 }

@@ -9,7 +9,7 @@
 use burn::backend::Shape;
 use rayon::prelude::*;
 
-use super::buffer::{SharedOut, with_scratch};
+use super::buffer::{SharedOut, uninit, vectorized, with_scratch};
 use super::gemm::{Mat, Parallelism, matmul};
 use crate::extension::ConvGeom;
 
@@ -143,6 +143,7 @@ impl Plan {
 
 /// The columns `[lo, hi)` of an output row whose input column `col * stride + offset` lies
 /// inside `[0, len)`.
+#[inline(always)]
 fn valid_range(out_len: usize, len: usize, stride: usize, offset: isize) -> (usize, usize) {
     let (stride_i, len_i) = (stride as isize, len as isize);
     let lo = if offset < 0 {
@@ -161,6 +162,7 @@ fn valid_range(out_len: usize, len: usize, stride: usize, offset: isize) -> (usi
 
 /// Writes one channel's im2col rows (`kh * kw` of them, row length `ld`) into `rows`, from
 /// column `offset` on.
+#[inline(always)]
 fn im2col_channel(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
     let [sh, sw] = s.geom.stride;
     let [ph, pw] = s.geom.padding;
@@ -194,6 +196,7 @@ fn im2col_channel(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, off
 
 /// Adds one channel's column-gradient rows (`kh * kw`, row length `ld`, from column `offset`)
 /// into that channel's input gradient `plane`.
+#[inline(always)]
 fn col2im_channel(s: &ConvShape, rows: &[f32], ld: usize, offset: usize, plane: &mut [f32]) {
     let [sh, sw] = s.geom.stride;
     let [ph, pw] = s.geom.padding;
@@ -226,7 +229,10 @@ fn im2col(s: &ConvShape, x: &[f32], first: usize, count: usize, col: &mut [f32],
     for i in 0..count {
         let image = &x[(first + i) * s.image()..][..s.image()];
         let one = |(c, rows): (usize, &mut [f32])| {
-            im2col_channel(s, &image[c * plane..][..plane], rows, ld, i * s.p())
+            vectorized(
+                #[inline(always)]
+                || im2col_channel(s, &image[c * plane..][..plane], rows, ld, i * s.p()),
+            )
         };
         if wide {
             col.par_chunks_mut(rows).enumerate().for_each(one);
@@ -243,8 +249,12 @@ fn col2im(s: &ConvShape, col: &[f32], count: usize, dx: &mut [f32], wide: bool) 
     let rows = s.kh * s.kw * ld;
     for (i, image) in dx.chunks_mut(s.image()).enumerate() {
         image.fill(0.0);
-        let one =
-            |(plane, rows): (&mut [f32], &[f32])| col2im_channel(s, rows, ld, i * s.p(), plane);
+        let one = |(plane, rows): (&mut [f32], &[f32])| {
+            vectorized(
+                #[inline(always)]
+                || col2im_channel(s, rows, ld, i * s.p(), plane),
+            )
+        };
         if wide {
             image
                 .par_chunks_mut(plane)
@@ -268,28 +278,49 @@ fn gather(src: &[f32], rows: usize, p: usize, first: usize, count: usize, dst: &
     }
 }
 
-/// The inverse of [`gather`]: `src [rows, count * p]` back into `count` images of `[rows, p]`.
-fn scatter(src: &[f32], rows: usize, p: usize, count: usize, dst: &mut [f32]) {
-    let ld = count * p;
+/// What the forward does to the GEMM's result before writing it: bias per output channel, then a
+/// residual (shaped like the output), then ReLU, each when asked.
+#[derive(Clone, Copy, Default)]
+pub struct Tail<'a> {
+    /// Per output channel.
+    pub bias: Option<&'a [f32]>,
+    /// Added after the bias: the identity path of a residual block.
+    pub residual: Option<&'a [f32]>,
+    /// ReLU last.
+    pub relu: bool,
+}
+
+/// Writes the GEMM result into `count` output images `y [o, p]` from image `first`, applying
+/// `tail`: from `src [o, count * p]` (images side by side) when given, else in place (one image).
+#[inline(always)]
+fn epilogue(s: &ConvShape, src: Option<&[f32]>, y: &mut [f32], first: usize, tail: &Tail) {
+    let (o, p) = (s.o, s.p());
+    let count = y.len() / (o * p);
     for i in 0..count {
-        let image = &mut dst[i * rows * p..][..rows * p];
-        for r in 0..rows {
-            image[r * p..][..p].copy_from_slice(&src[r * ld + i * p..][..p]);
+        for r in 0..o {
+            let at = (i * o + r) * p;
+            let out = &mut y[at..][..p];
+            if let Some(src) = src {
+                out.copy_from_slice(&src[r * count * p + i * p..][..p]);
+            }
+            let b = tail.bias.map_or(0.0, |b| b[r]);
+            let res = tail.residual.map(|res| &res[first * o * p + at..][..p]);
+            finish_row(out, b, res, tail.relu);
         }
     }
 }
 
-/// Adds `bias` per output channel and applies ReLU when asked, over images `[o, p]`.
-fn epilogue(y: &mut [f32], o: usize, p: usize, bias: Option<&[f32]>, relu: bool) {
-    if bias.is_none() && !relu {
-        return;
-    }
-    for (i, row) in y.chunks_exact_mut(p).enumerate() {
-        let b = bias.map_or(0.0, |b| b[i % o]);
-        for v in row {
-            let z = *v + b;
-            *v = if relu { z.max(0.0) } else { z };
-        }
+/// `out = (out + b + res)`, then ReLU when `relu`; each branch a plain loop that vectorises.
+#[inline(always)]
+fn finish_row(out: &mut [f32], b: f32, res: Option<&[f32]>, relu: bool) {
+    let act = |z: f32| if relu { z.max(0.0) } else { z };
+    match res {
+        Some(res) => out
+            .iter_mut()
+            .zip(res)
+            .for_each(|(v, r)| *v = act(*v + b + r)),
+        None if b != 0.0 || relu => out.iter_mut().for_each(|v| *v = act(*v + b)),
+        None => {}
     }
 }
 
@@ -348,11 +379,11 @@ impl Chunk {
     }
 }
 
-/// `y = conv(x, w) (+ bias) (then ReLU)`, `[n, o, ho, wo]`.
-pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: bool) -> Vec<f32> {
+/// `y = conv(x, w)` with `tail` applied, `[n, o, ho, wo]`.
+pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], tail: &Tail) -> Vec<f32> {
     let (k, p) = (s.k(), s.p());
     let plan = Plan::new(s);
-    let mut y = vec![0.0f32; s.n * s.o * p];
+    let mut y = uninit(s.n * s.o * p);
     let out = SharedOut(y.as_mut_ptr());
     plan.for_each(s.n, |first, count| {
         let c = Chunk::new(s, first, count);
@@ -379,10 +410,11 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: 
                     plan.gemm,
                 )
             };
-            if count > 1 {
-                scatter(tmp, s.o, p, count, y);
-            }
-            epilogue(y, s.o, p, bias, relu);
+            let src = (count > 1).then_some(&*tmp);
+            vectorized(
+                #[inline(always)]
+                || epilogue(s, src, y, first, tail),
+            );
         });
     });
     y
@@ -392,7 +424,7 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], bias: Option<&[f32]>, relu: 
 pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let k = s.k();
     let plan = Plan::new(s);
-    let mut dx = vec![0.0f32; s.n * s.image()];
+    let mut dx = uninit(s.n * s.image());
     let out = SharedOut(dx.as_mut_ptr());
     plan.for_each(s.n, |first, count| {
         let c = Chunk::new(s, first, count);
@@ -422,31 +454,23 @@ pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
 pub fn weight_backward(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let k = s.k();
     let plan = Plan::new(s);
-    let accumulate = |mut acc: Vec<f32>, first: usize, count: usize| {
+    // The first chunk of a run writes the accumulator, the others add to it.
+    let accumulate = |acc: Option<Vec<f32>>, first: usize, count: usize| {
         let c = Chunk::new(s, first, count);
         let (col_len, gather_len) = c.scratch(s);
         let ld = c.ld;
+        let add = acc.is_some();
+        let mut acc = acc.unwrap_or_else(|| uninit(s.o * k));
         with_scratch(col_len, gather_len, |col, dyg| {
             let colt = Mat::transposed(c.columns(s, x, col, plan.wide), ld);
             let dym = Mat::rows(c.output_grad(s, dy, dyg), ld);
             // SAFETY: dym is [o, ld], colt is [ld, k], acc is [o, k]; all in bounds, disjoint.
-            unsafe {
-                matmul(
-                    [s.o, k, ld],
-                    acc.as_mut_ptr(),
-                    k,
-                    true,
-                    dym,
-                    colt,
-                    plan.gemm,
-                )
-            };
+            unsafe { matmul([s.o, k, ld], acc.as_mut_ptr(), k, add, dym, colt, plan.gemm) };
         });
         acc
     };
-    let zeros = || vec![0.0f32; s.o * k];
     if plan.chunks == 1 {
-        return accumulate(zeros(), 0, s.n);
+        return accumulate(None, 0, s.n);
     }
     // One accumulator per thread over a fixed run of chunks, summed in a fixed order: the same
     // bits on every run (rayon's fold would split, and so sum, differently each time).
@@ -455,14 +479,15 @@ pub fn weight_backward(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
         .into_par_iter()
         .map(|g| {
             let chunks = g * plan.chunks / groups..(g + 1) * plan.chunks / groups;
-            chunks.fold(zeros(), |acc, i| {
+            let acc = chunks.fold(None, |acc, i| {
                 let (first, count) = plan.chunk(i, s.n);
-                accumulate(acc, first, count)
-            })
+                Some(accumulate(acc, first, count))
+            });
+            acc.expect("every group has at least one chunk: groups <= chunks")
         })
         .collect();
     let mut parts = partials.into_iter();
-    let mut total = parts.next().unwrap_or_else(zeros);
+    let mut total = parts.next().expect("at least one group");
     for part in parts {
         total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
     }

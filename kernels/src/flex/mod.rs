@@ -10,10 +10,10 @@ mod conv;
 mod gemm;
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, ModuleOps};
+use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
 use burn::backend::{DType, Flex, TensorData, TensorMetadata};
 
-use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend};
+use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor};
 use conv::ConvShape;
 
 /// The tensor's f32 values in row-major order (copied only if it is a strided view).
@@ -34,6 +34,16 @@ fn all_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
+/// `out + residual` (when given), then ReLU when `relu`, in Burn's operations: the tail of a
+/// fused op for dtypes the kernels do not take.
+fn tail(out: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
+    let out = match residual {
+        Some(r) => Flex::float_add(out, r),
+        None => out,
+    };
+    if relu { Flex::relu(out) } else { out }
+}
+
 impl KernelBackend for Flex {
     fn rk_conv2d(x: FlexTensor, weight: FlexTensor, geom: ConvGeom) -> FlexTensor {
         if !all_f32(&[&x, &weight]) {
@@ -41,27 +51,34 @@ impl KernelBackend for Flex {
         }
         let (x, w) = (contiguous(&x), contiguous(&weight));
         let s = ConvShape::new(&x.shape(), &w.shape(), geom);
-        tensor(
-            conv::forward(&s, values(&x), values(&w), None, false),
-            &s.y_dims(),
-        )
+        let t = conv::Tail::default();
+        tensor(conv::forward(&s, values(&x), values(&w), &t), &s.y_dims())
     }
 
     fn rk_conv2d_bias(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
+        residual: OptTensor<Self>,
         geom: ConvGeom,
         relu: bool,
     ) -> FlexTensor {
-        if !all_f32(&[&x, &weight, &bias]) {
+        let residual = residual.into_option();
+        let mut all = vec![&x, &weight, &bias];
+        all.extend(residual.as_ref());
+        if !all_f32(&all) {
             let out = Self::conv2d(x, weight, Some(bias), geom.options());
-            return if relu { Self::relu(out) } else { out };
+            return tail(out, residual, relu);
         }
         let (x, w, b) = (contiguous(&x), contiguous(&weight), contiguous(&bias));
+        let residual = residual.map(|r| contiguous(&r));
         let s = ConvShape::new(&x.shape(), &w.shape(), geom);
-        let y = conv::forward(&s, values(&x), values(&w), Some(values(&b)), relu);
-        tensor(y, &s.y_dims())
+        let t = conv::Tail {
+            bias: Some(values(&b)),
+            residual: residual.as_ref().map(values),
+            relu,
+        };
+        tensor(conv::forward(&s, values(&x), values(&w), &t), &s.y_dims())
     }
 
     fn rk_conv2d_x_backward(
@@ -99,20 +116,37 @@ impl KernelBackend for Flex {
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
+        residual: OptTensor<Self>,
         epsilon: f64,
+        relu: bool,
     ) -> BnTrain<Self> {
-        if !all_f32(&[&x, &gamma, &beta]) {
+        let residual = residual.into_option();
+        let mut all = vec![&x, &gamma, &beta];
+        all.extend(residual.as_ref());
+        if !all_f32(&all) {
             let r = Self::batch_norm_train(x, gamma, beta, epsilon);
             return BnTrain {
-                output: r.output,
+                output: tail(r.output, residual, relu),
                 mean: r.mean,
                 variance: r.variance,
             };
         }
         let (x, gamma, beta) = (contiguous(&x), contiguous(&gamma), contiguous(&beta));
+        let residual = residual.map(|r| contiguous(&r));
         let dims = x.shape().to_vec();
         let shape = batch_norm::Shape::of(&dims);
-        let r = batch_norm::forward(&shape, values(&x), values(&gamma), values(&beta), epsilon);
+        let t = batch_norm::Tail {
+            residual: residual.as_ref().map(values),
+            relu,
+        };
+        let r = batch_norm::forward(
+            &shape,
+            values(&x),
+            values(&gamma),
+            values(&beta),
+            epsilon,
+            &t,
+        );
         BnTrain {
             output: tensor(r.output, &dims),
             mean: tensor(r.mean, &[shape.channels]),
@@ -127,17 +161,27 @@ impl KernelBackend for Flex {
         variance: FlexTensor,
         epsilon: f64,
         output_grad: FlexTensor,
+        output: OptTensor<Self>,
     ) -> BnGrads<Self> {
-        if !all_f32(&[&x, &gamma, &mean, &variance, &output_grad]) {
-            let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, output_grad);
+        let output = output.into_option();
+        let mut all = vec![&x, &gamma, &mean, &variance, &output_grad];
+        all.extend(output.as_ref());
+        if !all_f32(&all) {
+            let sum = match output {
+                Some(y) => Self::relu_backward(y, output_grad),
+                None => output_grad,
+            };
+            let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, sum.clone());
             return BnGrads {
                 x: g.x_grad,
                 gamma: g.gamma_grad,
                 beta: g.beta_grad,
+                sum,
             };
         }
         let [x, gamma, mean, variance, dy] =
             [&x, &gamma, &mean, &variance, &output_grad].map(contiguous);
+        let output = output.map(|y| contiguous(&y));
         let dims = x.shape().to_vec();
         let shape = batch_norm::Shape::of(&dims);
         let stats = batch_norm::Stats {
@@ -145,11 +189,21 @@ impl KernelBackend for Flex {
             variance: values(&variance),
             epsilon,
         };
-        let g = batch_norm::backward(&shape, values(&x), values(&gamma), &stats, values(&dy));
+        let mask = output.as_ref().map(values);
+        let g = batch_norm::backward(
+            &shape,
+            values(&x),
+            values(&gamma),
+            &stats,
+            values(&dy),
+            mask,
+        );
         BnGrads {
             x: tensor(g.x, &dims),
             gamma: tensor(g.gamma, &[shape.channels]),
             beta: tensor(g.beta, &[shape.channels]),
+            // Without ReLU the sum's gradient is the output gradient itself: no copy.
+            sum: g.sum.map_or(output_grad, |s| tensor(s, &dims)),
         }
     }
 }
