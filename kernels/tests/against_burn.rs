@@ -46,6 +46,18 @@ proptest! {
         Case { x: [n, c, h, w], w: [o, c, kh, kw], geom }.check();
     }
 
+    /// Stride 1 with "same" padding (odd kernels padded by half), which copies shifted planes
+    /// instead of rows: maps from 1x1 (all padding) up, square or not.
+    #[test]
+    fn random_same_size_convolutions_match_burn(
+        n in 1usize..4, c in 1usize..6, o in 1usize..6,
+        kh in 0usize..3, kw in 0usize..3, h in 1usize..12, w in 1usize..12,
+    ) {
+        let (kh, kw) = (2 * kh + 1, 2 * kw + 1);
+        let geom = ConvGeom { stride: [1, 1], padding: [kh / 2, kw / 2] };
+        Case { x: [n, c, h, w], w: [o, c, kh, kw], geom }.check();
+    }
+
     /// BatchNorm on random shapes, including a single value per channel.
     #[test]
     fn random_batch_norms_match_burn(n in 1usize..5, c in 1usize..6, h in 1usize..9, w in 1usize..9) {

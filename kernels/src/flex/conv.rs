@@ -79,6 +79,12 @@ impl ConvShape {
         self.c * self.h * self.w
     }
 
+    /// Stride 1 and an output as large as the input (a 3x3 kernel padded by 1): each im2col row
+    /// is the input plane shifted, copied in one piece (see [`im2col_same`]).
+    fn same(&self) -> bool {
+        self.geom.stride == [1, 1] && self.ho == self.h && self.wo == self.w
+    }
+
     /// A 1x1, stride-1, unpadded kernel: the input already is its own im2col matrix.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.geom.stride == [1, 1] && self.geom.padding == [0, 0]
@@ -160,6 +166,98 @@ fn valid_range(out_len: usize, len: usize, stride: usize, offset: isize) -> (usi
     (lo, (hi as usize).clamp(lo, out_len))
 }
 
+/// The part of an im2col row of a [`ConvShape::same`] convolution that one copy fills: its
+/// kernel offset `(dy, dx)` shifts the plane by `dy * w + dx`; rows `[rlo, rhi)` and columns
+/// `[lo, hi)` read inside the input.
+struct Shift {
+    shift: isize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    /// The contiguous range `[a, b)` of the row whose source index lies inside the plane.
+    span: (usize, usize),
+}
+
+impl Shift {
+    #[inline(always)]
+    fn new(s: &ConvShape, ki: usize, kj: usize) -> Self {
+        let dy = ki as isize - s.geom.padding[0] as isize;
+        let dx = kj as isize - s.geom.padding[1] as isize;
+        let rows = valid_range(s.ho, s.h, 1, dy);
+        let cols = valid_range(s.wo, s.w, 1, dx);
+        let shift = dy * s.w as isize + dx;
+        let (a, b) = ((rows.0 * s.w) as isize, (rows.1 * s.w) as isize);
+        let plane = (s.h * s.w) as isize;
+        let span = (
+            a.max(-shift).min(b) as usize,
+            b.min(plane - shift).max(a) as usize,
+        );
+        Self {
+            shift,
+            rows,
+            cols,
+            span,
+        }
+    }
+
+    /// The source range of the copy (inside the plane whenever the span is not empty).
+    fn source(&self) -> std::ops::Range<usize> {
+        let (a, b) = self.span;
+        if a == b {
+            return 0..0;
+        }
+        (a as isize + self.shift) as usize..(b as isize + self.shift) as usize
+    }
+}
+
+/// [`im2col_channel`] for a [`ConvShape::same`] convolution: each row is one copy of the shifted
+/// plane, then the columns that fall in the padding are zeroed (they picked up wrapped values).
+/// At 64 px the maps are 16x16 down to 2x2, where one small copy per output row costs more
+/// than the data it moves.
+#[inline(always)]
+fn im2col_same(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
+    for ki in 0..s.kh {
+        for kj in 0..s.kw {
+            let dst = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
+            let sh = Shift::new(s, ki, kj);
+            let ((rlo, rhi), (lo, hi)) = (sh.rows, sh.cols);
+            dst[..rlo * s.w].fill(0.0);
+            dst[rhi * s.w..].fill(0.0);
+            let (a, b) = sh.span;
+            dst[a..b].copy_from_slice(&plane[sh.source()]);
+            if lo > 0 || hi < s.w {
+                for row in dst[rlo * s.w..rhi * s.w].chunks_exact_mut(s.w) {
+                    row[..lo].fill(0.0);
+                    row[hi..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// [`col2im_channel`] for a [`ConvShape::same`] convolution: the column gradient's entries in the
+/// padding are zeroed in place (they belong to no input), then each row is added to the shifted
+/// plane in one pass.
+#[inline(always)]
+fn col2im_same(s: &ConvShape, rows: &mut [f32], ld: usize, offset: usize, plane: &mut [f32]) {
+    for ki in 0..s.kh {
+        for kj in 0..s.kw {
+            let src = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
+            let sh = Shift::new(s, ki, kj);
+            let ((rlo, rhi), (lo, hi)) = (sh.rows, sh.cols);
+            if lo > 0 || hi < s.w {
+                for row in src[rlo * s.w..rhi * s.w].chunks_exact_mut(s.w) {
+                    row[..lo].fill(0.0);
+                    row[hi..].fill(0.0);
+                }
+            }
+            let (a, b) = sh.span;
+            for (d, g) in plane[sh.source()].iter_mut().zip(&src[a..b]) {
+                *d += g;
+            }
+        }
+    }
+}
+
 /// Writes one channel's im2col rows (`kh * kw` of them, row length `ld`) into `rows`, from
 /// column `offset` on.
 #[inline(always)]
@@ -229,10 +327,18 @@ fn im2col(s: &ConvShape, x: &[f32], first: usize, count: usize, col: &mut [f32],
     for i in 0..count {
         let image = &x[(first + i) * s.image()..][..s.image()];
         let one = |(c, rows): (usize, &mut [f32])| {
-            vectorized(
-                #[inline(always)]
-                || im2col_channel(s, &image[c * plane..][..plane], rows, ld, i * s.p()),
-            )
+            let (plane, at) = (&image[c * plane..][..plane], i * s.p());
+            if s.same() {
+                vectorized(
+                    #[inline(always)]
+                    || im2col_same(s, plane, rows, ld, at),
+                )
+            } else {
+                vectorized(
+                    #[inline(always)]
+                    || im2col_channel(s, plane, rows, ld, at),
+                )
+            }
         };
         if wide {
             col.par_chunks_mut(rows).enumerate().for_each(one);
@@ -243,25 +349,37 @@ fn im2col(s: &ConvShape, x: &[f32], first: usize, count: usize, col: &mut [f32],
 }
 
 /// Sets the `count` images of `dx` to the column gradient `col` (`[k, count * p]`) folded
-/// back; over channels in parallel when `wide`.
-fn col2im(s: &ConvShape, col: &[f32], count: usize, dx: &mut [f32], wide: bool) {
+/// back; over channels in parallel when `wide`. `col` is scratch: its entries that fall in the
+/// padding may be zeroed.
+fn col2im(s: &ConvShape, col: &mut [f32], count: usize, dx: &mut [f32], wide: bool) {
     let (ld, plane) = (count * s.p(), s.h * s.w);
     let rows = s.kh * s.kw * ld;
     for (i, image) in dx.chunks_mut(s.image()).enumerate() {
         image.fill(0.0);
-        let one = |(plane, rows): (&mut [f32], &[f32])| {
-            vectorized(
-                #[inline(always)]
-                || col2im_channel(s, rows, ld, i * s.p(), plane),
-            )
+        let at = i * s.p();
+        let one = |(plane, rows): (&mut [f32], &mut [f32])| {
+            if s.same() {
+                vectorized(
+                    #[inline(always)]
+                    || col2im_same(s, rows, ld, at, plane),
+                )
+            } else {
+                vectorized(
+                    #[inline(always)]
+                    || col2im_channel(s, rows, ld, at, plane),
+                )
+            }
         };
         if wide {
             image
                 .par_chunks_mut(plane)
-                .zip(col.par_chunks(rows))
+                .zip(col.par_chunks_mut(rows))
                 .for_each(one);
         } else {
-            image.chunks_mut(plane).zip(col.chunks(rows)).for_each(one);
+            image
+                .chunks_mut(plane)
+                .zip(col.chunks_mut(rows))
+                .for_each(one);
         }
     }
 }
