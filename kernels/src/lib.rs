@@ -16,7 +16,7 @@ pub mod parity;
 use burn::backend::Dispatch;
 use burn::tensor::Tensor;
 
-pub use extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor};
+pub use extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor, PoolGeom};
 
 /// `conv(x, weight)` without bias: `x [n, c, h, w]`, `weight [o, c, kh, kw]`.
 pub fn conv2d(x: Tensor<4>, weight: Tensor<4>, geom: ConvGeom) -> Tensor<4> {
@@ -44,6 +44,14 @@ pub fn conv2d_bias(
         residual.map(Tensor::into_dispatch).into(),
         geom,
         relu,
+    ))
+}
+
+/// 2-D max pooling of `x [n, c, h, w]` (Burn's own operation under autodiff).
+pub fn max_pool2d(x: Tensor<4>, geom: PoolGeom) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as KernelBackend>::rk_max_pool2d(
+        x.into_dispatch(),
+        geom,
     ))
 }
 

@@ -4,11 +4,13 @@
 //! Burn's gradients come from its autodiff of its own ops (`conv2d`, `batch_norm_train`); ours
 //! both from the kernels called directly and from our ops under autodiff.
 
-use burn::tensor::module::{batch_norm_train as burn_batch_norm, conv2d as burn_conv2d};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{
+    batch_norm_train as burn_batch_norm, conv2d as burn_conv2d, max_pool2d as burn_max_pool,
+};
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use crate::{ConvGeom, batch_norm_train, conv2d, conv2d_bias};
+use crate::{ConvGeom, PoolGeom, batch_norm_train, conv2d, conv2d_bias, max_pool2d};
 
 /// Asserts elementwise closeness within 1e-4 of the reference's largest magnitude: sums reordered
 /// over thousands of terms differ by a few ulps of the largest partial sum, not of each element.
@@ -242,4 +244,41 @@ fn check_batch_norm_tail(dims: [usize; 4], residual: bool, relu: bool) {
             assert_close(direct.clone(), want, &format!("{what} {name} gradient"));
         }
     }
+}
+
+/// Checks max pooling of `[n, c, h, w]` with `geom` against Burn's: the output exactly (a maximum
+/// is one of the inputs), and under autodiff the input gradient too.
+pub fn check_max_pool(dims: [usize; 4], geom: PoolGeom) {
+    let device = Device::flex();
+    let x = random(dims, &device);
+    let what = format!("max pool {dims:?} {geom:?}");
+    let options = MaxPoolOptions::new(geom.kernel)
+        .with_stride(geom.stride)
+        .with_padding(geom.padding);
+    let burn = |x: Tensor<4>| burn_max_pool(x, options.clone());
+    let want = burn(x.clone());
+    let got = max_pool2d(x.clone(), geom);
+    assert_eq!(
+        got.into_data().try_to_vec::<f32>().expect("f32"),
+        want.clone().into_data().try_to_vec::<f32>().expect("f32"),
+        "{what}: output"
+    );
+
+    let ad = device.autodiff();
+    let dy = Tensor::<4>::from_data(random(want.dims(), &Device::flex()).to_data(), &ad);
+    let grad = |ours: bool| {
+        let xl = Tensor::<4>::from_data(x.to_data(), &ad).require_grad();
+        let y = if ours {
+            max_pool2d(xl.clone(), geom)
+        } else {
+            burn(xl.clone())
+        };
+        let grads = (y * dy.clone()).sum().backward();
+        xl.grad(&grads).expect("x grad")
+    };
+    assert_close(
+        grad(true),
+        grad(false),
+        &format!("{what}: autodiff x gradient"),
+    );
 }

@@ -2,8 +2,8 @@
 //! model's tests, which know the network).
 
 use proptest::prelude::*;
-use rekindle_kernels::ConvGeom;
-use rekindle_kernels::parity::{Case, check_batch_norm};
+use rekindle_kernels::parity::{Case, check_batch_norm, check_max_pool};
+use rekindle_kernels::{ConvGeom, PoolGeom};
 
 fn case([n, c, o, k, s, size]: [usize; 6]) -> Case {
     Case {
@@ -28,6 +28,13 @@ fn batch_sizes_take_every_path() {
         case([n, 32, 8, 3, 1, 1]).check();
         case([n, 4, 4, 3, 1, 24]).check();
         case([n, 4, 4, 1, 1, 24]).check();
+        // The ResNet stem's pooling.
+        let stem = PoolGeom {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+        };
+        check_max_pool([n, 4, 16, 16], stem);
     }
 }
 
@@ -56,6 +63,18 @@ proptest! {
         let (kh, kw) = (2 * kh + 1, 2 * kw + 1);
         let geom = ConvGeom { stride: [1, 1], padding: [kh / 2, kw / 2] };
         Case { x: [n, c, h, w], w: [o, c, kh, kw], geom }.check();
+    }
+
+    /// Max pooling on random geometries, padding up to half the window as PyTorch allows.
+    #[test]
+    fn random_max_pools_match_burn(
+        n in 1usize..3, c in 1usize..4, kh in 1usize..4, kw in 1usize..4,
+        sh in 1usize..4, sw in 1usize..4, ph in 0usize..2, pw in 0usize..2,
+        h in 1usize..12, w in 1usize..12,
+    ) {
+        prop_assume!(2 * ph <= kh && 2 * pw <= kw && h + 2 * ph >= kh && w + 2 * pw >= kw);
+        let geom = PoolGeom { kernel: [kh, kw], stride: [sh, sw], padding: [ph, pw] };
+        check_max_pool([n, c, h, w], geom);
     }
 
     /// BatchNorm on random shapes, including a single value per channel.

@@ -13,6 +13,7 @@ pub mod head;
 pub mod metadata;
 pub mod norm;
 pub mod params;
+pub mod pool;
 pub mod preprocess;
 pub mod remap;
 pub mod resnet;

@@ -106,7 +106,7 @@ impl<N: Norm> ResNet<N> {
     /// The pooled embedding `[batch, 512 or 2048]` of images `[batch, 3, height, width]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.bn1.after(&self.conv1, x, None, true);
-        let mut x = self.maxpool.forward(x);
+        let mut x = crate::pool::max_pool(&self.maxpool, x);
         for block in self.stages().into_iter().flatten() {
             x = block.forward(x);
         }

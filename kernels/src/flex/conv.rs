@@ -150,7 +150,12 @@ impl Plan {
 /// The columns `[lo, hi)` of an output row whose input column `col * stride + offset` lies
 /// inside `[0, len)`.
 #[inline(always)]
-fn valid_range(out_len: usize, len: usize, stride: usize, offset: isize) -> (usize, usize) {
+pub(super) fn valid_range(
+    out_len: usize,
+    len: usize,
+    stride: usize,
+    offset: isize,
+) -> (usize, usize) {
     let (stride_i, len_i) = (stride as isize, len as isize);
     let lo = if offset < 0 {
         ((-offset) + stride_i - 1) / stride_i

@@ -8,12 +8,13 @@ mod batch_norm;
 mod buffer;
 mod conv;
 mod gemm;
+mod pool;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
 use burn::backend::{DType, Flex, TensorData, TensorMetadata};
 
-use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor};
+use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor, PoolGeom};
 use conv::ConvShape;
 
 /// The tensor's f32 values in row-major order (copied only if it is a strided view).
@@ -79,6 +80,15 @@ impl KernelBackend for Flex {
             relu,
         };
         tensor(conv::forward(&s, values(&x), values(&w), &t), &s.y_dims())
+    }
+
+    fn rk_max_pool2d(x: FlexTensor, geom: PoolGeom) -> FlexTensor {
+        if !all_f32(&[&x]) {
+            return Self::max_pool2d(x, geom.kernel, geom.stride, geom.padding, [1, 1], false);
+        }
+        let x = contiguous(&x);
+        let s = pool::Shape::new(&x.shape(), geom);
+        tensor(pool::max_pool(&s, values(&x)), &s.y_dims())
     }
 
     fn rk_conv2d_x_backward(
