@@ -264,37 +264,103 @@ fn col2im_same(s: &ConvShape, rows: &mut [f32], ld: usize, offset: usize, plane:
 }
 
 /// Writes one channel's im2col rows (`kh * kw` of them, row length `ld`) into `rows`, from
-/// column `offset` on.
+/// column `offset` on. With a horizontal stride the plane is first split into its column phases
+/// ([`Phases`]), so that every row segment is one contiguous copy instead of a strided gather.
 #[inline(always)]
 fn im2col_channel(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
     let [sh, sw] = s.geom.stride;
     let [ph, pw] = s.geom.padding;
-    for ki in 0..s.kh {
-        for kj in 0..s.kw {
-            let dst = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
-            let dx = kj as isize - pw as isize;
-            let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
-            for oh in 0..s.ho {
-                let d = &mut dst[oh * s.wo..][..s.wo];
-                let ih = (oh * sh + ki) as isize - ph as isize;
-                if ih < 0 || ih >= s.h as isize {
-                    d.fill(0.0);
-                    continue;
-                }
-                let src = &plane[ih as usize * s.w..][..s.w];
-                d[..lo].fill(0.0);
-                d[hi..].fill(0.0);
-                let start = (lo as isize * sw as isize + dx) as usize;
-                if sw == 1 {
-                    d[lo..hi].copy_from_slice(&src[start..start + (hi - lo)]);
-                } else {
-                    for (j, v) in d[lo..hi].iter_mut().enumerate() {
-                        *v = src[start + j * sw];
+    with_phases(
+        plane,
+        s.h,
+        s.w,
+        sw,
+        #[inline(always)]
+        |phases| {
+            for ki in 0..s.kh {
+                for kj in 0..s.kw {
+                    let dst = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
+                    let dx = kj as isize - pw as isize;
+                    let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
+                    let start = (lo as isize * sw as isize + dx) as usize;
+                    for oh in 0..s.ho {
+                        let d = &mut dst[oh * s.wo..][..s.wo];
+                        let ih = (oh * sh + ki) as isize - ph as isize;
+                        if ih < 0 || ih >= s.h as isize || lo == hi {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        d[..lo].fill(0.0);
+                        d[hi..].fill(0.0);
+                        d[lo..hi].copy_from_slice(phases.run(ih as usize, start, hi - lo));
                     }
                 }
             }
+        },
+    );
+}
+
+/// A plane `[h, w]` split by column phase for a stride `sw`: phase `r` holds columns `r`,
+/// `r + sw`, ... of every row, so the columns `start, start + sw, ...` of a row are contiguous.
+pub(super) struct Phases<'a> {
+    data: &'a [f32],
+    h: usize,
+    /// Columns per phase row.
+    wr: usize,
+    sw: usize,
+}
+
+impl Phases<'_> {
+    /// Row `i`'s columns `start, start + sw, ...`, `len` of them.
+    #[inline(always)]
+    pub(super) fn run(&self, i: usize, start: usize, len: usize) -> &[f32] {
+        let (r, j) = (start % self.sw, start / self.sw);
+        &self.data[(r * self.h + i) * self.wr + j..][..len]
+    }
+}
+
+thread_local! {
+    // The phases of one plane at a time, reused: planes are small and split over and over.
+    static PHASES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `plane [h, w]` split by column phase for stride `sw` (the plane itself for 1).
+#[inline(always)]
+pub(super) fn with_phases<R>(
+    plane: &[f32],
+    h: usize,
+    w: usize,
+    sw: usize,
+    f: impl FnOnce(&Phases) -> R,
+) -> R {
+    if sw == 1 {
+        return f(&Phases {
+            data: plane,
+            h,
+            wr: w,
+            sw,
+        });
+    }
+    let wr = w.div_ceil(sw);
+    let mut buf = PHASES.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.resize(sw * h * wr, 0.0);
+    for r in 0..sw {
+        for (i, row) in plane.chunks_exact(w).enumerate() {
+            let dst = &mut buf[(r * h + i) * wr..][..wr];
+            // Past the row's end (the last phases of an odd width) nothing is ever read.
+            for (d, v) in dst.iter_mut().zip(row.iter().skip(r).step_by(sw)) {
+                *d = *v;
+            }
         }
     }
+    let out = f(&Phases {
+        data: &buf,
+        h,
+        wr,
+        sw,
+    });
+    PHASES.with(|b| *b.borrow_mut() = buf);
+    out
 }
 
 /// Adds one channel's column-gradient rows (`kh * kw`, row length `ld`, from column `offset`)
@@ -423,19 +489,38 @@ fn epilogue(s: &ConvShape, src: Option<&[f32]>, y: &mut [f32], first: usize, tai
         for r in 0..o {
             let at = (i * o + r) * p;
             let out = &mut y[at..][..p];
-            if let Some(src) = src {
-                out.copy_from_slice(&src[r * count * p + i * p..][..p]);
-            }
             let b = tail.bias.map_or(0.0, |b| b[r]);
             let res = tail.residual.map(|res| &res[first * o * p + at..][..p]);
-            finish_row(out, b, res, tail.relu);
+            match src {
+                Some(src) => finish_row(out, &src[r * count * p + i * p..][..p], b, res, tail.relu),
+                None => finish_row_in_place(out, b, res, tail.relu),
+            }
         }
     }
 }
 
-/// `out = (out + b + res)`, then ReLU when `relu`; each branch a plain loop that vectorises.
+/// `out = src + b (+ res)`, then ReLU when `relu`: the GEMM result's copy and the tail in one
+/// pass; each branch a plain loop that vectorises.
 #[inline(always)]
-fn finish_row(out: &mut [f32], b: f32, res: Option<&[f32]>, relu: bool) {
+fn finish_row(out: &mut [f32], src: &[f32], b: f32, res: Option<&[f32]>, relu: bool) {
+    let act = |z: f32| if relu { z.max(0.0) } else { z };
+    match res {
+        Some(res) => {
+            for ((v, x), r) in out.iter_mut().zip(src).zip(res) {
+                *v = act(*x + b + r);
+            }
+        }
+        None => {
+            for (v, x) in out.iter_mut().zip(src) {
+                *v = act(*x + b);
+            }
+        }
+    }
+}
+
+/// [`finish_row`] on a row that already holds the GEMM result.
+#[inline(always)]
+fn finish_row_in_place(out: &mut [f32], b: f32, res: Option<&[f32]>, relu: bool) {
     let act = |z: f32| if relu { z.max(0.0) } else { z };
     match res {
         Some(res) => out
