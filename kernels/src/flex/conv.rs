@@ -214,50 +214,90 @@ impl Shift {
     }
 }
 
-/// [`im2col_channel`] for a [`ConvShape::same`] convolution: each row is one copy of the shifted
-/// plane, then the columns that fall in the padding are zeroed (they picked up wrapped values).
-/// At 64 px the maps are 16x16 down to 2x2, where one small copy per output row costs more
-/// than the data it moves.
+/// For each kernel column `kj` of a [`ConvShape::same`] convolution, a mask over one image's
+/// output positions: all ones where the input column `ow + kj - pad` lies inside the plane. ANDed
+/// with a shifted copy it zeroes the values that wrapped around a row's end, in one vectorised
+/// pass instead of two tiny fills per row (which dominated at 4x4 and 2x2 maps).
+fn column_masks(s: &ConvShape) -> Vec<u32> {
+    let mut masks = vec![0u32; s.kw * s.p()];
+    for (kj, mask) in masks.chunks_exact_mut(s.p()).enumerate() {
+        let (lo, hi) = valid_range(s.wo, s.w, 1, kj as isize - s.geom.padding[1] as isize);
+        for row in mask.chunks_exact_mut(s.wo) {
+            row[lo..hi].fill(u32::MAX);
+        }
+    }
+    masks
+}
+
+/// `v` where `mask` is all ones, `+0.0` where it is zero (never NaN, unlike a multiplication).
 #[inline(always)]
-fn im2col_same(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
+fn masked(v: f32, mask: u32) -> f32 {
+    f32::from_bits(v.to_bits() & mask)
+}
+
+/// [`im2col_channel`] for a [`ConvShape::same`] convolution: each row is one copy of the shifted
+/// plane, ANDed with its column mask where some columns fall in the padding (they picked up
+/// wrapped values). At 64 px the maps are 16x16 down to 2x2, where one small copy per output
+/// row costs more than the data it moves.
+#[inline(always)]
+fn im2col_same(
+    s: &ConvShape,
+    taps: &Taps,
+    plane: &[f32],
+    rows: &mut [f32],
+    (ld, offset): (usize, usize),
+) {
+    let masks = &taps.masks;
     for ki in 0..s.kh {
         for kj in 0..s.kw {
             let dst = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
-            let sh = Shift::new(s, ki, kj);
+            let sh = &taps.shifts[ki * s.kw + kj];
             let ((rlo, rhi), (lo, hi)) = (sh.rows, sh.cols);
-            dst[..rlo * s.w].fill(0.0);
-            dst[rhi * s.w..].fill(0.0);
             let (a, b) = sh.span;
-            dst[a..b].copy_from_slice(&plane[sh.source()]);
+            // Outside the span: padding rows, and padding columns at the span's ends.
+            dst[..a].fill(0.0);
+            dst[b..].fill(0.0);
+            let (dst, src) = (&mut dst[a..b], &plane[sh.source()]);
             if lo > 0 || hi < s.w {
-                for row in dst[rlo * s.w..rhi * s.w].chunks_exact_mut(s.w) {
-                    row[..lo].fill(0.0);
-                    row[hi..].fill(0.0);
+                let mask = &masks[kj * s.p() + a..][..b - a];
+                for ((d, v), m) in dst.iter_mut().zip(src).zip(mask) {
+                    *d = masked(*v, *m);
                 }
+            } else {
+                dst.copy_from_slice(src);
             }
+            debug_assert!(rlo * s.w <= a && b <= rhi * s.w);
         }
     }
 }
 
-/// [`col2im_channel`] for a [`ConvShape::same`] convolution: the column gradient's entries in the
-/// padding are zeroed in place (they belong to no input), then each row is added to the shifted
-/// plane in one pass.
+/// [`col2im_channel`] for a [`ConvShape::same`] convolution: each row is added to the shifted
+/// plane in one pass, its entries in the padding (which belong to no input) masked to zero.
 #[inline(always)]
-fn col2im_same(s: &ConvShape, rows: &mut [f32], ld: usize, offset: usize, plane: &mut [f32]) {
+fn col2im_same(
+    s: &ConvShape,
+    taps: &Taps,
+    rows: &[f32],
+    (ld, offset): (usize, usize),
+    plane: &mut [f32],
+) {
+    let masks = &taps.masks;
     for ki in 0..s.kh {
         for kj in 0..s.kw {
-            let src = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
-            let sh = Shift::new(s, ki, kj);
-            let ((rlo, rhi), (lo, hi)) = (sh.rows, sh.cols);
-            if lo > 0 || hi < s.w {
-                for row in src[rlo * s.w..rhi * s.w].chunks_exact_mut(s.w) {
-                    row[..lo].fill(0.0);
-                    row[hi..].fill(0.0);
-                }
-            }
+            let src = &rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
+            let sh = &taps.shifts[ki * s.kw + kj];
+            let (lo, hi) = sh.cols;
             let (a, b) = sh.span;
-            for (d, g) in plane[sh.source()].iter_mut().zip(&src[a..b]) {
-                *d += g;
+            let (dst, src) = (&mut plane[sh.source()], &src[a..b]);
+            if lo > 0 || hi < s.w {
+                let mask = &masks[kj * s.p() + a..][..b - a];
+                for ((d, g), m) in dst.iter_mut().zip(src).zip(mask) {
+                    *d += masked(*g, *m);
+                }
+            } else {
+                for (d, g) in dst.iter_mut().zip(src) {
+                    *d += g;
+                }
             }
         }
     }
@@ -267,9 +307,15 @@ fn col2im_same(s: &ConvShape, rows: &mut [f32], ld: usize, offset: usize, plane:
 /// column `offset` on. With a horizontal stride the plane is first split into its column phases
 /// ([`Phases`]), so that every row segment is one contiguous copy instead of a strided gather.
 #[inline(always)]
-fn im2col_channel(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
+fn im2col_channel(
+    s: &ConvShape,
+    taps: &Taps,
+    plane: &[f32],
+    rows: &mut [f32],
+    (ld, offset): (usize, usize),
+) {
     let [sh, sw] = s.geom.stride;
-    let [ph, pw] = s.geom.padding;
+    let ph = s.geom.padding[0];
     with_phases(
         plane,
         s.h,
@@ -278,11 +324,8 @@ fn im2col_channel(s: &ConvShape, plane: &[f32], rows: &mut [f32], ld: usize, off
         #[inline(always)]
         |phases| {
             for ki in 0..s.kh {
-                for kj in 0..s.kw {
+                for (kj, &(lo, hi, start)) in taps.cols.iter().enumerate() {
                     let dst = &mut rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
-                    let dx = kj as isize - pw as isize;
-                    let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
-                    let start = (lo as isize * sw as isize + dx) as usize;
                     for oh in 0..s.ho {
                         let d = &mut dst[oh * s.wo..][..s.wo];
                         let ih = (oh * sh + ki) as isize - ph as isize;
@@ -307,15 +350,55 @@ pub(super) struct Phases<'a> {
     h: usize,
     /// Columns per phase row.
     wr: usize,
-    sw: usize,
 }
 
 impl Phases<'_> {
-    /// Row `i`'s columns `start, start + sw, ...`, `len` of them.
+    /// Row `i`'s `len` columns `start, start + sw, ...`, given as `(start % sw, start / sw)`
+    /// (computed once per kernel tap by the caller: the stride is only known at run time).
     #[inline(always)]
-    pub(super) fn run(&self, i: usize, start: usize, len: usize) -> &[f32] {
-        let (r, j) = (start % self.sw, start / self.sw);
+    pub(super) fn run(&self, i: usize, (r, j): (usize, usize), len: usize) -> &[f32] {
         &self.data[(r * self.h + i) * self.wr + j..][..len]
+    }
+}
+
+/// The index arithmetic of one im2col or col2im, done once per call instead of once per channel
+/// and image (its divisions by run-time strides took a third of im2col's time on small maps).
+struct Taps {
+    /// Per kernel column: the output columns `[lo, hi)` reading inside the input, and the first
+    /// input column read as `(phase, index)` for [`Phases::run`].
+    cols: Vec<(usize, usize, (usize, usize))>,
+    /// Per kernel tap `ki * kw + kj` of a [`ConvShape::same`] convolution: its shift.
+    shifts: Vec<Shift>,
+    /// The column masks of a [`ConvShape::same`] convolution.
+    masks: Vec<u32>,
+}
+
+impl Taps {
+    fn new(s: &ConvShape) -> Self {
+        let sw = s.geom.stride[1];
+        let cols = (0..s.kw)
+            .map(|kj| {
+                let dx = kj as isize - s.geom.padding[1] as isize;
+                let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
+                // The first input column read (none when the tap reads only padding).
+                let start = (lo as isize * sw as isize + dx).max(0) as usize;
+                (lo, hi, (start % sw, start / sw))
+            })
+            .collect();
+        let same = s.same();
+        let shifts = if same {
+            (0..s.kh * s.kw)
+                .map(|t| Shift::new(s, t / s.kw, t % s.kw))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let masks = if same { column_masks(s) } else { Vec::new() };
+        Self {
+            cols,
+            shifts,
+            masks,
+        }
     }
 }
 
@@ -338,7 +421,6 @@ pub(super) fn with_phases<R>(
             data: plane,
             h,
             wr: w,
-            sw,
         });
     }
     let wr = w.div_ceil(sw);
@@ -353,12 +435,7 @@ pub(super) fn with_phases<R>(
             }
         }
     }
-    let out = f(&Phases {
-        data: &buf,
-        h,
-        wr,
-        sw,
-    });
+    let out = f(&Phases { data: &buf, h, wr });
     PHASES.with(|b| *b.borrow_mut() = buf);
     out
 }
@@ -366,14 +443,19 @@ pub(super) fn with_phases<R>(
 /// Adds one channel's column-gradient rows (`kh * kw`, row length `ld`, from column `offset`)
 /// into that channel's input gradient `plane`.
 #[inline(always)]
-fn col2im_channel(s: &ConvShape, rows: &[f32], ld: usize, offset: usize, plane: &mut [f32]) {
+fn col2im_channel(
+    s: &ConvShape,
+    taps: &Taps,
+    rows: &[f32],
+    (ld, offset): (usize, usize),
+    plane: &mut [f32],
+) {
     let [sh, sw] = s.geom.stride;
-    let [ph, pw] = s.geom.padding;
+    let ph = s.geom.padding[0];
     for ki in 0..s.kh {
-        for kj in 0..s.kw {
+        for (kj, &(lo, hi, (r, j))) in taps.cols.iter().enumerate() {
             let src = &rows[(ki * s.kw + kj) * ld + offset..][..s.p()];
-            let dxo = kj as isize - pw as isize;
-            let (lo, hi) = valid_range(s.wo, s.w, sw, dxo);
+            let start = j * sw + r;
             for oh in 0..s.ho {
                 let ih = (oh * sh + ki) as isize - ph as isize;
                 if ih < 0 || ih >= s.h as isize {
@@ -381,7 +463,6 @@ fn col2im_channel(s: &ConvShape, rows: &[f32], ld: usize, offset: usize, plane: 
                 }
                 let d = &mut plane[ih as usize * s.w..][..s.w];
                 let g = &src[oh * s.wo..][..s.wo];
-                let start = (lo as isize * sw as isize + dxo) as usize;
                 for (j, v) in g[lo..hi].iter().enumerate() {
                     d[start + j * sw] += v;
                 }
@@ -395,6 +476,7 @@ fn col2im_channel(s: &ConvShape, rows: &[f32], ld: usize, offset: usize, plane: 
 fn im2col(s: &ConvShape, x: &[f32], first: usize, count: usize, col: &mut [f32], wide: bool) {
     let (ld, plane) = (count * s.p(), s.h * s.w);
     let rows = s.kh * s.kw * ld;
+    let taps = Taps::new(s);
     for i in 0..count {
         let image = &x[(first + i) * s.image()..][..s.image()];
         let one = |(c, rows): (usize, &mut [f32])| {
@@ -402,12 +484,12 @@ fn im2col(s: &ConvShape, x: &[f32], first: usize, count: usize, col: &mut [f32],
             if s.same() {
                 vectorized(
                     #[inline(always)]
-                    || im2col_same(s, plane, rows, ld, at),
+                    || im2col_same(s, &taps, plane, rows, (ld, at)),
                 )
             } else {
                 vectorized(
                     #[inline(always)]
-                    || im2col_channel(s, plane, rows, ld, at),
+                    || im2col_channel(s, &taps, plane, rows, (ld, at)),
                 )
             }
         };
@@ -420,37 +502,34 @@ fn im2col(s: &ConvShape, x: &[f32], first: usize, count: usize, col: &mut [f32],
 }
 
 /// Sets the `count` images of `dx` to the column gradient `col` (`[k, count * p]`) folded
-/// back; over channels in parallel when `wide`. `col` is scratch: its entries that fall in the
-/// padding may be zeroed.
-fn col2im(s: &ConvShape, col: &mut [f32], count: usize, dx: &mut [f32], wide: bool) {
+/// back; over channels in parallel when `wide`.
+fn col2im(s: &ConvShape, col: &[f32], count: usize, dx: &mut [f32], wide: bool) {
     let (ld, plane) = (count * s.p(), s.h * s.w);
     let rows = s.kh * s.kw * ld;
+    let taps = Taps::new(s);
     for (i, image) in dx.chunks_mut(s.image()).enumerate() {
         image.fill(0.0);
         let at = i * s.p();
-        let one = |(plane, rows): (&mut [f32], &mut [f32])| {
+        let one = |(plane, rows): (&mut [f32], &[f32])| {
             if s.same() {
                 vectorized(
                     #[inline(always)]
-                    || col2im_same(s, rows, ld, at, plane),
+                    || col2im_same(s, &taps, rows, (ld, at), plane),
                 )
             } else {
                 vectorized(
                     #[inline(always)]
-                    || col2im_channel(s, rows, ld, at, plane),
+                    || col2im_channel(s, &taps, rows, (ld, at), plane),
                 )
             }
         };
         if wide {
             image
                 .par_chunks_mut(plane)
-                .zip(col.par_chunks_mut(rows))
+                .zip(col.par_chunks(rows))
                 .for_each(one);
         } else {
-            image
-                .chunks_mut(plane)
-                .zip(col.chunks_mut(rows))
-                .for_each(one);
+            image.chunks_mut(plane).zip(col.chunks(rows)).for_each(one);
         }
     }
 }
@@ -697,7 +776,19 @@ pub fn weight_backward(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let mut parts = partials.into_iter();
     let mut total = parts.next().expect("at least one group");
     for part in parts {
-        total.iter_mut().zip(&part).for_each(|(t, p)| *t += p);
+        // Elementwise, so splitting it over threads keeps the order of every element's sum.
+        total
+            .par_chunks_mut(REDUCE_CHUNK)
+            .zip(part.par_chunks(REDUCE_CHUNK))
+            .for_each(|(t, p)| {
+                vectorized(
+                    #[inline(always)]
+                    || t.iter_mut().zip(p).for_each(|(t, p)| *t += p),
+                )
+            });
     }
     total
 }
+
+/// Values per task when adding per-thread weight gradients: large enough to amortise a task.
+const REDUCE_CHUNK: usize = 1 << 14;

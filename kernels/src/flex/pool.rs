@@ -45,6 +45,10 @@ impl Shape {
     }
 }
 
+/// One window column: the output columns `[lo, hi)` it covers inside the input, and its first
+/// input column as `(phase, index)` for [`Phases::run`](super::conv::Phases::run).
+type Tap = (usize, usize, (usize, usize));
+
 /// The maximum over each window; padding never wins (it is not a value).
 pub fn max_pool(s: &Shape, x: &[f32]) -> Vec<f32> {
     // Every output row is written in full below.
@@ -52,22 +56,32 @@ pub fn max_pool(s: &Shape, x: &[f32]) -> Vec<f32> {
     if y.is_empty() {
         return y;
     }
+    // Per window column: the output columns it covers, and where its input run starts.
+    let [sw, pw] = [s.geom.stride[1], s.geom.padding[1]];
+    let taps: Vec<Tap> = (0..s.geom.kernel[1])
+        .map(|kj| {
+            let dx = kj as isize - pw as isize;
+            let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
+            let start = (lo as isize * sw as isize + dx).max(0) as usize;
+            (lo, hi, (start % sw, start / sw))
+        })
+        .filter(|(lo, hi, _)| lo < hi)
+        .collect();
     y.par_chunks_mut(s.ho * s.wo)
         .zip(x.par_chunks(s.h * s.w))
         .for_each(|(out, plane)| {
             vectorized(
                 #[inline(always)]
-                || pool_plane(s, plane, out),
+                || pool_plane(s, &taps, plane, out),
             )
         });
     y
 }
 
 #[inline(always)]
-fn pool_plane(s: &Shape, plane: &[f32], out: &mut [f32]) {
-    let [kh, kw] = s.geom.kernel;
+fn pool_plane(s: &Shape, taps: &[Tap], plane: &[f32], out: &mut [f32]) {
     let [sh, sw] = s.geom.stride;
-    let [ph, pw] = s.geom.padding;
+    let ph = s.geom.padding[0];
     // Split by column phase, every window row is a contiguous run and the maximum vectorises.
     with_phases(
         plane,
@@ -78,18 +92,12 @@ fn pool_plane(s: &Shape, plane: &[f32], out: &mut [f32]) {
         |phases| {
             for (oh, row) in out.chunks_exact_mut(s.wo).enumerate() {
                 row.fill(f32::NEG_INFINITY);
-                for ki in 0..kh {
+                for ki in 0..s.geom.kernel[0] {
                     let ih = (oh * sh + ki) as isize - ph as isize;
                     if ih < 0 || ih >= s.h as isize {
                         continue;
                     }
-                    for kj in 0..kw {
-                        let dx = kj as isize - pw as isize;
-                        let (lo, hi) = valid_range(s.wo, s.w, sw, dx);
-                        if lo == hi {
-                            continue;
-                        }
-                        let start = (lo as isize * sw as isize + dx) as usize;
+                    for &(lo, hi, start) in taps {
                         let src = phases.run(ih as usize, start, hi - lo);
                         for (m, &v) in row[lo..hi].iter_mut().zip(src) {
                             // NaN wins, as in PyTorch.
