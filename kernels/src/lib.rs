@@ -158,3 +158,19 @@ pub struct BatchNormGrads<const D: usize> {
     /// Of the sum before ReLU: the residual's gradient.
     pub sum: Tensor<D>,
 }
+
+/// Runs `f` on a thread of rayon's global pool, which our kernels (and burn-flex) split their
+/// work over. Called from outside the pool, every parallel operation hands its work to the pool
+/// and puts the caller to sleep until it is done (a futex round trip per operation, three per
+/// convolution); called from inside, the operations split work with a plain `join`. Wrap a whole
+/// training step or forward pass in it. Other backends do not use rayon: `f` runs here.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "flex")]
+    {
+        rayon::scope(|_| f())
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        f()
+    }
+}

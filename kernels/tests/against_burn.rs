@@ -38,6 +38,45 @@ fn batch_sizes_take_every_path() {
     }
 }
 
+/// A fused ReLU lets NaN through, as Burn's (and PyTorch's) does: a diverged run must show NaN,
+/// not zeros. Forward of conv + bias (+ residual) and of BatchNorm, and BatchNorm's gradient.
+#[test]
+fn fused_relu_propagates_nan() {
+    use burn::tensor::{Device, Tensor};
+    use rekindle_kernels::{batch_norm_train, conv2d_bias};
+    let device = Device::flex();
+    let nan_at_0 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32")[0].is_nan();
+    let x = Tensor::<4>::ones([1, 1, 3, 3], &device);
+    let w = Tensor::<4>::ones([1, 1, 1, 1], &device);
+    let bias = Tensor::<1>::from_floats([f32::NAN], &device);
+    let geom = ConvGeom {
+        stride: [1, 1],
+        padding: [0, 0],
+    };
+    for residual in [None, Some(x.clone())] {
+        let y = conv2d_bias(x.clone(), w.clone(), bias.clone(), residual, geom, true);
+        assert!(nan_at_0(y), "conv + bias + relu");
+    }
+    let gamma = Tensor::<1>::from_floats([f32::NAN], &device);
+    let beta = Tensor::<1>::zeros([1], &device);
+    let x = Tensor::<4>::from_floats([[[[1.0, 2.0], [3.0, 4.0]]]], &device);
+    let r = batch_norm_train(x.clone(), gamma.clone(), beta, None, 1e-5, true);
+    assert!(nan_at_0(r.output.clone()), "batch norm + relu");
+    let g = rekindle_kernels::batch_norm_train_backward(
+        x.clone(),
+        gamma,
+        (r.mean, r.variance),
+        1e-5,
+        Tensor::<4>::ones([1, 1, 2, 2], &device),
+        Some(r.output),
+    );
+    let sum = g.sum.into_data().try_to_vec::<f32>().expect("f32");
+    assert_eq!(
+        sum, [1.0; 4],
+        "the ReLU mask keeps the gradient where the output is NaN"
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 

@@ -12,7 +12,7 @@ use burn::tensor::Tensor;
 use crate::conv::{self, tail};
 
 /// The normalisation applied to a convolution's output.
-pub trait Norm: Module + ModuleDisplay {
+pub trait Norm: Module + ModuleDisplay + Sync {
     /// `conv`, then this normalisation, then `residual` added when given, then ReLU when
     /// `activate`: each kernel call takes as much of that chain as it can.
     fn after(

@@ -6,7 +6,8 @@
 
 use rayon::prelude::*;
 
-use super::buffer::{SharedOut, uninit, vectorized};
+use super::buffer::{Output, vectorized};
+use super::{relu, relu_passes};
 
 /// `[batch, channels, spatial...]` seen as `[outer, channels, inner]`.
 #[derive(Clone, Copy, Debug)]
@@ -135,8 +136,8 @@ pub fn forward(
     tail: &Tail,
 ) -> Forward {
     // Every element belongs to one channel's runs, each written below.
-    let mut output = uninit(x.len());
-    let out = SharedOut(output.as_mut_ptr());
+    let mut output = Output::new(x.len());
+    let out = output.shared();
     let stats: Vec<(f32, f32)> =
         (0..s.channels)
             .into_par_iter()
@@ -148,7 +149,7 @@ pub fn forward(
                         let inv_std = 1.0 / (var + epsilon).sqrt();
                         let scale = (gamma[c] as f64 * inv_std) as f32;
                         let (m, shift) = (mean as f32, beta[c]);
-                        let act = |z: f32| if tail.relu { z.max(0.0) } else { z };
+                        let act = |z: f32| if tail.relu { relu(z) } else { z };
                         for r in s.runs(c) {
                             // SAFETY: channel c owns its runs; no other task touches them.
                             let y = unsafe { out.slice(r, s.inner) };
@@ -172,7 +173,8 @@ pub fn forward(
             .collect();
     let (mean, variance) = stats.into_iter().unzip();
     Forward {
-        output,
+        // SAFETY: every channel wrote all of its runs, which cover the tensor.
+        output: unsafe { output.assume_init() },
         mean,
         variance,
     }
@@ -189,11 +191,11 @@ pub fn backward(
     output: Option<&[f32]>,
 ) -> Grads {
     // Every element belongs to one channel's runs, each written below.
-    let mut dx = uninit(x.len());
-    let out = SharedOut(dx.as_mut_ptr());
+    let mut dx = Output::new(x.len());
+    let out = dx.shared();
     // The masked gradient (the sum's), written by the first pass when ReLU applied.
-    let mut sum = output.map(|_| uninit(x.len()));
-    let masked = sum.as_mut().map(|m| SharedOut(m.as_mut_ptr()));
+    let mut sum = output.map(|_| Output::new(x.len()));
+    let masked = sum.as_mut().map(Output::shared);
     let n = s.count().max(1) as f64;
     let params: Vec<(f32, f32)> = (0..s.channels)
         .into_par_iter()
@@ -212,7 +214,7 @@ pub fn backward(
                                 let m = unsafe { m.slice(r, s.inner) };
                                 let (yr, dr) = (run(y, s, r), run(dy, s, r));
                                 for ((m, y), d) in m.iter_mut().zip(yr).zip(dr) {
-                                    *m = if *y > 0.0 { *d } else { 0.0 };
+                                    *m = if relu_passes(*y) { *d } else { 0.0 };
                                 }
                                 &*m
                             }
@@ -246,8 +248,10 @@ pub fn backward(
         })
         .collect();
     let (gamma_grad, beta_grad) = params.into_iter().unzip();
+    // SAFETY: every channel wrote all of its runs of both, which cover the tensor.
+    let (x, sum) = unsafe { (dx.assume_init(), sum.map(|s| s.assume_init())) };
     Grads {
-        x: dx,
+        x,
         gamma: gamma_grad,
         beta: beta_grad,
         sum,

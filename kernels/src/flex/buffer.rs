@@ -2,6 +2,7 @@
 //! run-time choice of instruction set for our own loops.
 
 use std::cell::RefCell;
+use std::mem::{ManuallyDrop, MaybeUninit};
 
 thread_local! {
     // One im2col / column-gradient buffer and one gather buffer per thread, kept between calls:
@@ -49,14 +50,34 @@ impl SharedOut {
     }
 }
 
-/// A vector of `len` values for an output its kernel writes in full before reading any of it:
-/// zeroing it first would be one more pass over memory (~4% of a training step, measured).
-pub fn uninit(len: usize) -> Vec<f32> {
-    let mut v = Vec::with_capacity(len);
-    // SAFETY: f32 has no invalid bit patterns, and every caller writes each element before
-    // anything reads it (each kernel documents how its output is covered).
-    unsafe { v.set_len(len) };
-    v
+/// A kernel's output, allocated without being zeroed: zeroing would be one more pass over memory
+/// (~4% of a training step, measured), and every kernel writes each element anyway. It stays
+/// `MaybeUninit` until [`Output::assume_init`], as `Vec`'s contract requires.
+pub struct Output(Vec<MaybeUninit<f32>>);
+
+impl Output {
+    /// `len` values, not yet written.
+    pub fn new(len: usize) -> Self {
+        let mut v = Vec::with_capacity(len);
+        // SAFETY: `MaybeUninit` elements need no initialisation.
+        unsafe { v.set_len(len) };
+        Self(v)
+    }
+
+    /// Where tasks write it.
+    pub fn shared(&mut self) -> SharedOut {
+        SharedOut(self.0.as_mut_ptr().cast())
+    }
+
+    /// The values.
+    ///
+    /// # Safety
+    /// Every element must have been written.
+    pub unsafe fn assume_init(self) -> Vec<f32> {
+        let mut v = ManuallyDrop::new(self.0);
+        // SAFETY: same layout and allocation; the caller vouches every element is written.
+        unsafe { Vec::from_raw_parts(v.as_mut_ptr().cast(), v.len(), v.capacity()) }
+    }
 }
 
 /// Runs `f` compiled for the widest vector instructions this CPU has (AVX-512, AVX2 + FMA, else

@@ -9,7 +9,7 @@
 use burn::backend::Shape;
 use rayon::prelude::*;
 
-use super::buffer::{SharedOut, uninit, vectorized, with_scratch};
+use super::buffer::{Output, vectorized, with_scratch};
 use super::gemm::{Mat, Parallelism, matmul};
 use crate::extension::ConvGeom;
 
@@ -598,7 +598,7 @@ fn wide_epilogue(s: &ConvShape, y: &mut [f32], first: usize, tail: &Tail) {
 /// pass; each branch a plain loop that vectorises.
 #[inline(always)]
 fn finish_row(out: &mut [f32], src: &[f32], b: f32, res: Option<&[f32]>, relu: bool) {
-    let act = |z: f32| if relu { z.max(0.0) } else { z };
+    let act = |z: f32| if relu { super::relu(z) } else { z };
     match res {
         Some(res) => {
             for ((v, x), r) in out.iter_mut().zip(src).zip(res) {
@@ -616,7 +616,7 @@ fn finish_row(out: &mut [f32], src: &[f32], b: f32, res: Option<&[f32]>, relu: b
 /// [`finish_row`] on a row that already holds the GEMM result.
 #[inline(always)]
 fn finish_row_in_place(out: &mut [f32], b: f32, res: Option<&[f32]>, relu: bool) {
-    let act = |z: f32| if relu { z.max(0.0) } else { z };
+    let act = |z: f32| if relu { super::relu(z) } else { z };
     match res {
         Some(res) => out
             .iter_mut()
@@ -686,8 +686,9 @@ impl Chunk {
 pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], tail: &Tail) -> Vec<f32> {
     let (k, p) = (s.k(), s.p());
     let plan = Plan::new(s);
-    let mut y = uninit(s.n * s.o * p);
-    let out = SharedOut(y.as_mut_ptr());
+    // Each chunk writes its images in full (the GEMM or the epilogue's copy, then the tail).
+    let mut y = Output::new(s.n * s.o * p);
+    let out = y.shared();
     plan.for_each(s.n, |first, count| {
         let c = Chunk::new(s, first, count);
         let (col_len, tmp_len) = c.scratch(s);
@@ -726,15 +727,17 @@ pub fn forward(s: &ConvShape, x: &[f32], w: &[f32], tail: &Tail) -> Vec<f32> {
             }
         });
     });
-    y
+    // SAFETY: the chunks cover the batch.
+    unsafe { y.assume_init() }
 }
 
 /// Gradient of the input, `[n, c, h, w]`, from the output gradient `dy` `[n, o, ho, wo]`.
 pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let k = s.k();
     let plan = Plan::new(s);
-    let mut dx = uninit(s.n * s.image());
-    let out = SharedOut(dx.as_mut_ptr());
+    // Each chunk writes its images in full (the GEMM in place, or zeroed then folded back).
+    let mut dx = Output::new(s.n * s.image());
+    let out = dx.shared();
     plan.for_each(s.n, |first, count| {
         let c = Chunk::new(s, first, count);
         let (col_len, gather_len) = c.scratch(s);
@@ -756,7 +759,8 @@ pub fn x_backward(s: &ConvShape, w: &[f32], dy: &[f32]) -> Vec<f32> {
             }
         });
     });
-    dx
+    // SAFETY: the chunks cover the batch.
+    unsafe { dx.assume_init() }
 }
 
 /// Gradient of the weight, `[o, c, kh, kw]`: the sum over images of `dy_i * im2col(x_i)^T`.
@@ -768,15 +772,26 @@ pub fn weight_backward(s: &ConvShape, x: &[f32], dy: &[f32]) -> Vec<f32> {
         let c = Chunk::new(s, first, count);
         let (col_len, gather_len) = c.scratch(s);
         let ld = c.ld;
-        let add = acc.is_some();
-        let mut acc = acc.unwrap_or_else(|| uninit(s.o * k));
-        with_scratch(col_len, gather_len, |col, dyg| {
-            let colt = Mat::transposed(c.columns(s, x, col, plan.wide), ld);
-            let dym = Mat::rows(c.output_grad(s, dy, dyg), ld);
-            // SAFETY: dym is [o, ld], colt is [ld, k], acc is [o, k]; all in bounds, disjoint.
-            unsafe { matmul([s.o, k, ld], acc.as_mut_ptr(), k, add, dym, colt, plan.gemm) };
-        });
-        acc
+        let gemm = |dst: *mut f32, add: bool| {
+            with_scratch(col_len, gather_len, |col, dyg| {
+                let colt = Mat::transposed(c.columns(s, x, col, plan.wide), ld);
+                let dym = Mat::rows(c.output_grad(s, dy, dyg), ld);
+                // SAFETY: dym is [o, ld], colt is [ld, k], dst is [o, k]; in bounds, disjoint.
+                unsafe { matmul([s.o, k, ld], dst, k, add, dym, colt, plan.gemm) };
+            })
+        };
+        match acc {
+            Some(mut acc) => {
+                gemm(acc.as_mut_ptr(), true);
+                acc
+            }
+            None => {
+                let mut out = Output::new(s.o * k);
+                gemm(out.shared().0, false);
+                // SAFETY: the GEMM wrote every element of `[o, k]`.
+                unsafe { out.assume_init() }
+            }
+        }
     };
     if plan.chunks == 1 {
         return accumulate(None, 0, s.n);

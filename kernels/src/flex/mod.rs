@@ -17,6 +17,19 @@ use burn::backend::{DType, Flex, TensorData, TensorMetadata};
 use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor, PoolGeom};
 use conv::ConvShape;
 
+/// ReLU as burn-flex computes it: NaN propagates (as in PyTorch), where `f32::max` would turn it
+/// into 0 and hide a diverged run.
+#[inline(always)]
+fn relu(x: f32) -> f32 {
+    if relu_passes(x) { x } else { 0.0 }
+}
+
+/// Whether ReLU passes `x` (its output is `x`), and so its gradient: positive or NaN.
+#[inline(always)]
+fn relu_passes(x: f32) -> bool {
+    x.is_nan() || x > 0.0
+}
+
 /// The tensor's f32 values in row-major order (copied only if it is a strided view).
 fn contiguous(t: &FlexTensor) -> FlexTensor {
     t.to_contiguous()

@@ -7,7 +7,7 @@
 use burn::backend::Shape as Dims;
 use rayon::prelude::*;
 
-use super::buffer::{uninit, vectorized};
+use super::buffer::{Output, vectorized};
 use super::conv::{valid_range, with_phases};
 use crate::extension::PoolGeom;
 
@@ -52,10 +52,12 @@ type Tap = (usize, usize, (usize, usize));
 /// The maximum over each window; padding never wins (it is not a value).
 pub fn max_pool(s: &Shape, x: &[f32]) -> Vec<f32> {
     // Every output row is written in full below.
-    let mut y = uninit(s.planes * s.ho * s.wo);
-    if y.is_empty() {
-        return y;
+    let len = s.planes * s.ho * s.wo;
+    if len == 0 {
+        return Vec::new();
     }
+    let mut y = Output::new(len);
+    let out = y.shared();
     // Per window column: the output columns it covers, and where its input run starts.
     let [sw, pw] = [s.geom.stride[1], s.geom.padding[1]];
     let taps: Vec<Tap> = (0..s.geom.kernel[1])
@@ -67,7 +69,10 @@ pub fn max_pool(s: &Shape, x: &[f32]) -> Vec<f32> {
         })
         .filter(|(lo, hi, _)| lo < hi)
         .collect();
-    y.par_chunks_mut(s.ho * s.wo)
+    // SAFETY: the whole output, split into disjoint planes below.
+    let planes = unsafe { out.slice(0, len) };
+    planes
+        .par_chunks_mut(s.ho * s.wo)
         .zip(x.par_chunks(s.h * s.w))
         .for_each(|(out, plane)| {
             vectorized(
@@ -75,7 +80,8 @@ pub fn max_pool(s: &Shape, x: &[f32]) -> Vec<f32> {
                 || pool_plane(s, &taps, plane, out),
             )
         });
-    y
+    // SAFETY: every plane's rows were written in full.
+    unsafe { y.assume_init() }
 }
 
 #[inline(always)]
