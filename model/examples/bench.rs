@@ -115,13 +115,7 @@ fn peak_rss_mb() -> f64 {
 
 /// Runs `step` once to warm up (kernel compilation, autotuning, allocator), then until
 /// `min_time` has passed; returns images/s.
-/// Times `step` on rayon's pool, as `rekindle-train` runs its steps and `ResNet::forward` its
-/// forward pass (see `rekindle_kernels::on_pool`).
-fn time_steps(batch: usize, min_time: f64, step: impl FnMut() + Send) -> (f64, usize) {
-    rekindle_kernels::on_pool(|| time_steps_here(batch, min_time, step))
-}
-
-fn time_steps_here(batch: usize, min_time: f64, mut step: impl FnMut()) -> (f64, usize) {
+fn time_steps(batch: usize, min_time: f64, mut step: impl FnMut()) -> (f64, usize) {
     step();
     let start = Instant::now();
     let mut iters = 0;

@@ -64,24 +64,14 @@ impl Launcher<'_> {
     /// Trains `phase`, starting from `model` (the checkpoint before the phase replaces its
     /// weights when there is one).
     pub fn launch(&self, model: &Trainee, phase: Phase) -> Result<PhaseEnd, TrainError> {
-        // The whole launch on rayon's pool, so each step's parallel kernels split their work with
-        // a `join` instead of waking this thread after every operation (see `on_pool`). Burn's
-        // training loop is not `Send`, so it is built there too, and only the outcome comes back.
-        let outcome = rekindle_kernels::on_pool(|| -> Result<_, TrainError> {
-            let model = self.trainee(model, phase);
-            let groups = strategy::param_groups(&self.plan.groups, &model.net);
-            let scheduler = self.scheduler(&groups, phase.first)?;
-            let interrupter = Interrupter::new();
-            let training = self.training(phase, &interrupter)?;
-            *current_run().lock().unwrap_or_else(|e| e.into_inner()) = Some(interrupter);
-            let result =
-                training.launch(Learner::new(model, self.cfg.optim.optimizer(), scheduler));
-            *current_run().lock().unwrap_or_else(|e| e.into_inner()) = None;
-            Ok((
-                result.error.map(|e| e.to_string()),
-                result.interrupted.map(|i| i.reason),
-            ))
-        })?;
+        let model = self.trainee(model, phase);
+        let groups = strategy::param_groups(&self.plan.groups, &model.net);
+        let scheduler = self.scheduler(&groups, phase.first)?;
+        let interrupter = Interrupter::new();
+        let training = self.training(phase, &interrupter)?;
+        *current_run().lock().unwrap_or_else(|e| e.into_inner()) = Some(interrupter);
+        let result = training.launch(Learner::new(model, self.cfg.optim.optimizer(), scheduler));
+        *current_run().lock().unwrap_or_else(|e| e.into_inner()) = None;
 
         let stop_reason = self
             .shared
@@ -92,17 +82,16 @@ impl Launcher<'_> {
         if let Some(reason) = stop_reason {
             return Err(TrainError::Stopped(reason));
         }
-        let (error, interrupted) = outcome;
-        if let Some(err) = error {
+        if let Some(err) = result.error {
             return Err(TrainError::Stopped(format!(
                 "{err}; the last complete checkpoint in {} is kept (resume with --resume)",
                 self.dir.checkpoints().display()
             )));
         }
-        if let Some(reason) = interrupted {
+        if let Some(i) = result.interrupted {
             return Err(TrainError::Stopped(format!(
                 "{}; resume with --resume {}",
-                reason.unwrap_or_else(|| "interrupted".into()),
+                i.reason.unwrap_or_else(|| "interrupted".into()),
                 self.dir.path().display()
             )));
         }
