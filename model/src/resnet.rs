@@ -115,9 +115,14 @@ impl<N: Norm> ResNet<N> {
 
     /// Logits `[batch, num_classes]` of images `[batch, 3, height, width]`.
     ///
-    /// Runs on rayon's pool ([`rekindle_kernels::on_pool`]): from outside it, every parallel
-    /// kernel would put this thread to sleep and wake it again (1.5x at batch 1, 64 px).
+    /// Without autodiff it runs on rayon's pool ([`rekindle_kernels::on_pool`]): from outside
+    /// it, every parallel kernel would put this thread to sleep and wake it again (1.5x at
+    /// batch 1, 64 px). Training stays on the caller's thread: Burn keeps BatchNorm's running
+    /// statistics per thread, and a forward on whichever worker is free mixed them up.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        if x.device().is_autodiff() {
+            return self.head.forward(self.features(x));
+        }
         rekindle_kernels::on_pool(|| self.head.forward(self.features(x)))
     }
 
