@@ -148,25 +148,26 @@ fn bn_forward<B: KernelBackend, C: CheckpointStrategy, const N: usize>(
     relu: bool,
 ) -> BnTrain<Autodiff<B, C>> {
     let residual = residual.map(|r| r.into_primitive()).into();
-    let wrap = |r: &BnTrain<B>| {
-        (
-            FloatTensor::<Autodiff<B, C>>::new(r.mean.clone()),
-            FloatTensor::<Autodiff<B, C>>::new(r.variance.clone()),
-        )
+    let beta = beta.into_primitive();
+    // The inner op runs the same way tracked or not; only what is kept for backward differs.
+    let run = |x: FloatTensor<Autodiff<B, C>>, gamma: FloatTensor<Autodiff<B, C>>| {
+        let r = B::rk_batch_norm_train(
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta,
+            residual,
+            epsilon,
+            relu,
+        );
+        let mean = FloatTensor::<Autodiff<B, C>>::new(r.mean.clone());
+        let variance = FloatTensor::<Autodiff<B, C>>::new(r.variance.clone());
+        (r, mean, variance)
     };
     match prep.compute_bound().stateful() {
         OpsKind::Tracked(mut prep) => {
             let x_state = prep.checkpoint(&x);
             let gamma_state = prep.checkpoint(&gamma);
-            let r = B::rk_batch_norm_train(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                residual,
-                epsilon,
-                relu,
-            );
-            let (mean, variance) = wrap(&r);
+            let (r, mean, variance) = run(x, gamma);
             let output = relu.then(|| r.output.clone());
             let state = (x_state, gamma_state, r.mean, r.variance, epsilon, output);
             BnTrain {
@@ -176,15 +177,7 @@ fn bn_forward<B: KernelBackend, C: CheckpointStrategy, const N: usize>(
             }
         }
         OpsKind::UnTracked(prep) => {
-            let r = B::rk_batch_norm_train(
-                x.into_primitive(),
-                gamma.into_primitive(),
-                beta.into_primitive(),
-                residual,
-                epsilon,
-                relu,
-            );
-            let (mean, variance) = wrap(&r);
+            let (r, mean, variance) = run(x, gamma);
             BnTrain {
                 output: prep.finish(r.output),
                 mean,

@@ -131,8 +131,7 @@ pub trait KernelBackend: Backend {
         geom: ConvGeom,
         relu: bool,
     ) -> FloatTensor<Self> {
-        let out = Self::conv2d(x, weight, Some(bias), geom.options());
-        tail::<Self>(out, residual.into_option(), relu)
+        composed::conv2d_bias::<Self>(x, weight, bias, residual.into_option(), geom, relu)
     }
 
     /// 2-D max pooling. Under autodiff this stays Burn's tracked operation (flex's kernel serves
@@ -172,12 +171,7 @@ pub trait KernelBackend: Backend {
         epsilon: f64,
         relu: bool,
     ) -> BnTrain<Self> {
-        let r = Self::batch_norm_train(x, gamma, beta, epsilon);
-        BnTrain {
-            output: tail::<Self>(r.output, residual.into_option(), relu),
-            mean: r.mean,
-            variance: r.variance,
-        }
+        composed::batch_norm_train::<Self>(x, gamma, beta, residual.into_option(), epsilon, relu)
     }
 
     /// Gradients of [`rk_batch_norm_train`](Self::rk_batch_norm_train); `output` is its output
@@ -191,11 +185,85 @@ pub trait KernelBackend: Backend {
         output_grad: FloatTensor<Self>,
         #[extension_type] output: OptTensor<Self>,
     ) -> BnGrads<Self> {
-        let sum = match output.into_option() {
-            Some(y) => Self::relu_backward(y, output_grad),
+        let stats = [mean, variance];
+        composed::batch_norm_train_backward::<Self>(
+            x,
+            gamma,
+            stats,
+            epsilon,
+            output_grad,
+            output.into_option(),
+        )
+    }
+}
+
+/// The fused operations composed of Burn's own: the extension's default bodies, and what flex
+/// runs for dtypes its kernels do not take.
+pub(crate) mod composed {
+    use super::{BnGrads, BnTrain, ConvGeom};
+    use burn::backend::Backend;
+    use burn::backend::tensor::FloatTensor;
+
+    /// `out + residual` (when given), then ReLU when `relu`.
+    fn tail<B: Backend>(
+        out: FloatTensor<B>,
+        residual: Option<FloatTensor<B>>,
+        relu: bool,
+    ) -> FloatTensor<B> {
+        let out = match residual {
+            Some(r) => B::float_add(out, r),
+            None => out,
+        };
+        if relu { B::relu(out) } else { out }
+    }
+
+    /// Convolution plus bias, then [`tail`].
+    pub(crate) fn conv2d_bias<B: Backend>(
+        x: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: FloatTensor<B>,
+        residual: Option<FloatTensor<B>>,
+        geom: ConvGeom,
+        relu: bool,
+    ) -> FloatTensor<B> {
+        tail::<B>(
+            B::conv2d(x, weight, Some(bias), geom.options()),
+            residual,
+            relu,
+        )
+    }
+
+    /// BatchNorm with the batch's statistics, then [`tail`].
+    pub(crate) fn batch_norm_train<B: Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        beta: FloatTensor<B>,
+        residual: Option<FloatTensor<B>>,
+        epsilon: f64,
+        relu: bool,
+    ) -> BnTrain<B> {
+        let r = B::batch_norm_train(x, gamma, beta, epsilon);
+        BnTrain {
+            output: tail::<B>(r.output, residual, relu),
+            mean: r.mean,
+            variance: r.variance,
+        }
+    }
+
+    /// Gradients of [`batch_norm_train`], through ReLU when its `output` is given.
+    pub(crate) fn batch_norm_train_backward<B: Backend>(
+        x: FloatTensor<B>,
+        gamma: FloatTensor<B>,
+        [mean, variance]: [FloatTensor<B>; 2],
+        epsilon: f64,
+        output_grad: FloatTensor<B>,
+        output: Option<FloatTensor<B>>,
+    ) -> BnGrads<B> {
+        let sum = match output {
+            Some(y) => B::relu_backward(y, output_grad),
             None => output_grad,
         };
-        let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, sum.clone());
+        let g = B::batch_norm_train_backward(x, gamma, mean, variance, epsilon, sum.clone());
         BnGrads {
             x: g.x_grad,
             gamma: g.gamma_grad,
@@ -203,19 +271,6 @@ pub trait KernelBackend: Backend {
             sum,
         }
     }
-}
-
-/// `out + residual` (when given), then ReLU when `relu`, in Burn's operations.
-fn tail<B: Backend>(
-    out: FloatTensor<B>,
-    residual: Option<FloatTensor<B>>,
-    relu: bool,
-) -> FloatTensor<B> {
-    let out = match residual {
-        Some(r) => B::float_add(out, r),
-        None => out,
-    };
-    if relu { B::relu(out) } else { out }
 }
 
 #[cfg(feature = "ndarray")]

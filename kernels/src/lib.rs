@@ -47,6 +47,24 @@ pub fn conv2d_bias(
     ))
 }
 
+/// `out + residual` (when given), then ReLU when `relu`, as separate Burn operations: what the
+/// fused ops' tails compute, for layers the kernels do not cover and as their reference.
+pub fn residual_relu<const D: usize>(
+    out: Tensor<D>,
+    residual: Option<Tensor<D>>,
+    relu: bool,
+) -> Tensor<D> {
+    let out = match residual {
+        Some(r) => out + r,
+        None => out,
+    };
+    if relu {
+        burn::tensor::activation::relu(out)
+    } else {
+        out
+    }
+}
+
 /// 2-D max pooling of `x [n, c, h, w]` (Burn's own operation under autodiff).
 pub fn max_pool2d(x: Tensor<4>, geom: PoolGeom) -> Tensor<4> {
     Tensor::from_dispatch(<Dispatch as KernelBackend>::rk_max_pool2d(

@@ -10,7 +10,7 @@ use burn::tensor::module::{
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor};
 
-use crate::{ConvGeom, PoolGeom, batch_norm_train, conv2d, conv2d_bias, max_pool2d};
+use crate::{ConvGeom, PoolGeom, batch_norm_train, conv2d, conv2d_bias, max_pool2d, residual_relu};
 
 /// Asserts elementwise closeness within 1e-4 of the reference's largest magnitude: sums reordered
 /// over thousands of terms differ by a few ulps of the largest partial sum, not of each element.
@@ -109,7 +109,7 @@ impl Case {
                     self.geom,
                     relu,
                 ),
-                tail(want_b.clone(), residual, relu),
+                residual_relu(want_b.clone(), residual, relu),
                 &format!("{self:?} forward + bias, residual {add}, relu {relu}"),
             );
         }
@@ -153,19 +153,6 @@ impl Case {
 /// Every (residual added, ReLU applied) combination a fused op takes.
 const TAILS: [(bool, bool); 4] = [(false, false), (false, true), (true, false), (true, true)];
 
-/// `out + residual` (when given), then ReLU when `relu`, in Burn's operations.
-fn tail<const D: usize>(out: Tensor<D>, residual: Option<Tensor<D>>, relu: bool) -> Tensor<D> {
-    let out = match residual {
-        Some(r) => out + r,
-        None => out,
-    };
-    if relu {
-        burn::tensor::activation::relu(out)
-    } else {
-        out
-    }
-}
-
 /// Checks BatchNorm over `dims` (`[n, c, h, w]`) against Burn, output, statistics and gradients,
 /// alone and followed by each combination of residual and ReLU.
 pub fn check_batch_norm(dims: [usize; 4]) {
@@ -196,7 +183,7 @@ fn check_batch_norm_tail(dims: [usize; 4], residual: bool, relu: bool) {
         1e-5,
         relu,
     );
-    let want_out = tail(want.output, r.clone(), relu);
+    let want_out = residual_relu(want.output, r.clone(), relu);
     assert_close(
         got.output.clone(),
         want_out.clone(),
@@ -220,7 +207,7 @@ fn check_batch_norm_tail(dims: [usize; 4], residual: bool, relu: bool) {
             batch_norm_train(xl.clone(), gl.clone(), bl.clone(), rl.clone(), 1e-5, relu).output
         } else {
             let bn = burn_batch_norm(xl.clone(), gl.clone(), bl.clone(), 1e-5).output;
-            tail(bn, rl.clone(), relu)
+            residual_relu(bn, rl.clone(), relu)
         };
         let grads = (out * dya.clone()).sum().backward();
         [

@@ -149,27 +149,22 @@ fn measure(op: &Op, min_time: f64, device: &Device) -> f64 {
         let c = op.x[1];
         let gamma = Tensor::<1>::ones([c], device);
         let beta = Tensor::<1>::zeros([c], device);
-        let r = rekindle_kernels::batch_norm_train(
-            x.clone(),
-            gamma.clone(),
-            beta.clone(),
-            None,
-            1e-5,
-            false,
-        );
+        let forward = || {
+            rekindle_kernels::batch_norm_train(
+                x.clone(),
+                gamma.clone(),
+                beta.clone(),
+                None,
+                1e-5,
+                false,
+            )
+        };
+        let r = forward();
         let dy = random(op.x);
         let stats = (r.mean, r.variance);
         return match op.kind.as_str() {
             "bn_forward" => time(min_time, || {
-                let r = rekindle_kernels::batch_norm_train(
-                    x.clone(),
-                    gamma.clone(),
-                    beta.clone(),
-                    None,
-                    1e-5,
-                    false,
-                );
-                let _ = r.output.into_data();
+                let _ = forward().output.into_data();
             }),
             _ => time(min_time, || {
                 let g = rekindle_kernels::batch_norm_train_backward(

@@ -5,8 +5,7 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
-use rekindle_kernels::ConvGeom;
+use rekindle_kernels::{ConvGeom, residual_relu};
 
 /// The kernels' geometry for `conv`, if they cover it (`Same` padding is left to Burn, which
 /// works out its possibly uneven split).
@@ -36,28 +35,20 @@ pub fn forward(
         (Some(g), Some(b)) => {
             rekindle_kernels::conv2d_bias(x, conv.weight.val(), b.val(), residual, g, activate)
         }
-        (Some(g), None) => tail(
+        (Some(g), None) => residual_relu(
             rekindle_kernels::conv2d(x, conv.weight.val(), g),
             residual,
             activate,
         ),
-        (None, _) => tail(conv.forward(x), residual, activate),
+        (None, _) => residual_relu(conv.forward(x), residual, activate),
     }
-}
-
-/// `y + residual` (when given), then ReLU when `activate`, as separate operations.
-pub(crate) fn tail(y: Tensor<4>, residual: Option<Tensor<4>>, activate: bool) -> Tensor<4> {
-    let y = match residual {
-        Some(r) => y + r,
-        None => y,
-    };
-    if activate { relu(y) } else { y }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::activation::relu;
     use burn::tensor::{Device, Distribution, Tolerance};
 
     /// Every configuration Burn's `Conv2d` allows gives Burn's own result, covered or not.

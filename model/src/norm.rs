@@ -9,7 +9,8 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Identity};
 use burn::tensor::Tensor;
 
-use crate::conv::{self, tail};
+use crate::conv;
+use rekindle_kernels::residual_relu;
 
 /// The normalisation applied to a convolution's output.
 pub trait Norm: Module + ModuleDisplay + Sync {
@@ -38,7 +39,7 @@ impl Norm for BatchNorm {
         let x = conv::forward(conv, x, None, false);
         // The same test Burn's `BatchNorm::forward` makes: a frozen layer stays in inference.
         if !(x.device().is_autodiff() && self.training.is_enabled()) {
-            return tail(self.forward(x), residual, activate);
+            return residual_relu(self.forward(x), residual, activate);
         }
         let [n, _, h, w] = x.dims();
         let (gamma, beta) = (self.gamma.val(), self.beta.val());

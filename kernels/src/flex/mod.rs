@@ -11,10 +11,10 @@ mod gemm;
 mod pool;
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::{ActivationOps, FloatTensorOps, ModuleOps};
+use burn::backend::ops::ModuleOps;
 use burn::backend::{DType, Flex, TensorData, TensorMetadata};
 
-use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor, PoolGeom};
+use crate::extension::{BnGrads, BnTrain, ConvGeom, KernelBackend, OptTensor, PoolGeom, composed};
 use conv::ConvShape;
 
 /// ReLU as burn-flex computes it: NaN propagates (as in PyTorch), where `f32::max` would turn it
@@ -48,16 +48,6 @@ fn all_f32(ts: &[&FlexTensor]) -> bool {
     ts.iter().all(|t| t.dtype() == DType::F32)
 }
 
-/// `out + residual` (when given), then ReLU when `relu`, in Burn's operations: the tail of a
-/// fused op for dtypes the kernels do not take.
-fn tail(out: FlexTensor, residual: Option<FlexTensor>, relu: bool) -> FlexTensor {
-    let out = match residual {
-        Some(r) => Flex::float_add(out, r),
-        None => out,
-    };
-    if relu { Flex::relu(out) } else { out }
-}
-
 impl KernelBackend for Flex {
     fn rk_conv2d(x: FlexTensor, weight: FlexTensor, geom: ConvGeom) -> FlexTensor {
         if !all_f32(&[&x, &weight]) {
@@ -81,8 +71,7 @@ impl KernelBackend for Flex {
         let mut all = vec![&x, &weight, &bias];
         all.extend(residual.as_ref());
         if !all_f32(&all) {
-            let out = Self::conv2d(x, weight, Some(bias), geom.options());
-            return tail(out, residual, relu);
+            return composed::conv2d_bias::<Self>(x, weight, bias, residual, geom, relu);
         }
         let (x, w, b) = (contiguous(&x), contiguous(&weight), contiguous(&bias));
         let residual = residual.map(|r| contiguous(&r));
@@ -147,12 +136,7 @@ impl KernelBackend for Flex {
         let mut all = vec![&x, &gamma, &beta];
         all.extend(residual.as_ref());
         if !all_f32(&all) {
-            let r = Self::batch_norm_train(x, gamma, beta, epsilon);
-            return BnTrain {
-                output: tail(r.output, residual, relu),
-                mean: r.mean,
-                variance: r.variance,
-            };
+            return composed::batch_norm_train::<Self>(x, gamma, beta, residual, epsilon, relu);
         }
         let (x, gamma, beta) = (contiguous(&x), contiguous(&gamma), contiguous(&beta));
         let residual = residual.map(|r| contiguous(&r));
@@ -190,17 +174,15 @@ impl KernelBackend for Flex {
         let mut all = vec![&x, &gamma, &mean, &variance, &output_grad];
         all.extend(output.as_ref());
         if !all_f32(&all) {
-            let sum = match output {
-                Some(y) => Self::relu_backward(y, output_grad),
-                None => output_grad,
-            };
-            let g = Self::batch_norm_train_backward(x, gamma, mean, variance, epsilon, sum.clone());
-            return BnGrads {
-                x: g.x_grad,
-                gamma: g.gamma_grad,
-                beta: g.beta_grad,
-                sum,
-            };
+            let stats = [mean, variance];
+            return composed::batch_norm_train_backward::<Self>(
+                x,
+                gamma,
+                stats,
+                epsilon,
+                output_grad,
+                output,
+            );
         }
         let [x, gamma, mean, variance, dy] =
             [&x, &gamma, &mean, &variance, &output_grad].map(contiguous);
