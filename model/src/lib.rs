@@ -17,6 +17,7 @@ pub mod pool;
 pub mod preprocess;
 pub mod remap;
 pub mod resnet;
+mod running;
 pub mod shapes;
 pub mod stage;
 

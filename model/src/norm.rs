@@ -10,6 +10,7 @@ use burn::nn::{BatchNorm, Identity};
 use burn::tensor::Tensor;
 
 use crate::conv;
+use crate::running::track;
 use rekindle_kernels::residual_relu;
 
 /// The normalisation applied to a convolution's output.
@@ -48,31 +49,6 @@ impl Norm for BatchNorm {
         track(self, r.mean, r.variance, n * h * w);
         r.output
     }
-}
-
-/// Moves `bn`'s running statistics towards a batch's `mean` and biased `variance`, measured over
-/// `count` values per channel.
-fn track(bn: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>, count: usize) {
-    // PyTorch moves running_var towards the *unbiased* batch variance (burn-nn uses the biased
-    // one, which differs by n / (n - 1): 2x for a 1x1 map at batch 2).
-    let count = count as f64;
-    let unbiased = if count > 1.0 {
-        count / (count - 1.0)
-    } else {
-        1.0
-    };
-    let m = bn.momentum;
-    let device = mean.device();
-    let running_mean = bn.running_mean.value_sync().to_device(&device);
-    let running_var = bn.running_var.value_sync().to_device(&device);
-    let mean = running_mean
-        .mul_scalar(1.0 - m)
-        .add(mean.detach().mul_scalar(m));
-    let var = running_var
-        .mul_scalar(1.0 - m)
-        .add(variance.detach().mul_scalar(m * unbiased));
-    bn.running_mean.update(mean.detach());
-    bn.running_var.update(var.detach());
 }
 
 /// A BatchNorm folded away: its scale and shift now live in the convolution's weight and bias.

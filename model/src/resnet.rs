@@ -12,6 +12,7 @@ use crate::block::{Block, BlockConfig, bn, conv};
 use crate::head::{Head, HeadConfig};
 use crate::norm::Norm;
 use crate::params::{PathVisitor, is_running_stat, visit_with_paths};
+use crate::running;
 use crate::stage::Stage;
 
 /// Configuration of a ResNet: its depth and its classifier head.
@@ -115,15 +116,16 @@ impl<N: Norm> ResNet<N> {
 
     /// Logits `[batch, num_classes]` of images `[batch, 3, height, width]`.
     ///
-    /// Without autodiff it runs on rayon's pool ([`rekindle_kernels::on_pool`]): from outside
-    /// it, every parallel kernel would put this thread to sleep and wake it again (1.5x at
-    /// batch 1, 64 px). Training stays on the caller's thread: Burn keeps BatchNorm's running
-    /// statistics per thread, and a forward on whichever worker is free mixed them up.
+    /// It runs on rayon's pool ([`rekindle_kernels::on_pool`]): from outside it, every parallel
+    /// kernel would put this thread to sleep and wake it again (1.5x at batch 1, 64 px). In
+    /// training, BatchNorm's running statistics are moved afterwards on this thread (see
+    /// [`crate::running`]): Burn keeps them per thread.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        if x.device().is_autodiff() {
-            return self.head.forward(self.features(x));
-        }
-        rekindle_kernels::on_pool(|| self.head.forward(self.features(x)))
+        let (logits, deferred) = rekindle_kernels::on_pool(|| {
+            running::deferring(|| self.head.forward(self.features(x)))
+        });
+        deferred.apply();
+        logits
     }
 
     /// The same backbone with a freshly initialised head for `num_classes` classes (keeping the
