@@ -1,0 +1,18 @@
+//! rekindle-tune: hyper-parameter search where every trial is an ordinary, resumable training
+//! run. A study file ([`Study`]) names a base train config, a search space over its dotted keys
+//! ([`Space`]) and the budget; each sampled point becomes a [`TrainConfig`] checked by the same
+//! validation a run makes ([`trial_config`]), so an impossible point costs nothing.
+//!
+//! Its own crate, above `rekindle-train`, so that training alone and the service never pull in
+//! what the search needs.
+
+mod error;
+mod space;
+mod study;
+mod trial;
+
+pub use error::TuneError;
+pub use rekindle_train::TrainConfig;
+pub use space::{Assignment, Distribution, Param, Space};
+pub use study::{Objective, PrunerName, SamplerName, Study, StudySection};
+pub use trial::{Invalid, trial_config};

@@ -1,0 +1,266 @@
+//! The search space: dotted train-config keys, each with a distribution and optional conditions.
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use serde::Deserialize;
+
+/// One sampled point: dotted key -> value, only the keys whose conditions held.
+pub type Assignment = BTreeMap<String, toml::Value>;
+
+/// Where a parameter's values come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Distribution {
+    /// Uniform on `[low, high)`.
+    Uniform(f64, f64),
+    /// Log-uniform on `[low, high)`, `0 < low`.
+    LogUniform(f64, f64),
+    /// An integer in `low..=high`, each equally likely.
+    Int(i64, i64),
+    /// One of these values, each equally likely.
+    Choice(Vec<toml::Value>),
+}
+
+impl Distribution {
+    /// A value drawn from `rng`.
+    pub fn sample(&self, rng: &mut impl Rng) -> toml::Value {
+        match self {
+            Self::Uniform(lo, hi) => toml::Value::Float(lo + (hi - lo) * rng.random::<f64>()),
+            Self::LogUniform(lo, hi) => {
+                let (a, b) = (lo.ln(), hi.ln());
+                toml::Value::Float((a + (b - a) * rng.random::<f64>()).exp())
+            }
+            Self::Int(lo, hi) => toml::Value::Integer(rng.random_range(*lo..=*hi)),
+            Self::Choice(values) => values[rng.random_range(0..values.len())].clone(),
+        }
+    }
+
+    /// Values of every shape this distribution yields: each choice, or the lower bound.
+    pub fn shapes(&self) -> Vec<toml::Value> {
+        match self {
+            Self::Uniform(lo, _) | Self::LogUniform(lo, _) => vec![toml::Value::Float(*lo)],
+            Self::Int(lo, _) => vec![toml::Value::Integer(*lo)],
+            Self::Choice(values) => values.clone(),
+        }
+    }
+}
+
+/// A searched key: its distribution, and the values other searched keys must have for it to
+/// be sampled at all (`when = { "optim.name" = "sgd" }`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(try_from = "RawParam")]
+pub struct Param {
+    /// Where its values come from.
+    pub distribution: Distribution,
+    /// Searched key -> the value it must have.
+    pub when: BTreeMap<String, toml::Value>,
+}
+
+/// A parameter as written: exactly one of the distribution keys, plus `when`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawParam {
+    uniform: Option<[f64; 2]>,
+    log_uniform: Option<[f64; 2]>,
+    int: Option<[i64; 2]>,
+    choice: Option<Vec<toml::Value>>,
+    #[serde(default)]
+    when: BTreeMap<String, toml::Value>,
+}
+
+impl TryFrom<RawParam> for Param {
+    type Error = String;
+
+    fn try_from(raw: RawParam) -> Result<Self, String> {
+        let range = |name: &str, [lo, hi]: [f64; 2], positive: bool| {
+            if lo.is_finite() && hi.is_finite() && (!positive || lo > 0.0) && lo < hi {
+                Ok((lo, hi))
+            } else {
+                let rule = if positive {
+                    "0 < low < high"
+                } else {
+                    "low < high"
+                };
+                Err(format!("{name} = [{lo}, {hi}] needs {rule}, both finite"))
+            }
+        };
+        let mut given = Vec::new();
+        if let Some(r) = raw.uniform {
+            let (lo, hi) = range("uniform", r, false)?;
+            given.push(Distribution::Uniform(lo, hi));
+        }
+        if let Some(r) = raw.log_uniform {
+            let (lo, hi) = range("log-uniform", r, true)?;
+            given.push(Distribution::LogUniform(lo, hi));
+        }
+        if let Some([lo, hi]) = raw.int {
+            if lo > hi {
+                return Err(format!("int = [{lo}, {hi}] needs low <= high"));
+            }
+            given.push(Distribution::Int(lo, hi));
+        }
+        if let Some(values) = raw.choice {
+            if values.is_empty() {
+                return Err("choice = [] needs at least one value".into());
+            }
+            given.push(Distribution::Choice(values));
+        }
+        match <[Distribution; 1]>::try_from(given) {
+            Ok([distribution]) => Ok(Self {
+                distribution,
+                when: raw.when,
+            }),
+            Err(_) => Err("give exactly one of uniform, log-uniform, int, choice".into()),
+        }
+    }
+}
+
+/// `[space]`: dotted train-config key -> parameter.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(transparent)]
+pub struct Space(pub BTreeMap<String, Param>);
+
+impl Space {
+    /// The keys in an order where every key comes after those its conditions name, or an error
+    /// naming a condition on an unsearched key or a cycle.
+    pub fn order(&self) -> Result<Vec<&str>, String> {
+        for (key, param) in &self.0 {
+            for (dep, value) in &param.when {
+                let Some(p) = self.0.get(dep) else {
+                    return Err(format!("{key}: `when` names {dep}, which is not searched"));
+                };
+                if let Distribution::Choice(values) = &p.distribution
+                    && !values.contains(value)
+                {
+                    return Err(format!("{key}: `when` wants {dep} = {value}, not a choice"));
+                }
+            }
+        }
+        let mut order: Vec<&str> = Vec::new();
+        while order.len() < self.0.len() {
+            let ready = self.0.iter().find(|(key, param)| {
+                !order.contains(&key.as_str())
+                    && param.when.keys().all(|dep| order.contains(&dep.as_str()))
+            });
+            match ready {
+                Some((key, _)) => order.push(key),
+                None => return Err("the `when` conditions form a cycle".into()),
+            }
+        }
+        Ok(order)
+    }
+
+    /// One point: each key in [`Space::order`] whose conditions hold, drawn from `rng`.
+    pub fn sample(&self, rng: &mut impl Rng) -> Result<Assignment, String> {
+        let mut point = Assignment::new();
+        for key in self.order()? {
+            let param = &self.0[key];
+            if param.when.iter().all(|(dep, v)| point.get(dep) == Some(v)) {
+                point.insert(key.to_string(), param.distribution.sample(rng));
+            }
+        }
+        Ok(point)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    fn space(text: &str) -> Result<Space, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    const SPACE: &str = r#"
+        "train.lr" = { log-uniform = [1e-4, 1e-1] }
+        "optim.name" = { choice = ["sgd", "adamw"] }
+        "optim.momentum" = { uniform = [0.8, 0.99], when = { "optim.name" = "sgd" } }
+        "train.batch_size" = { choice = [8, 16, 32] }
+        "train.epochs" = { int = [2, 5] }
+    "#;
+
+    #[test]
+    fn a_conditional_key_is_sampled_exactly_when_its_condition_holds() {
+        let space = space(SPACE).expect("space");
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut seen = [0; 2];
+        for _ in 0..200 {
+            let point = space.sample(&mut rng).expect("sample");
+            let sgd = point["optim.name"].as_str() == Some("sgd");
+            assert_eq!(point.contains_key("optim.momentum"), sgd, "{point:?}");
+            seen[sgd as usize] += 1;
+        }
+        assert!(
+            seen.iter().all(|&n| n > 50),
+            "both branches drawn: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_points() {
+        let space = space(SPACE).expect("space");
+        let draw = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..20)
+                .map(|_| space.sample(&mut rng).expect("sample"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(draw(3), draw(3));
+        assert_ne!(draw(3), draw(4));
+    }
+
+    #[test]
+    fn malformed_parameters_are_refused_with_the_reason() {
+        let cases = [
+            (r#"k = { uniform = [1.0, 0.5] }"#, "low < high"),
+            (r#"k = { log-uniform = [0.0, 1.0] }"#, "low < high"),
+            (r#"k = { int = [3, 1] }"#, "low <= high"),
+            (r#"k = { choice = [] }"#, "at least one"),
+            (
+                r#"k = { uniform = [0.0, 1.0], int = [1, 2] }"#,
+                "exactly one",
+            ),
+            (r#"k = { when = { a = 1 } }"#, "exactly one"),
+            (r#"k = { normal = [0.0, 1.0] }"#, "unknown field"),
+        ];
+        for (text, want) in cases {
+            let err = space(text).expect_err(text);
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        let unsearched = space(r#"k = { int = [1, 2], when = { a = 1 } }"#).expect("parses");
+        assert!(unsearched.order().expect_err("a").contains("not searched"));
+        let impossible = r#"a = { choice = [1, 2] }
+            k = { int = [1, 2], when = { a = 3 } }"#;
+        let err = space(impossible).expect("parses").order().expect_err("3");
+        assert!(err.contains("not a choice"), "{err}");
+        let cycle = r#"a = { choice = [1], when = { b = 1 } }
+            b = { choice = [1], when = { a = 1 } }"#;
+        assert!(
+            space(cycle)
+                .expect("parses")
+                .order()
+                .expect_err("cycle")
+                .contains("cycle")
+        );
+    }
+
+    proptest! {
+        /// Every draw lies in its distribution's support, whatever the bounds and seed.
+        #[test]
+        fn draws_stay_in_bounds(lo in -1e3f64..1e3, width in 1e-6f64..1e3, seed: u64,
+                                ilo in -100i64..100, iwidth in 0i64..100) {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let hi = lo + width;
+            let u = Distribution::Uniform(lo, hi).sample(&mut rng).as_float().expect("float");
+            prop_assert!(lo <= u && u < hi);
+            let (plo, phi) = (lo.abs() + 1e-6, lo.abs() + 1e-6 + width);
+            let l = Distribution::LogUniform(plo, phi).sample(&mut rng).as_float().expect("float");
+            prop_assert!(plo * (1.0 - 1e-12) <= l && l <= phi * (1.0 + 1e-12));
+            let i = Distribution::Int(ilo, ilo + iwidth).sample(&mut rng).as_integer();
+            prop_assert!(i.is_some_and(|i| ilo <= i && i <= ilo + iwidth));
+        }
+    }
+}

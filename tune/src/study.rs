@@ -1,0 +1,236 @@
+//! The study file: what to search, over which base config, for how long.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::TuneError;
+use crate::space::Space;
+use crate::trial::set;
+
+/// How the next point is proposed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerName {
+    /// Independent uniform draws from the space.
+    #[default]
+    Random,
+    /// Every combination of the choices (numeric ranges are not gridded).
+    Grid,
+    /// A scrambled Sobol sequence over the space.
+    Sobol,
+    /// Optuna's tree-structured Parzen estimator.
+    Tpe,
+}
+
+/// How unpromising trials are stopped early.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrunerName {
+    /// Every trial runs all its epochs (a NaN loss still stops it).
+    #[default]
+    None,
+    /// Below the median of earlier trials at the same epoch.
+    Median,
+    /// Asynchronous successive halving.
+    Asha,
+    /// Several successive-halving brackets.
+    Hyperband,
+}
+
+/// What a trial is judged by, at its best epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// Validation accuracy, maximised.
+    #[default]
+    ValidAccuracy,
+    /// Validation loss, minimised.
+    ValidLoss,
+}
+
+/// `[study]`: budget, sampler, pruner, objective, seed and where the base config is.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StudySection {
+    /// How many trials to run, invalid ones included.
+    pub trials: usize,
+    /// How points are proposed.
+    #[serde(default)]
+    pub sampler: SamplerName,
+    /// How trials are stopped early.
+    #[serde(default)]
+    pub pruner: PrunerName,
+    /// What the trials are ranked by.
+    #[serde(default)]
+    pub objective: Objective,
+    /// Seeds the sampler; trial `i` trains with `seed + i` unless `train.seed` is searched.
+    #[serde(default)]
+    pub seed: u64,
+    /// A train config file, relative to the study file; or an inline `[base]` table instead.
+    pub base: Option<PathBuf>,
+}
+
+/// The study file as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StudyFile {
+    study: StudySection,
+    base: Option<toml::Table>,
+    space: Space,
+}
+
+/// A study, read and checked: its base config parses and validates, and every searched key
+/// exists in the train config with the type its values have.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Study {
+    /// `[study]`.
+    pub section: StudySection,
+    /// The base train config, as a TOML table the sampled keys are set in.
+    pub base: toml::Table,
+    /// `[space]`.
+    pub space: Space,
+}
+
+impl Study {
+    /// Reads and checks a study file; errors name the file and the key at fault.
+    pub fn load(path: &Path) -> Result<Self, TuneError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| TuneError::Io { path, source }
+        };
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let bad = |path: &Path, message: String| TuneError::Study {
+            path: path.to_path_buf(),
+            message,
+        };
+        let file: StudyFile = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+        let base = match (&file.study.base, file.base) {
+            (Some(rel), None) => {
+                let base_path = path.parent().unwrap_or(Path::new(".")).join(rel);
+                let text = std::fs::read_to_string(&base_path).map_err(io(&base_path))?;
+                toml::from_str(&text).map_err(|e| bad(&base_path, e.to_string()))?
+            }
+            (None, Some(inline)) => inline,
+            _ => {
+                let msg = "give the base config once: study.base = \"FILE\" or a [base] table";
+                return Err(bad(path, msg.into()));
+            }
+        };
+        let study = Self {
+            section: file.study,
+            base,
+            space: file.space,
+        };
+        study.check().map_err(|message| bad(path, message))?;
+        Ok(study)
+    }
+
+    /// What [`Study::load`] checks beyond the file's shape.
+    fn check(&self) -> Result<(), String> {
+        if self.section.trials == 0 {
+            return Err("study.trials must be at least 1".into());
+        }
+        let parse = |table: toml::Table| -> Result<rekindle_train::TrainConfig, String> {
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| e.message().trim().to_string())
+        };
+        let base = parse(self.base.clone()).map_err(|e| format!("base config: {e}"))?;
+        base.validate().map_err(|e| format!("base config: {e}"))?;
+        self.space.order()?;
+        for (key, param) in &self.space.0 {
+            for value in param.distribution.shapes() {
+                let mut table = self.base.clone();
+                set(&mut table, key, value.clone()).map_err(|e| format!("space: {e}"))?;
+                parse(table).map_err(|e| format!("space.\"{key}\" = {value}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The study of the issue that asked for this crate, with its base inline.
+    const STUDY: &str = r#"
+        [study]
+        trials = 24
+        sampler = "tpe"
+        pruner = "asha"
+        objective = "valid-accuracy"
+        seed = 7
+
+        [base.train]
+        epochs = 3
+
+        [space]
+        "train.lr" = { log-uniform = [1e-4, 1e-1] }
+        "optim.name" = { choice = ["sgd", "adamw"] }
+        "optim.momentum" = { uniform = [0.8, 0.99], when = { "optim.name" = "sgd" } }
+        "train.batch_size" = { choice = [8, 16, 32] }
+    "#;
+
+    fn load(text: &str) -> Result<Study, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("study.toml");
+        std::fs::write(&path, text).expect("write");
+        Study::load(&path).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_documented_study_loads() {
+        let study = load(STUDY).expect("loads");
+        assert_eq!(study.section.trials, 24);
+        assert_eq!(study.section.sampler, SamplerName::Tpe);
+        assert_eq!(study.section.pruner, PrunerName::Asha);
+        assert_eq!(study.space.0.len(), 4);
+    }
+
+    #[test]
+    fn a_base_file_is_read_relative_to_the_study() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("my.toml"), "[train]\nepochs = 2\n").expect("write");
+        let study = STUDY
+            .replace("seed = 7", "seed = 7\nbase = \"my.toml\"")
+            .replace("[base.train]\n        epochs = 3", "");
+        let path = dir.path().join("study.toml");
+        std::fs::write(&path, study).expect("write");
+        let study = Study::load(&path).expect("loads");
+        assert_eq!(study.base["train"]["epochs"].as_integer(), Some(2));
+    }
+
+    #[test]
+    fn bad_studies_name_the_key_at_fault() {
+        let cases = [
+            (
+                STUDY.replace("\"train.lr\"", "\"train.learning_rate\""),
+                "learning_rate",
+            ),
+            (
+                STUDY.replace("[8, 16, 32]", "[\"big\"]"),
+                "train.batch_size",
+            ),
+            (STUDY.replace("trials = 24", "trials = 0"), "study.trials"),
+            (STUDY.replace("epochs = 3", "epochs = 0"), "base config: "),
+            (STUDY.replace("\"tpe\"", "\"bayes\""), "bayes"),
+            (
+                STUDY.replace("[base.train]\n        epochs = 3", ""),
+                "give the base config",
+            ),
+            (
+                STUDY.replace("\"optim.name\" = {", "\"optim.nam\" = {"),
+                "not searched",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = load(&text).expect_err(want);
+            assert!(
+                err.contains("study.toml") && err.contains(want),
+                "{want}: {err}"
+            );
+        }
+    }
+}
