@@ -161,6 +161,37 @@ impl Space {
         }
         Ok(point)
     }
+
+    /// Every point of a space of choices and integer ranges, each once, in a fixed order: a
+    /// conditional key is varied only in the points where its conditions hold. An error names
+    /// a continuous key, which has no grid.
+    pub fn grid(&self) -> Result<Vec<Assignment>, String> {
+        let mut points = vec![Assignment::new()];
+        for key in self.order()? {
+            let param = &self.0[key];
+            let values: Vec<toml::Value> = match &param.distribution {
+                Distribution::Choice(values) => values.clone(),
+                Distribution::Int(lo, hi) => (*lo..=*hi).map(toml::Value::Integer).collect(),
+                _ => return Err(format!("{key}: a grid needs choice or int, not a range")),
+            };
+            points = points
+                .into_iter()
+                .flat_map(|point| {
+                    if param.when.iter().all(|(dep, v)| point.get(dep) == Some(v)) {
+                        let with = |v: &toml::Value| {
+                            let mut p = point.clone();
+                            p.insert(key.to_string(), v.clone());
+                            p
+                        };
+                        values.iter().map(with).collect()
+                    } else {
+                        vec![point]
+                    }
+                })
+                .collect();
+        }
+        Ok(points)
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +276,30 @@ mod tests {
                 .expect_err("cycle")
                 .contains("cycle")
         );
+    }
+
+    #[test]
+    fn a_grid_holds_each_combination_once_and_varies_conditional_keys_only_where_they_apply() {
+        let space = space(
+            r#"
+            "optim.name" = { choice = ["sgd", "adamw"] }
+            "optim.nesterov" = { choice = [true, false], when = { "optim.name" = "sgd" } }
+            "train.epochs" = { int = [2, 4] }
+        "#,
+        )
+        .expect("space");
+        let grid = space.grid().expect("grid");
+        // sgd: 2 nesterov x 3 epochs; adamw: 3 epochs.
+        assert_eq!(grid.len(), 9);
+        let unique: std::collections::BTreeSet<String> =
+            grid.iter().map(|p| format!("{p:?}")).collect();
+        assert_eq!(unique.len(), grid.len());
+        for point in &grid {
+            let sgd = point["optim.name"].as_str() == Some("sgd");
+            assert_eq!(point.contains_key("optim.nesterov"), sgd, "{point:?}");
+        }
+        let continuous = self::space(r#""train.lr" = { uniform = [0.1, 0.2] }"#).expect("space");
+        assert!(continuous.grid().expect_err("range").contains("train.lr"));
     }
 
     proptest! {

@@ -15,7 +15,8 @@ pub enum SamplerName {
     /// Independent uniform draws from the space.
     #[default]
     Random,
-    /// Every combination of the choices (numeric ranges are not gridded).
+    /// Every combination of the choices and integer ranges ([`Space::grid`]); a continuous
+    /// range is refused when the study is read.
     Grid,
     /// A scrambled Sobol sequence over the space.
     Sobol,
@@ -139,6 +140,11 @@ impl Study {
         let base = parse(self.base.clone()).map_err(|e| format!("base config: {e}"))?;
         base.validate().map_err(|e| format!("base config: {e}"))?;
         self.space.order()?;
+        if self.section.sampler == SamplerName::Grid {
+            self.space
+                .grid()
+                .map_err(|e| format!("sampler = \"grid\": {e}"))?;
+        }
         for (key, param) in &self.space.0 {
             for value in param.distribution.shapes() {
                 let mut table = self.base.clone();
@@ -223,6 +229,10 @@ mod tests {
             (
                 STUDY.replace("\"optim.name\" = {", "\"optim.nam\" = {"),
                 "not searched",
+            ),
+            (
+                STUDY.replace("\"tpe\"", "\"grid\""),
+                "a grid needs choice or int",
             ),
         ];
         for (text, want) in cases {
