@@ -8,11 +8,13 @@
 
 mod error;
 mod space;
+mod store;
 mod study;
 mod trial;
 
 pub use error::TuneError;
 pub use rekindle_train::TrainConfig;
 pub use space::{Assignment, Distribution, Param, Space};
+pub use store::{Store, Trial, TrialState};
 pub use study::{Objective, PrunerName, SamplerName, Study, StudySection};
 pub use trial::{Invalid, trial_config};

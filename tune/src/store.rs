@@ -1,0 +1,350 @@
+//! The study's trials in SQLite: one file in the study directory, shared by every local worker.
+//!
+//! Each change is one `BEGIN IMMEDIATE` transaction, so workers in other processes see a trial
+//! either wholly claimed or not at all; a running trial's heartbeat tells a live worker from a
+//! killed one, whose trial another worker then takes over.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::TuneError;
+use crate::space::Assignment;
+
+/// Where a trial stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrialState {
+    /// Claimed by a worker, which beats its heart while it trains.
+    Running,
+    /// Trained to the end; its value counts.
+    Complete,
+    /// Stopped early by the pruner.
+    Pruned,
+    /// Its config could not run; nothing was trained.
+    Invalid,
+    /// The run failed.
+    Failed,
+}
+
+impl TrialState {
+    const ALL: [(Self, &'static str); 5] = [
+        (Self::Running, "running"),
+        (Self::Complete, "complete"),
+        (Self::Pruned, "pruned"),
+        (Self::Invalid, "invalid"),
+        (Self::Failed, "failed"),
+    ];
+
+    fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map_or("failed", |(_, n)| n)
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
+    }
+}
+
+/// One trial as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trial {
+    /// Its number in the study, from 0.
+    pub id: i64,
+    /// Where it stands.
+    pub state: TrialState,
+    /// The sampled point.
+    pub point: Assignment,
+    /// The objective at its best epoch, once complete or pruned.
+    pub value: Option<f64>,
+    /// Why it is invalid or failed.
+    pub reason: Option<String>,
+    /// The worker that runs (or last ran) it.
+    pub worker: String,
+}
+
+/// A study's trials, in `study.db`.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, TuneError> {
+        let store = |conn| Self {
+            conn,
+            path: path.to_path_buf(),
+        };
+        let conn = Connection::open(path).map_err(|e| db_error(path, e))?;
+        let s = store(conn);
+        s.conn
+            .busy_timeout(std::time::Duration::from_secs(60))
+            .and_then(|_| s.conn.pragma_update(None, "journal_mode", "WAL"))
+            .and_then(|_| {
+                s.conn.execute_batch(
+                    "CREATE TABLE IF NOT EXISTS trials (
+                        id INTEGER PRIMARY KEY, state TEXT NOT NULL, point TEXT NOT NULL,
+                        value REAL, reason TEXT, worker TEXT NOT NULL, heartbeat INTEGER NOT NULL
+                    )",
+                )
+            })
+            .map_err(|e| s.error(e))?;
+        Ok(s)
+    }
+
+    /// Claims the next trial for `worker` at time `now` (seconds), its point made by `propose`
+    /// from the trials so far; `None` once the study holds `budget` trials.
+    pub fn start(
+        &mut self,
+        budget: usize,
+        worker: &str,
+        now: i64,
+        propose: impl FnOnce(&[Trial]) -> Assignment,
+    ) -> Result<Option<Trial>, TuneError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_error(&path, e))?;
+        let trials = read_trials(&tx, &path)?;
+        if trials.len() >= budget {
+            return Ok(None);
+        }
+        let trial = Trial {
+            id: trials.len() as i64,
+            state: TrialState::Running,
+            point: propose(&trials),
+            value: None,
+            reason: None,
+            worker: worker.to_string(),
+        };
+        let point = toml::to_string(&trial.point).map_err(|e| TuneError::Study {
+            path: path.clone(),
+            message: format!("trial {}: {e}", trial.id),
+        })?;
+        tx.execute(
+            "INSERT INTO trials (id, state, point, worker, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![trial.id, trial.state.name(), point, worker, now],
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|e| db_error(&path, e))?;
+        Ok(Some(trial))
+    }
+
+    /// Takes over, for `worker`, the oldest running trial whose heartbeat is older than
+    /// `now - stale_after`: its worker was killed, and the trial resumes from its checkpoint.
+    pub fn take_over(
+        &mut self,
+        worker: &str,
+        now: i64,
+        stale_after: i64,
+    ) -> Result<Option<Trial>, TuneError> {
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| db_error(&path, e))?;
+        let stale: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM trials WHERE state = 'running' AND heartbeat < ?1
+                 ORDER BY id LIMIT 1",
+                params![now - stale_after],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| db_error(&path, e))?;
+        let Some(id) = stale else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE trials SET worker = ?1, heartbeat = ?2 WHERE id = ?3",
+            params![worker, now, id],
+        )
+        .map_err(|e| db_error(&path, e))?;
+        let trial = read_trials(&tx, &path)?.into_iter().find(|t| t.id == id);
+        tx.commit().map_err(|e| db_error(&path, e))?;
+        Ok(trial)
+    }
+
+    /// Marks trial `id` alive at `now`.
+    pub fn heartbeat(&self, id: i64, now: i64) -> Result<(), TuneError> {
+        self.conn
+            .execute(
+                "UPDATE trials SET heartbeat = ?1 WHERE id = ?2",
+                params![now, id],
+            )
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Ends trial `id` in `state`, with its value or the reason it did not run.
+    pub fn finish(
+        &self,
+        id: i64,
+        state: TrialState,
+        value: Option<f64>,
+        reason: Option<&str>,
+    ) -> Result<(), TuneError> {
+        self.conn
+            .execute(
+                "UPDATE trials SET state = ?1, value = ?2, reason = ?3 WHERE id = ?4",
+                params![state.name(), value, reason, id],
+            )
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Every trial, by id.
+    pub fn trials(&self) -> Result<Vec<Trial>, TuneError> {
+        read_trials(&self.conn, &self.path)
+    }
+
+    fn error(&self, e: rusqlite::Error) -> TuneError {
+        db_error(&self.path, e)
+    }
+}
+
+/// Every trial in `conn`, by id.
+fn read_trials(conn: &Connection, path: &Path) -> Result<Vec<Trial>, TuneError> {
+    let corrupt = |id: i64, what: &str| TuneError::Study {
+        path: path.to_path_buf(),
+        message: format!("trial {id}: unreadable {what}"),
+    };
+    let mut stmt = conn
+        .prepare("SELECT id, state, point, value, reason, worker FROM trials ORDER BY id")
+        .map_err(|e| db_error(path, e))?;
+    let rows = stmt
+        .query_map([], |r| {
+            let row: (i64, String, String, Option<f64>, Option<String>, String) = (
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            );
+            Ok(row)
+        })
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| db_error(path, e))?;
+    rows.into_iter()
+        .map(|(id, state, point, value, reason, worker)| {
+            Ok(Trial {
+                id,
+                state: TrialState::parse(&state).ok_or_else(|| corrupt(id, "state"))?,
+                point: toml::from_str(&point).map_err(|_| corrupt(id, "point"))?,
+                value,
+                reason,
+                worker,
+            })
+        })
+        .collect()
+}
+
+fn db_error(path: &Path, e: rusqlite::Error) -> TuneError {
+    TuneError::Study {
+        path: path.to_path_buf(),
+        message: format!("study database: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(i: usize) -> Assignment {
+        let mut p = Assignment::new();
+        p.insert(
+            "train.lr".into(),
+            toml::Value::Float(0.001 * (i + 1) as f64),
+        );
+        p.insert("optim.name".into(), toml::Value::String("sgd".into()));
+        p
+    }
+
+    #[test]
+    fn three_workers_on_one_file_fill_the_budget_with_no_lost_or_duplicated_trial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("study.db");
+        Store::open(&path).expect("create");
+        let budget = 30;
+        let ran: Vec<Vec<i64>> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..3)
+                .map(|w| {
+                    let path = &path;
+                    s.spawn(move || {
+                        let mut store = Store::open(path).expect("open");
+                        let mut ran = Vec::new();
+                        let name = format!("w{w}");
+                        while let Some(t) = store
+                            .start(budget, &name, 0, |done| point(done.len()))
+                            .expect("start")
+                        {
+                            store
+                                .finish(t.id, TrialState::Complete, Some(t.id as f64), None)
+                                .expect("finish");
+                            ran.push(t.id);
+                        }
+                        ran
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| w.join().expect("worker"))
+                .collect()
+        });
+        let mut all: Vec<i64> = ran.concat();
+        all.sort();
+        assert_eq!(all, (0..budget as i64).collect::<Vec<_>>());
+        let trials = Store::open(&path)
+            .expect("reopen")
+            .trials()
+            .expect("trials");
+        assert_eq!(trials.len(), budget);
+        for t in &trials {
+            assert_eq!(t.state, TrialState::Complete);
+            assert_eq!(t.value, Some(t.id as f64));
+            assert_eq!(
+                t.point,
+                point(t.id as usize),
+                "the point stored is the point proposed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_trial_whose_heart_stopped_is_taken_over_once_with_its_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("study.db");
+        let mut a = Store::open(&path).expect("a");
+        let mut b = Store::open(&path).expect("b");
+        let t = a
+            .start(5, "a", 0, |_| point(0))
+            .expect("start")
+            .expect("trial");
+        a.heartbeat(t.id, 50).expect("beat");
+        assert_eq!(
+            b.take_over("b", 100, 60).expect("fresh"),
+            None,
+            "a is alive"
+        );
+        let taken = b.take_over("b", 200, 60).expect("stale").expect("taken");
+        assert_eq!(
+            (taken.id, &taken.point, taken.worker.as_str()),
+            (t.id, &t.point, "b")
+        );
+        assert_eq!(
+            a.take_over("a", 210, 60).expect("again"),
+            None,
+            "b's heart beats now"
+        );
+        b.finish(t.id, TrialState::Invalid, None, Some("train.lr: too high"))
+            .expect("finish");
+        let stored = &a.trials().expect("trials")[0];
+        assert_eq!(stored.reason.as_deref(), Some("train.lr: too high"));
+        assert_eq!(b.take_over("b", 10_000, 60).expect("ended"), None);
+    }
+}
