@@ -7,12 +7,14 @@
 //! what the search needs.
 
 mod error;
+mod prune;
 mod space;
 mod store;
 mod study;
 mod trial;
 
 pub use error::TuneError;
+pub use prune::{Percentile, Reports};
 pub use rekindle_train::TrainConfig;
 pub use space::{Assignment, Distribution, Param, Space};
 pub use store::{Store, Trial, TrialState};

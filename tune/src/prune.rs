@@ -1,0 +1,195 @@
+//! Pruners: whether a running trial, from the values it has reported per epoch so far, is
+//! worth finishing. Each follows Optuna's rules for the pruner of the same name, so a study
+//! ported from Optuna stops the same trials.
+
+use std::collections::BTreeMap;
+
+/// A trial's reported values: epoch (from 0) -> objective.
+pub type Reports = BTreeMap<usize, f64>;
+
+/// Optuna's `PercentilePruner` (and, at 50, its `MedianPruner`): prune a trial whose best value
+/// so far is worse than the given percentile of the complete trials' values at its last epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Percentile {
+    /// Which percentile of the complete trials a trial must reach (0-100; 50 is the median).
+    pub percentile: f64,
+    /// No pruning until this many trials are complete.
+    pub startup_trials: usize,
+    /// No pruning before this epoch.
+    pub warmup_steps: usize,
+    /// Judge every this many epochs after the warm-up (a check with no report is postponed to
+    /// the next report).
+    pub interval_steps: usize,
+    /// No pruning at an epoch where fewer complete trials reported.
+    pub min_trials: usize,
+}
+
+impl Percentile {
+    /// Optuna's `MedianPruner()` defaults.
+    pub fn median() -> Self {
+        Self {
+            percentile: 50.0,
+            startup_trials: 5,
+            warmup_steps: 0,
+            interval_steps: 1,
+            min_trials: 1,
+        }
+    }
+
+    /// Whether `trial` should stop now, judged against the `complete` trials' reports.
+    pub fn prune(&self, maximize: bool, trial: &Reports, complete: &[&Reports]) -> bool {
+        if complete.is_empty() || complete.len() < self.startup_trials {
+            return false;
+        }
+        let Some((&step, _)) = trial.last_key_value() else {
+            return false;
+        };
+        if step < self.warmup_steps || !self.judged_at(step, trial) {
+            return false;
+        }
+        let finite = trial.values().copied().filter(|v| !v.is_nan());
+        let best = if maximize {
+            finite.reduce(f64::max)
+        } else {
+            finite.reduce(f64::min)
+        };
+        // Only NaN reported: the run diverged.
+        let Some(best) = best else {
+            return true;
+        };
+        let at_step: Vec<f64> = complete
+            .iter()
+            .filter_map(|r| r.get(&step).copied())
+            .collect();
+        if at_step.len() < self.min_trials {
+            return false;
+        }
+        // The worse side of the distribution: for a maximised value, the upper percentile.
+        let q = if maximize {
+            100.0 - self.percentile
+        } else {
+            self.percentile
+        };
+        match nan_percentile(&at_step, q) {
+            Some(p) if maximize => best < p,
+            Some(p) => best > p,
+            None => false,
+        }
+    }
+
+    /// Whether `step` is the first report at or after the latest check point: checks fall at
+    /// `warmup + k * interval`, and one without a report moves to the next report.
+    fn judged_at(&self, step: usize, trial: &Reports) -> bool {
+        let interval = self.interval_steps.max(1);
+        let check = (step - self.warmup_steps) / interval * interval + self.warmup_steps;
+        let before = trial.range(..step).next_back().map(|(&s, _)| s);
+        before.is_none_or(|s| s < check)
+    }
+}
+
+/// The `q`-th percentile (0-100) of the non-NaN values, interpolated linearly between the two
+/// nearest ranks (numpy's default); `None` when every value is NaN.
+fn nan_percentile(values: &[f64], q: f64) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| !x.is_nan()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let pos = q / 100.0 * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports(values: &[(usize, f64)]) -> Reports {
+        values.iter().copied().collect()
+    }
+
+    /// Five complete trials with values 1..=5 at epochs 0..=9.
+    fn five() -> Vec<Reports> {
+        (1..=5)
+            .map(|v| (0..10).map(|s| (s, v as f64)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn the_median_pruner_stops_a_trial_below_the_median_and_keeps_one_at_it() {
+        let done = five();
+        let complete: Vec<&Reports> = done.iter().collect();
+        let m = Percentile::median();
+        assert!(m.prune(true, &reports(&[(0, 2.5)]), &complete));
+        assert!(!m.prune(true, &reports(&[(0, 3.0)]), &complete));
+        // Its best value so far counts, not its last.
+        assert!(!m.prune(true, &reports(&[(0, 4.0), (1, 1.0)]), &complete));
+        // Minimised: above the median is worse.
+        assert!(m.prune(false, &reports(&[(0, 3.5)]), &complete));
+        assert!(!m.prune(false, &reports(&[(0, 3.0)]), &complete));
+        // Before five trials are complete, nothing is pruned.
+        assert!(!m.prune(true, &reports(&[(0, -100.0)]), &complete[..4]));
+    }
+
+    #[test]
+    fn a_diverged_trial_is_pruned_and_a_nan_among_values_is_ignored() {
+        let done = five();
+        let complete: Vec<&Reports> = done.iter().collect();
+        let m = Percentile::median();
+        assert!(m.prune(true, &reports(&[(0, f64::NAN), (1, f64::NAN)]), &complete));
+        assert!(!m.prune(true, &reports(&[(0, 4.0), (1, f64::NAN)]), &complete));
+    }
+
+    #[test]
+    fn percentiles_interpolate_between_ranks_and_mirror_for_a_maximised_value() {
+        assert_eq!(nan_percentile(&[4.0, 1.0, 3.0, 2.0], 50.0), Some(2.5));
+        assert_eq!(nan_percentile(&[4.0, 1.0, 3.0, 2.0], 75.0), Some(3.25));
+        assert_eq!(nan_percentile(&[f64::NAN, 2.0], 50.0), Some(2.0));
+        assert_eq!(nan_percentile(&[f64::NAN], 50.0), None);
+        let done: Vec<Reports> = (1..=4).map(|v| reports(&[(0, v as f64)])).collect();
+        let complete: Vec<&Reports> = done.iter().collect();
+        // Keep the top 25% of a maximised value: the bar is the 75th percentile, 3.25.
+        let top = Percentile {
+            percentile: 25.0,
+            startup_trials: 0,
+            ..Percentile::median()
+        };
+        assert!(top.prune(true, &reports(&[(0, 3.2)]), &complete));
+        assert!(!top.prune(true, &reports(&[(0, 3.3)]), &complete));
+    }
+
+    #[test]
+    fn checks_fall_after_the_warmup_every_interval_and_wait_for_a_report() {
+        let done = five();
+        let complete: Vec<&Reports> = done.iter().collect();
+        let p = Percentile {
+            warmup_steps: 2,
+            interval_steps: 3,
+            ..Percentile::median()
+        };
+        let judged = |steps: &[usize]| {
+            let trial: Reports = steps.iter().map(|&s| (s, 0.0)).collect();
+            p.prune(true, &trial, &complete)
+        };
+        let every: Vec<usize> = (0..10).collect();
+        let checked: Vec<usize> = (0..10).filter(|&k| judged(&every[..=k])).collect();
+        assert_eq!(checked, [2, 5, 8]);
+        // Nothing reported at epochs 2-5: the check due at 5 happens at 6, the next report.
+        assert!(judged(&[0, 1, 6]));
+        assert!(!judged(&[0, 1, 6, 7]));
+    }
+
+    #[test]
+    fn too_few_complete_reports_at_the_epoch_decide_nothing() {
+        let done = five();
+        let complete: Vec<&Reports> = done.iter().collect();
+        let p = Percentile {
+            min_trials: 6,
+            ..Percentile::median()
+        };
+        assert!(!p.prune(true, &reports(&[(0, -1.0)]), &complete));
+        // No complete trial reported at epoch 12.
+        let m = Percentile::median();
+        assert!(!m.prune(true, &reports(&[(12, -1.0)]), &complete));
+    }
+}
