@@ -14,7 +14,7 @@ mod study;
 mod trial;
 
 pub use error::TuneError;
-pub use prune::{Percentile, Reports};
+pub use prune::{Asha, Percentile, Reports};
 pub use rekindle_train::TrainConfig;
 pub use space::{Assignment, Distribution, Param, Space};
 pub use store::{Store, Trial, TrialState};

@@ -4,23 +4,23 @@
 
 use std::collections::BTreeMap;
 
-/// A trial's reported values: epoch (from 0) -> objective.
+/// A trial's reported values: step -> objective, as its run reported them.
 pub type Reports = BTreeMap<usize, f64>;
 
 /// Optuna's `PercentilePruner` (and, at 50, its `MedianPruner`): prune a trial whose best value
-/// so far is worse than the given percentile of the complete trials' values at its last epoch.
+/// so far is worse than the given percentile of the complete trials' values at its last step.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Percentile {
     /// Which percentile of the complete trials a trial must reach (0-100; 50 is the median).
     pub percentile: f64,
     /// No pruning until this many trials are complete.
     pub startup_trials: usize,
-    /// No pruning before this epoch.
+    /// No pruning before this step.
     pub warmup_steps: usize,
-    /// Judge every this many epochs after the warm-up (a check with no report is postponed to
+    /// Judge every this many steps after the warm-up (a check with no report is postponed to
     /// the next report).
     pub interval_steps: usize,
-    /// No pruning at an epoch where fewer complete trials reported.
+    /// No pruning at a step where fewer complete trials reported.
     pub min_trials: usize,
 }
 
@@ -84,6 +84,93 @@ impl Percentile {
         let check = (step - self.warmup_steps) / interval * interval + self.warmup_steps;
         let before = trial.range(..step).next_back().map(|(&s, _)| s);
         before.is_none_or(|s| s < check)
+    }
+}
+
+/// Optuna's `SuccessiveHalvingPruner` (asynchronous successive halving): at each rung's step
+/// a trial goes on only if its value is in the top `1 / reduction_factor` of all values
+/// recorded at that rung so far, its own included.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Asha {
+    /// Steps before the first rung; `None` is Optuna's "auto": the longest complete trial's
+    /// last step / 100 (at least 1), and no pruning before a trial completes.
+    pub min_resource: Option<usize>,
+    /// Rung `k` ends at `min_resource * reduction_factor^(min_early_stopping_rate + k)`.
+    pub reduction_factor: usize,
+    /// Rungs skipped at the start.
+    pub min_early_stopping_rate: u32,
+    /// A rung promotes nobody until more than this many trials recorded a value there.
+    pub bootstrap_count: usize,
+}
+
+impl Default for Asha {
+    /// Optuna's `SuccessiveHalvingPruner()` defaults.
+    fn default() -> Self {
+        Self {
+            min_resource: None,
+            reduction_factor: 4,
+            min_early_stopping_rate: 0,
+            bootstrap_count: 0,
+        }
+    }
+}
+
+impl Asha {
+    /// Whether `trial` should stop at its last report. Each rung it completes now appends its
+    /// value to `rungs` (the caller stores them: other trials compete against them);
+    /// `others` are every other trial's rung values, `longest_complete` the last step of the
+    /// longest complete trial.
+    pub fn prune(
+        &self,
+        maximize: bool,
+        trial: &Reports,
+        rungs: &mut Vec<f64>,
+        others: &[&[f64]],
+        longest_complete: Option<usize>,
+    ) -> bool {
+        let Some((&step, &value)) = trial.last_key_value() else {
+            return false;
+        };
+        let min_resource = match (self.min_resource, longest_complete) {
+            (Some(r), _) => r,
+            (None, Some(last)) => (last / 100).max(1),
+            (None, None) => return false,
+        };
+        loop {
+            let rung = rungs.len();
+            let exponent = self.min_early_stopping_rate + rung as u32;
+            let end = self.reduction_factor.checked_pow(exponent);
+            if end
+                .and_then(|e| e.checked_mul(min_resource))
+                .is_none_or(|end| step < end)
+            {
+                return false;
+            }
+            if value.is_nan() {
+                return true;
+            }
+            let mut competing: Vec<f64> =
+                others.iter().filter_map(|r| r.get(rung)).copied().collect();
+            competing.push(value);
+            rungs.push(value);
+            if competing.len() <= self.bootstrap_count
+                || !self.promotable(maximize, value, competing)
+            {
+                return true;
+            }
+        }
+    }
+
+    /// Whether `value` is among the best `1 / reduction_factor` of `competing` (the best one
+    /// while fewer than `reduction_factor` compete).
+    fn promotable(&self, maximize: bool, value: f64, mut competing: Vec<f64>) -> bool {
+        let k = (competing.len() / self.reduction_factor).max(1);
+        competing.sort_by(f64::total_cmp);
+        if maximize {
+            value >= competing[competing.len() - k]
+        } else {
+            value <= competing[k - 1]
+        }
     }
 }
 
@@ -177,6 +264,62 @@ mod tests {
         // Nothing reported at epochs 2-5: the check due at 5 happens at 6, the next report.
         assert!(judged(&[0, 1, 6]));
         assert!(!judged(&[0, 1, 6, 7]));
+    }
+
+    /// A trial that reports `steps` with `value` at the last.
+    fn at(step: usize, value: f64) -> Reports {
+        (1..step).map(|s| (s, 0.0)).chain([(step, value)]).collect()
+    }
+
+    #[test]
+    fn asha_promotes_the_best_fraction_of_each_rung_and_prunes_the_rest() {
+        let asha = Asha {
+            min_resource: Some(1),
+            reduction_factor: 2,
+            ..Asha::default()
+        };
+        // Alone at rung 0 (step 1): the best of one; rung 1 ends at step 2, not reached yet.
+        let mut a = Vec::new();
+        assert!(!asha.prune(true, &at(1, 0.5), &mut a, &[], None));
+        assert_eq!(a, [0.5]);
+        // Two at rung 0: only the better half goes on.
+        let (mut b, mut c) = (Vec::new(), Vec::new());
+        assert!(asha.prune(true, &at(1, 0.4), &mut b, &[&a], None));
+        assert!(!asha.prune(true, &at(1, 0.6), &mut c, &[&a, &b], None));
+        // Minimised, the lower half goes on: with [0.5, 0.4, 0.6] and itself, the best two.
+        let mut d = Vec::new();
+        assert!(asha.prune(false, &at(1, 0.55), &mut d, &[&a, &b, &c], None));
+        assert!(!asha.prune(false, &at(1, 0.3), &mut Vec::new(), &[&a, &b, &c], None));
+        // A trial first reporting at step 4 completes rungs 0, 1 and 2 at once.
+        let mut e = Vec::new();
+        assert!(!asha.prune(true, &at(4, 0.9), &mut e, &[&a, &b, &c], None));
+        assert_eq!(e, [0.9, 0.9, 0.9]);
+    }
+
+    #[test]
+    fn asha_waits_for_auto_resource_bootstrap_and_prunes_nan_at_a_rung() {
+        let auto = Asha {
+            reduction_factor: 2,
+            ..Asha::default()
+        };
+        // "auto" before any trial is complete: nothing is pruned, nothing recorded.
+        let mut r = Vec::new();
+        assert!(!auto.prune(true, &at(3, f64::NAN), &mut r, &[], None));
+        assert!(r.is_empty());
+        // The longest complete trial ran 250 steps: the first rung ends at step 2.
+        assert!(!auto.prune(true, &at(1, f64::NAN), &mut r, &[], Some(250)));
+        assert!(auto.prune(true, &at(2, f64::NAN), &mut r, &[], Some(250)));
+        let boot = Asha {
+            min_resource: Some(1),
+            reduction_factor: 2,
+            bootstrap_count: 2,
+            ..Asha::default()
+        };
+        // Until more than two trials recorded a value at a rung, reaching it stops a trial.
+        let (mut a, mut b, mut c) = (Vec::new(), Vec::new(), Vec::new());
+        assert!(boot.prune(true, &at(1, 0.9), &mut a, &[], None));
+        assert!(boot.prune(true, &at(1, 0.8), &mut b, &[&a], None));
+        assert!(!boot.prune(true, &at(1, 0.95), &mut c, &[&a, &b], None));
     }
 
     #[test]
