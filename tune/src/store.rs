@@ -4,11 +4,13 @@
 //! either wholly claimed or not at all; a running trial's heartbeat tells a live worker from a
 //! killed one, whose trial another worker then takes over.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::TuneError;
+use crate::prune::Reports;
 use crate::space::Assignment;
 
 /// Where a trial stands.
@@ -87,6 +89,14 @@ impl Store {
                     "CREATE TABLE IF NOT EXISTS trials (
                         id INTEGER PRIMARY KEY, state TEXT NOT NULL, point TEXT NOT NULL,
                         value REAL, reason TEXT, worker TEXT NOT NULL, heartbeat INTEGER NOT NULL
+                    );
+                    CREATE TABLE IF NOT EXISTS reports (
+                        trial INTEGER NOT NULL, step INTEGER NOT NULL, value REAL,
+                        PRIMARY KEY (trial, step)
+                    );
+                    CREATE TABLE IF NOT EXISTS rungs (
+                        trial INTEGER NOT NULL, rung INTEGER NOT NULL, value REAL NOT NULL,
+                        PRIMARY KEY (trial, rung)
                     )",
                 )
             })
@@ -196,6 +206,73 @@ impl Store {
             .map_err(|e| self.error(e))
     }
 
+    /// Records trial `id`'s objective at `step`; a resumed trial reporting a step again
+    /// replaces it. NaN is kept (SQLite would store NULL; it reads back as NaN).
+    pub fn report(&self, id: i64, step: usize, value: f64) -> Result<(), TuneError> {
+        let value = (!value.is_nan()).then_some(value);
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO reports (trial, step, value) VALUES (?1, ?2, ?3)",
+                params![id, step as i64, value],
+            )
+            .map(drop)
+            .map_err(|e| self.error(e))
+    }
+
+    /// Every trial's reports, by trial id.
+    pub fn reports(&self) -> Result<BTreeMap<i64, Reports>, TuneError> {
+        let rows: Vec<(i64, i64, Option<f64>)> =
+            self.rows("SELECT trial, step, value FROM reports")?;
+        let mut all: BTreeMap<i64, Reports> = BTreeMap::new();
+        for (trial, step, value) in rows {
+            let step = usize::try_from(step).map_err(|_| self.corrupt(trial, "step"))?;
+            all.entry(trial)
+                .or_default()
+                .insert(step, value.unwrap_or(f64::NAN));
+        }
+        Ok(all)
+    }
+
+    /// Stores the values trial `id` recorded at ASHA's rungs (see [`crate::Asha::prune`]).
+    pub fn record_rungs(&self, id: i64, rungs: &[f64]) -> Result<(), TuneError> {
+        for (rung, value) in rungs.iter().enumerate() {
+            self.conn
+                .execute(
+                    "INSERT OR REPLACE INTO rungs (trial, rung, value) VALUES (?1, ?2, ?3)",
+                    params![id, rung as i64, value],
+                )
+                .map_err(|e| self.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Every trial's rung values, by trial id, rung 0 first.
+    pub fn rungs(&self) -> Result<BTreeMap<i64, Vec<f64>>, TuneError> {
+        let rows: Vec<(i64, i64, Option<f64>)> =
+            self.rows("SELECT trial, rung, value FROM rungs ORDER BY trial, rung")?;
+        let mut all: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for (trial, rung, value) in rows {
+            let values = all.entry(trial).or_default();
+            if rung != values.len() as i64 {
+                return Err(self.corrupt(trial, "rungs"));
+            }
+            values.push(value.unwrap_or(f64::NAN));
+        }
+        Ok(all)
+    }
+
+    /// The rows of a three-column query.
+    fn rows(&self, sql: &str) -> Result<Vec<(i64, i64, Option<f64>)>, TuneError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.error(e))?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.error(e))
+    }
+
+    fn corrupt(&self, id: i64, what: &str) -> TuneError {
+        corrupt(&self.path, id, what)
+    }
+
     /// Every trial, by id.
     pub fn trials(&self) -> Result<Vec<Trial>, TuneError> {
         read_trials(&self.conn, &self.path)
@@ -208,10 +285,6 @@ impl Store {
 
 /// Every trial in `conn`, by id.
 fn read_trials(conn: &Connection, path: &Path) -> Result<Vec<Trial>, TuneError> {
-    let corrupt = |id: i64, what: &str| TuneError::Study {
-        path: path.to_path_buf(),
-        message: format!("trial {id}: unreadable {what}"),
-    };
     let mut stmt = conn
         .prepare("SELECT id, state, point, value, reason, worker FROM trials ORDER BY id")
         .map_err(|e| db_error(path, e))?;
@@ -233,14 +306,22 @@ fn read_trials(conn: &Connection, path: &Path) -> Result<Vec<Trial>, TuneError> 
         .map(|(id, state, point, value, reason, worker)| {
             Ok(Trial {
                 id,
-                state: TrialState::parse(&state).ok_or_else(|| corrupt(id, "state"))?,
-                point: toml::from_str(&point).map_err(|_| corrupt(id, "point"))?,
+                state: TrialState::parse(&state).ok_or_else(|| corrupt(path, id, "state"))?,
+                point: toml::from_str(&point).map_err(|_| corrupt(path, id, "point"))?,
                 value,
                 reason,
                 worker,
             })
         })
         .collect()
+}
+
+/// A row this code could not have written: the file was changed by something else.
+fn corrupt(path: &Path, id: i64, what: &str) -> TuneError {
+    TuneError::Study {
+        path: path.to_path_buf(),
+        message: format!("trial {id}: unreadable {what}"),
+    }
 }
 
 fn db_error(path: &Path, e: rusqlite::Error) -> TuneError {
@@ -313,6 +394,25 @@ mod tests {
                 "the point stored is the point proposed"
             );
         }
+    }
+
+    #[test]
+    fn reports_and_rungs_read_back_as_written_nan_included() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("study.db")).expect("open");
+        store.report(0, 1, 0.5).expect("report");
+        store.report(0, 2, f64::NAN).expect("report");
+        store.report(1, 1, 0.25).expect("report");
+        store
+            .report(1, 1, 0.75)
+            .expect("a resumed trial reports step 1 again");
+        store.record_rungs(0, &[0.5]).expect("rungs");
+        store.record_rungs(0, &[0.5, 0.6]).expect("rungs");
+        let reports = store.reports().expect("reports");
+        assert_eq!(reports[&0][&1], 0.5);
+        assert!(reports[&0][&2].is_nan());
+        assert_eq!(reports[&1].iter().collect::<Vec<_>>(), [(&1, &0.75)]);
+        assert_eq!(store.rungs().expect("rungs")[&0], [0.5, 0.6]);
     }
 
     #[test]
