@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::TuneError;
 use crate::prune::Reports;
@@ -114,10 +114,7 @@ impl Store {
         propose: impl FnOnce(&[Trial]) -> Assignment,
     ) -> Result<Option<Trial>, TuneError> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| db_error(&path, e))?;
+        let tx = immediate(&mut self.conn, &path)?;
         let trials = read_trials(&tx, &path)?;
         if trials.len() >= budget {
             return Ok(None);
@@ -152,10 +149,7 @@ impl Store {
         stale_after: i64,
     ) -> Result<Option<Trial>, TuneError> {
         let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| db_error(&path, e))?;
+        let tx = immediate(&mut self.conn, &path)?;
         let stale: Option<i64> = tx
             .query_row(
                 "SELECT id FROM trials WHERE state = 'running' AND heartbeat < ?1
@@ -314,6 +308,13 @@ fn read_trials(conn: &Connection, path: &Path) -> Result<Vec<Trial>, TuneError> 
             })
         })
         .collect()
+}
+
+/// A transaction that holds the write lock from its start, so that what it reads stays true
+/// until it commits, whatever other workers do.
+fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, TuneError> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| db_error(path, e))
 }
 
 /// A row this code could not have written: the file was changed by something else.
