@@ -24,14 +24,29 @@ pub enum Distribution {
 impl Distribution {
     /// A value drawn from `rng`.
     pub fn sample(&self, rng: &mut impl Rng) -> toml::Value {
+        self.at(rng.random::<f64>())
+    }
+
+    /// The value at `u` in `[0, 1)` of the distribution's quantile function: how a uniform
+    /// draw, random or quasi-random, becomes a value.
+    pub fn at(&self, u: f64) -> toml::Value {
+        let u = u.clamp(0.0, 1.0);
+        // The bin of `u` among `n` equal ones (u = 1.0 falls in the last).
+        let bin = |n: usize| ((u * n as f64) as usize).min(n - 1);
         match self {
-            Self::Uniform(lo, hi) => toml::Value::Float(lo + (hi - lo) * rng.random::<f64>()),
+            Self::Uniform(lo, hi) => toml::Value::Float(lo + (hi - lo) * u),
             Self::LogUniform(lo, hi) => {
                 let (a, b) = (lo.ln(), hi.ln());
-                toml::Value::Float((a + (b - a) * rng.random::<f64>()).exp())
+                toml::Value::Float((a + (b - a) * u).exp())
             }
-            Self::Int(lo, hi) => toml::Value::Integer(rng.random_range(*lo..=*hi)),
-            Self::Choice(values) => values[rng.random_range(0..values.len())].clone(),
+            Self::Int(lo, hi) => {
+                let n = usize::try_from(hi.abs_diff(*lo))
+                    .ok()
+                    .and_then(|d| d.checked_add(1))
+                    .unwrap_or(usize::MAX);
+                toml::Value::Integer(lo.saturating_add_unsigned(bin(n) as u64))
+            }
+            Self::Choice(values) => values[bin(values.len())].clone(),
         }
     }
 
@@ -157,6 +172,26 @@ impl Space {
             let param = &self.0[key];
             if param.when.iter().all(|(dep, v)| point.get(dep) == Some(v)) {
                 point.insert(key.to_string(), param.distribution.sample(rng));
+            }
+        }
+        Ok(point)
+    }
+
+    /// Point `index` of a scrambled Sobol sequence seeded by `seed`: key `i` of
+    /// [`Space::order`] takes dimension `i`, so the first `2^k` points spread evenly over
+    /// every key. A key whose conditions fail leaves its dimension unused.
+    pub fn sobol(&self, index: u32, seed: u32) -> Result<Assignment, String> {
+        let order = self.order()?;
+        if order.len() > sobol_burley::NUM_DIMENSIONS as usize {
+            let max = sobol_burley::NUM_DIMENSIONS;
+            return Err(format!("a Sobol study searches at most {max} keys"));
+        }
+        let mut point = Assignment::new();
+        for (dim, key) in order.into_iter().enumerate() {
+            let param = &self.0[key];
+            if param.when.iter().all(|(dep, v)| point.get(dep) == Some(v)) {
+                let u = sobol_burley::sample(index, dim as u32, seed) as f64;
+                point.insert(key.to_string(), param.distribution.at(u));
             }
         }
         Ok(point)
@@ -300,6 +335,49 @@ mod tests {
         }
         let continuous = self::space(r#""train.lr" = { uniform = [0.1, 0.2] }"#).expect("space");
         assert!(continuous.grid().expect_err("range").contains("train.lr"));
+    }
+
+    #[test]
+    fn the_first_sobol_points_fill_every_keys_strata_once() {
+        let space = space(
+            r#"
+            a = { uniform = [0.0, 1.0] }
+            b = { uniform = [0.0, 1.0] }
+            c = { uniform = [0.0, 1.0] }
+        "#,
+        )
+        .expect("space");
+        for seed in [0, 7] {
+            let points: Vec<Assignment> = (0..16)
+                .map(|i| space.sobol(i, seed).expect("point"))
+                .collect();
+            for key in ["a", "b", "c"] {
+                let mut bins: Vec<usize> = points
+                    .iter()
+                    .map(|p| (p[key].as_float().expect("float") * 16.0) as usize)
+                    .collect();
+                bins.sort();
+                assert_eq!(bins, (0..16).collect::<Vec<_>>(), "{key}, seed {seed}");
+            }
+        }
+        assert_eq!(space.sobol(3, 7), space.sobol(3, 7));
+        assert_ne!(space.sobol(3, 7), space.sobol(3, 8));
+    }
+
+    #[test]
+    fn quantiles_cover_each_integer_and_choice_equally() {
+        let int = Distribution::Int(-2, 1);
+        let got: Vec<_> = [0.0, 0.24, 0.25, 0.5, 0.99, 1.0]
+            .map(|u| int.at(u))
+            .to_vec();
+        let want = [-2, -2, -1, 0, 1, 1].map(toml::Value::Integer).to_vec();
+        assert_eq!(got, want);
+        let choice = Distribution::Choice(vec![toml::Value::Boolean(true), false.into()]);
+        assert_eq!(choice.at(0.49), toml::Value::Boolean(true));
+        assert_eq!(choice.at(0.5), toml::Value::Boolean(false));
+        let wide = Distribution::Int(i64::MIN, i64::MAX);
+        assert_eq!(wide.at(0.0), toml::Value::Integer(i64::MIN));
+        assert!(wide.at(1.0).as_integer().is_some());
     }
 
     proptest! {
