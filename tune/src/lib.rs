@@ -1,7 +1,9 @@
 //! rekindle-tune: hyper-parameter search where every trial is an ordinary, resumable training
 //! run. A study file ([`Study`]) names a base train config, a search space over its dotted keys
 //! ([`Space`]) and the budget; each sampled point becomes a [`TrainConfig`] checked by the same
-//! validation a run makes ([`trial_config`]), so an impossible point costs nothing.
+//! validation a run makes ([`trial_config`]), so an impossible point costs nothing. The trials,
+//! their reports and ASHA rungs live in SQLite ([`Store`]), shared by the workers; pruners
+//! ([`Percentile`], [`Asha`]) decide on them by Optuna's rules.
 //!
 //! Its own crate, above `rekindle-train`, so that training alone and the service never pull in
 //! what the search needs.

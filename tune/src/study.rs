@@ -65,7 +65,7 @@ pub struct StudySection {
     /// What the trials are ranked by.
     #[serde(default)]
     pub objective: Objective,
-    /// Seeds the sampler; trial `i` trains with `seed + i` unless `train.seed` is searched.
+    /// Seeds the sampler.
     #[serde(default)]
     pub seed: u64,
     /// A train config file, relative to the study file; or an inline `[base]` table instead.
