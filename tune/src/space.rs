@@ -71,6 +71,13 @@ pub struct Param {
     pub when: BTreeMap<String, toml::Value>,
 }
 
+impl Param {
+    /// Whether `point` meets every condition, so that this key is searched there.
+    pub fn applies(&self, point: &Assignment) -> bool {
+        self.when.iter().all(|(dep, v)| point.get(dep) == Some(v))
+    }
+}
+
 /// A parameter as written: exactly one of the distribution keys, plus `when`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -170,7 +177,7 @@ impl Space {
         let mut point = Assignment::new();
         for key in self.order()? {
             let param = &self.0[key];
-            if param.when.iter().all(|(dep, v)| point.get(dep) == Some(v)) {
+            if param.applies(&point) {
                 point.insert(key.to_string(), param.distribution.sample(rng));
             }
         }
@@ -189,7 +196,7 @@ impl Space {
         let mut point = Assignment::new();
         for (dim, key) in order.into_iter().enumerate() {
             let param = &self.0[key];
-            if param.when.iter().all(|(dep, v)| point.get(dep) == Some(v)) {
+            if param.applies(&point) {
                 let u = sobol_burley::sample(index, dim as u32, seed) as f64;
                 point.insert(key.to_string(), param.distribution.at(u));
             }
@@ -212,7 +219,7 @@ impl Space {
             points = points
                 .into_iter()
                 .flat_map(|point| {
-                    if param.when.iter().all(|(dep, v)| point.get(dep) == Some(v)) {
+                    if param.applies(&point) {
                         let with = |v: &toml::Value| {
                             let mut p = point.clone();
                             p.insert(key.to_string(), v.clone());

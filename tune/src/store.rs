@@ -29,23 +29,26 @@ pub enum TrialState {
 }
 
 impl TrialState {
-    const ALL: [(Self, &'static str); 5] = [
-        (Self::Running, "running"),
-        (Self::Complete, "complete"),
-        (Self::Pruned, "pruned"),
-        (Self::Invalid, "invalid"),
-        (Self::Failed, "failed"),
-    ];
-
     fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(s, _)| *s == self)
-            .map_or("failed", |(_, n)| n)
+        match self {
+            Self::Running => "running",
+            Self::Complete => "complete",
+            Self::Pruned => "pruned",
+            Self::Invalid => "invalid",
+            Self::Failed => "failed",
+        }
     }
 
     fn parse(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(s, _)| *s)
+        [
+            Self::Running,
+            Self::Complete,
+            Self::Pruned,
+            Self::Invalid,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.name() == name)
     }
 }
 
@@ -75,12 +78,10 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, TuneError> {
-        let store = |conn| Self {
-            conn,
+        let s = Self {
+            conn: Connection::open(path).map_err(|e| db_error(path, e))?,
             path: path.to_path_buf(),
         };
-        let conn = Connection::open(path).map_err(|e| db_error(path, e))?;
-        let s = store(conn);
         s.conn
             .busy_timeout(std::time::Duration::from_secs(60))
             .and_then(|_| s.conn.pragma_update(None, "journal_mode", "WAL"))

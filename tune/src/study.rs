@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::error::TuneError;
 use crate::space::Space;
-use crate::trial::set;
+use crate::trial::{parse, set};
 
 /// How the next point is proposed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -132,11 +132,6 @@ impl Study {
         if self.section.trials == 0 {
             return Err("study.trials must be at least 1".into());
         }
-        let parse = |table: toml::Table| -> Result<rekindle_train::TrainConfig, String> {
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| e.message().trim().to_string())
-        };
         let base = parse(self.base.clone()).map_err(|e| format!("base config: {e}"))?;
         base.validate().map_err(|e| format!("base config: {e}"))?;
         self.space.order()?;

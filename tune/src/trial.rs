@@ -16,11 +16,16 @@ pub fn trial_config(base: &toml::Table, point: &Assignment) -> Result<TrainConfi
     for (key, value) in point {
         set(&mut table, key, value.clone()).map_err(Invalid)?;
     }
-    let config: TrainConfig = toml::Value::Table(table)
-        .try_into()
-        .map_err(|e: toml::de::Error| Invalid(e.message().trim().to_string()))?;
+    let config = parse(table).map_err(Invalid)?;
     config.validate().map_err(|e| Invalid(e.to_string()))?;
     Ok(config)
+}
+
+/// A train config from a TOML table, unvalidated; the error is serde's message, naming the key.
+pub(crate) fn parse(table: toml::Table) -> Result<TrainConfig, String> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().to_string())
 }
 
 /// Sets the dotted `key` in `table`, making the tables on the way.
