@@ -38,9 +38,18 @@ pub enum TrainError {
         /// Why.
         message: String,
     },
-    /// Training stopped on an error (NaN loss, failed checkpoint, unreadable batch).
+    /// Training stopped on an error (failed checkpoint, unreadable batch).
     #[error("training stopped: {0}")]
     Stopped(String),
+    /// The training loss became NaN or infinite; the last complete checkpoint is kept.
+    #[error("training stopped: {0}")]
+    Diverged(String),
+    /// Ctrl-C stopped the run after a step; it resumes from its last checkpoint.
+    #[error("training stopped: {0}")]
+    Interrupted(String),
+    /// The run's [`crate::Watch`] stopped it after an epoch (a search pruned it).
+    #[error("training halted: {0}")]
+    Halted(String),
 }
 
 impl TrainError {

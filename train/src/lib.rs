@@ -18,4 +18,5 @@ pub mod run;
 
 pub use config::TrainConfig;
 pub use error::TrainError;
-pub use run::{Outcome, train};
+pub use run::watch::Watch;
+pub use run::{Outcome, train, train_watched};

@@ -19,14 +19,19 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::report::log::{EpochRow, MetricsLog};
 use crate::run::dir::RunDir;
+use crate::run::watch::Watch;
 
 /// State shared between the renderer (on Burn's event thread) and the run.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Shared {
     /// Why the run stopped itself (non-finite loss), if it did.
     pub stop_reason: Option<String>,
     /// Every completed split so far in this process.
     pub epochs: Vec<EpochRow>,
+    /// Told of each epoch's validation row; may halt the run.
+    pub watch: Option<Box<dyn Watch>>,
+    /// Why the watch halted the run, if it did.
+    pub halted: Option<String>,
 }
 
 /// Burn's renderer for a run: progress bars, CSV logs, NaN guard.
@@ -252,11 +257,16 @@ impl TrainingProgressLogger for Renderer {
             return;
         }
         self.log.epoch(&row);
-        self.shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .epochs
-            .push(row);
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let halt = match &mut shared.watch {
+            Some(watch) if !train => watch.epoch(&row),
+            _ => None,
+        };
+        shared.epochs.push(row);
+        if let Some(reason) = halt {
+            self.interrupter.stop(Some(&reason));
+            shared.halted = Some(reason);
+        }
     }
 
     fn end(&mut self) {

@@ -10,6 +10,7 @@ pub mod plan;
 pub mod start;
 pub mod strategy;
 pub mod trainee;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -23,10 +24,12 @@ use crate::config::{Strategy, TrainConfig};
 use crate::data::dataset::Dataset;
 use crate::error::TrainError;
 use crate::report::log::{EpochRow, read_epochs};
+use crate::report::progress::Shared;
 use crate::run::dir::RunDir;
 use crate::run::phase::{Launcher, PhaseEnd};
 use crate::run::plan::{Plan, effective_batch};
 use crate::run::trainee::Trainee;
+use crate::run::watch::Watch;
 
 /// What a finished run produced.
 #[derive(Debug)]
@@ -53,6 +56,15 @@ pub struct Outcome {
 
 /// Runs (or, with `resume`, continues) the training `cfg` describes.
 pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
+    train_watched(cfg, resume, None)
+}
+
+/// [`train`], with `watch` told of every epoch's validation result; it may halt the run.
+pub fn train_watched(
+    cfg: &TrainConfig,
+    resume: bool,
+    watch: Option<Box<dyn Watch>>,
+) -> Result<Outcome, TrainError> {
     cfg.validate()?;
     let started = Instant::now();
     let dir = RunDir::new(&cfg.run.dir);
@@ -75,7 +87,10 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<Outcome, TrainError> {
         devices: &devices,
         data: Arc::new(data),
         preprocess: &preprocess,
-        shared: Arc::new(Mutex::new(Default::default())),
+        shared: Arc::new(Mutex::new(Shared {
+            watch,
+            ..Default::default()
+        })),
     };
     for phase in plan.remaining(done) {
         if plan.phases.len() > 1 {

@@ -73,14 +73,15 @@ impl Launcher<'_> {
         let result = training.launch(Learner::new(model, self.cfg.optim.optimizer(), scheduler));
         *current_run().lock().unwrap_or_else(|e| e.into_inner()) = None;
 
-        let stop_reason = self
-            .shared
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stop_reason
-            .clone();
-        if let Some(reason) = stop_reason {
-            return Err(TrainError::Stopped(reason));
+        let (diverged, halted) = {
+            let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+            (shared.stop_reason.clone(), shared.halted.clone())
+        };
+        if let Some(reason) = diverged {
+            return Err(TrainError::Diverged(reason));
+        }
+        if let Some(reason) = halted {
+            return Err(TrainError::Halted(reason));
         }
         if let Some(err) = result.error {
             return Err(TrainError::Stopped(format!(
@@ -89,7 +90,7 @@ impl Launcher<'_> {
             )));
         }
         if let Some(i) = result.interrupted {
-            return Err(TrainError::Stopped(format!(
+            return Err(TrainError::Interrupted(format!(
                 "{}; resume with --resume {}",
                 i.reason.unwrap_or_else(|| "interrupted".into()),
                 self.dir.path().display()
