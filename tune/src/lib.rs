@@ -10,15 +10,24 @@
 
 mod error;
 mod prune;
+mod run;
+mod sampler;
 mod space;
 mod store;
 mod study;
+mod summary;
+mod tpe;
 mod trial;
+pub mod worker;
 
 pub use error::TuneError;
 pub use prune::{Asha, Percentile, Reports};
 pub use rekindle_train::TrainConfig;
+pub use run::{best, run_trial};
+pub use sampler::{budget, propose};
 pub use space::{Assignment, Distribution, Param, Space};
 pub use store::{Store, Trial, TrialState};
-pub use study::{Objective, PrunerName, SamplerName, Study, StudySection};
+pub use study::{Objective, PrunerName, PrunerSection, SamplerName, Study, StudySection};
+pub use summary::{Summary, summary};
+pub use tpe::Tpe;
 pub use trial::{Invalid, trial_config};

@@ -29,7 +29,8 @@ pub enum TrialState {
 }
 
 impl TrialState {
-    fn name(self) -> &'static str {
+    /// Its name, as stored and printed.
+    pub fn name(self) -> &'static str {
         match self {
             Self::Running => "running",
             Self::Complete => "complete",
@@ -95,6 +96,9 @@ impl Store {
                         trial INTEGER NOT NULL, step INTEGER NOT NULL, value REAL,
                         PRIMARY KEY (trial, step)
                     );
+                    CREATE TABLE IF NOT EXISTS meta (
+                        key TEXT PRIMARY KEY, value TEXT NOT NULL
+                    );
                     CREATE TABLE IF NOT EXISTS rungs (
                         trial INTEGER NOT NULL, rung INTEGER NOT NULL, value REAL NOT NULL,
                         PRIMARY KEY (trial, rung)
@@ -105,6 +109,37 @@ impl Store {
         Ok(s)
     }
 
+    /// Ties the store to the study with this `fingerprint` (see [`crate::Study::fingerprint`]):
+    /// the first worker records it, later ones must match, so that trials of one search space
+    /// are never mixed with another's.
+    pub fn bind(&mut self, fingerprint: &str) -> Result<(), TuneError> {
+        let path = self.path.clone();
+        let tx = immediate(&mut self.conn, &path)?;
+        let stored: Option<String> = tx
+            .query_row("SELECT value FROM meta WHERE key = 'study'", [], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| db_error(&path, e))?;
+        match stored {
+            Some(s) if s != fingerprint => Err(TuneError::Study {
+                path,
+                message: "holds another study (its base config, space, sampler, objective or \
+                          seed differ); use another --dir or --storage, or the original study \
+                          file (only trials, timeout and heartbeat may change)"
+                    .into(),
+            }),
+            Some(_) => Ok(()),
+            None => tx
+                .execute(
+                    "INSERT INTO meta (key, value) VALUES ('study', ?1)",
+                    params![fingerprint],
+                )
+                .and_then(|_| tx.commit())
+                .map_err(|e| db_error(&path, e)),
+        }
+    }
+
     /// Claims the next trial for `worker` at time `now` (seconds), its point made by `propose`
     /// from the trials so far; `None` once the study holds `budget` trials.
     pub fn start(
@@ -112,7 +147,7 @@ impl Store {
         budget: usize,
         worker: &str,
         now: i64,
-        propose: impl FnOnce(&[Trial]) -> Assignment,
+        propose: impl FnOnce(&[Trial]) -> Result<Assignment, String>,
     ) -> Result<Option<Trial>, TuneError> {
         let path = self.path.clone();
         let tx = immediate(&mut self.conn, &path)?;
@@ -120,10 +155,15 @@ impl Store {
         if trials.len() >= budget {
             return Ok(None);
         }
+        let id = trials.len() as i64;
+        let point = propose(&trials).map_err(|message| TuneError::Study {
+            path: path.clone(),
+            message: format!("trial {id}: {message}"),
+        })?;
         let trial = Trial {
-            id: trials.len() as i64,
+            id,
             state: TrialState::Running,
-            point: propose(&trials),
+            point,
             value: None,
             reason: None,
             worker: worker.to_string(),
@@ -171,6 +211,12 @@ impl Store {
         let trial = read_trials(&tx, &path)?.into_iter().find(|t| t.id == id);
         tx.commit().map_err(|e| db_error(&path, e))?;
         Ok(trial)
+    }
+
+    /// Gives trial `id` back unfinished (its worker is stopping): any worker may take it over
+    /// at once and resume it from its checkpoint.
+    pub fn release(&self, id: i64) -> Result<(), TuneError> {
+        self.heartbeat(id, i64::MIN / 2)
     }
 
     /// Marks trial `id` alive at `now`.
@@ -268,6 +314,11 @@ impl Store {
         corrupt(&self.path, id, what)
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Every trial, by id.
     pub fn trials(&self) -> Result<Vec<Trial>, TuneError> {
         read_trials(&self.conn, &self.path)
@@ -362,7 +413,7 @@ mod tests {
                         let mut ran = Vec::new();
                         let name = format!("w{w}");
                         while let Some(t) = store
-                            .start(budget, &name, 0, |done| point(done.len()))
+                            .start(budget, &name, 0, |done| Ok(point(done.len())))
                             .expect("start")
                         {
                             store
@@ -424,7 +475,7 @@ mod tests {
         let mut a = Store::open(&path).expect("a");
         let mut b = Store::open(&path).expect("b");
         let t = a
-            .start(5, "a", 0, |_| point(0))
+            .start(5, "a", 0, |_| Ok(point(0)))
             .expect("start")
             .expect("trial");
         a.heartbeat(t.id, 50).expect("beat");

@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use rekindle_train::report::log::EpochRow;
 use serde::Deserialize;
 
 use crate::error::TuneError;
+use crate::prune::{Asha, Percentile};
 use crate::space::Space;
 use crate::trial::{parse, set};
 
@@ -20,7 +22,7 @@ pub enum SamplerName {
     Grid,
     /// A scrambled Sobol sequence over the space.
     Sobol,
-    /// Optuna's tree-structured Parzen estimator.
+    /// Optuna's tree-structured Parzen estimator, with a constant liar.
     Tpe,
 }
 
@@ -50,6 +52,21 @@ pub enum Objective {
     ValidLoss,
 }
 
+impl Objective {
+    /// Whether larger is better.
+    pub fn maximize(self) -> bool {
+        self == Self::ValidAccuracy
+    }
+
+    /// The objective in one epoch's validation row.
+    pub fn of(self, row: &EpochRow) -> f64 {
+        match self {
+            Self::ValidAccuracy => row.accuracy,
+            Self::ValidLoss => row.loss,
+        }
+    }
+}
+
 /// `[study]`: budget, sampler, pruner, objective, seed and where the base config is.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,6 +87,81 @@ pub struct StudySection {
     pub seed: u64,
     /// A train config file, relative to the study file; or an inline `[base]` table instead.
     pub base: Option<PathBuf>,
+    /// No new trial starts this many seconds after the workers started.
+    pub timeout: Option<f64>,
+    /// Seconds between a running trial's heartbeats; after three missed ones another worker
+    /// takes the trial over.
+    #[serde(default = "heartbeat")]
+    pub heartbeat: u64,
+    /// Keep each ended trial's checkpoints (by default only its logs and model file stay).
+    #[serde(default)]
+    pub keep_checkpoints: bool,
+}
+
+fn heartbeat() -> u64 {
+    10
+}
+
+/// `[pruner]`: the pruner's settings where Optuna's defaults will not do.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrunerSection {
+    /// median: no pruning until this many trials are complete (Optuna: 5).
+    pub startup_trials: Option<usize>,
+    /// median: no pruning before this epoch (Optuna: 0).
+    pub warmup_steps: Option<usize>,
+    /// median: judge every this many epochs (Optuna: 1).
+    pub interval_steps: Option<usize>,
+    /// median: the percentile a trial must reach instead of 50.
+    pub percentile: Option<f64>,
+    /// asha: epochs before the first rung (Optuna: "auto").
+    pub min_resource: Option<usize>,
+    /// asha: rungs grow by this factor and keep this fraction (Optuna: 4).
+    pub reduction_factor: Option<usize>,
+    /// asha: rungs skipped at the start (Optuna: 0).
+    pub min_early_stopping_rate: Option<u32>,
+    /// asha: trials a rung needs before it promotes anyone (Optuna: 0).
+    pub bootstrap_count: Option<usize>,
+}
+
+impl PrunerSection {
+    /// The median (percentile) pruner with these settings over Optuna's defaults.
+    pub fn percentile(&self) -> Percentile {
+        let d = Percentile::median();
+        Percentile {
+            percentile: self.percentile.unwrap_or(d.percentile),
+            startup_trials: self.startup_trials.unwrap_or(d.startup_trials),
+            warmup_steps: self.warmup_steps.unwrap_or(d.warmup_steps),
+            interval_steps: self.interval_steps.unwrap_or(d.interval_steps),
+            min_trials: d.min_trials,
+        }
+    }
+
+    /// ASHA with these settings over Optuna's defaults.
+    pub fn asha(&self) -> Asha {
+        let d = Asha::default();
+        Asha {
+            min_resource: self.min_resource.or(d.min_resource),
+            reduction_factor: self.reduction_factor.unwrap_or(d.reduction_factor),
+            min_early_stopping_rate: self
+                .min_early_stopping_rate
+                .unwrap_or(d.min_early_stopping_rate),
+            bootstrap_count: self.bootstrap_count.unwrap_or(d.bootstrap_count),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.percentile.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+            return Err("pruner.percentile must be in [0, 100]".into());
+        }
+        if self.reduction_factor.is_some_and(|r| r < 2) {
+            return Err("pruner.reduction_factor must be at least 2".into());
+        }
+        if self.min_resource == Some(0) || self.interval_steps == Some(0) {
+            return Err("pruner.min_resource and pruner.interval_steps must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// The study file as written.
@@ -77,6 +169,8 @@ pub struct StudySection {
 #[serde(deny_unknown_fields)]
 struct StudyFile {
     study: StudySection,
+    #[serde(default)]
+    pruner: PrunerSection,
     base: Option<toml::Table>,
     space: Space,
 }
@@ -87,6 +181,8 @@ struct StudyFile {
 pub struct Study {
     /// `[study]`.
     pub section: StudySection,
+    /// `[pruner]`.
+    pub pruner: PrunerSection,
     /// The base train config, as a TOML table the sampled keys are set in.
     pub base: toml::Table,
     /// `[space]`.
@@ -120,6 +216,7 @@ impl Study {
         };
         let study = Self {
             section: file.study,
+            pruner: file.pruner,
             base,
             space: file.space,
         };
@@ -127,11 +224,35 @@ impl Study {
         Ok(study)
     }
 
+    /// What identifies the search: base config, space, sampler, pruner, objective and seed
+    /// (not the budget, which a resumed study may extend).
+    pub fn fingerprint(&self) -> String {
+        let s = &self.section;
+        format!(
+            "{}\n{:?}\n{:?} {:?} {:?} {} {:?}",
+            toml::to_string(&self.base).unwrap_or_default(),
+            self.space,
+            s.sampler,
+            s.pruner,
+            s.objective,
+            s.seed,
+            self.pruner
+        )
+    }
+
     /// What [`Study::load`] checks beyond the file's shape.
     fn check(&self) -> Result<(), String> {
-        if self.section.trials == 0 {
+        let s = &self.section;
+        if s.trials == 0 {
             return Err("study.trials must be at least 1".into());
         }
+        if s.timeout.is_some_and(|t| t.is_nan() || t <= 0.0) || s.heartbeat == 0 {
+            return Err("study.timeout and study.heartbeat must be positive".into());
+        }
+        if s.pruner == PrunerName::Hyperband {
+            return Err("pruner = \"hyperband\" is not built yet; use asha or median".into());
+        }
+        self.pruner.check()?;
         let base = parse(self.base.clone()).map_err(|e| format!("base config: {e}"))?;
         base.validate().map_err(|e| format!("base config: {e}"))?;
         self.space.order()?;

@@ -43,6 +43,12 @@ pub const COMMANDS: &[PassThrough] = &[
         about: "one-shot magnitude pruning of a saved model",
     },
     PassThrough {
+        name: "tune",
+        package: "rekindle-tune",
+        subcommand: "run",
+        about: "hyper-parameter search: `tune STUDY.toml [--workers N]`",
+    },
+    PassThrough {
         name: "import",
         package: "rekindle-import",
         subcommand: "import",
@@ -111,6 +117,14 @@ fn train_args(args: &[String], backend: &str) -> Vec<String> {
     }
 }
 
+/// `tune STUDY ...` runs a study; `tune report|demo ...` are the binary's own subcommands.
+fn tune_args(args: &[String]) -> Vec<String> {
+    match args.first().map(String::as_str) {
+        Some("report" | "demo" | "--help" | "-h" | "help") => args.to_vec(),
+        _ => [vec!["run".to_string()], args.to_vec()].concat(),
+    }
+}
+
 /// Runs `cargo xtask NAME ARGS...` for a table entry; returns only on failure.
 pub fn run_command(args: &[String]) -> Result<()> {
     let (name, rest) = args.split_first().context("no command")?;
@@ -128,7 +142,9 @@ pub fn run_command(args: &[String]) -> Result<()> {
         install::setup(&mut env, true)?;
     }
     let help = rest.iter().any(|a| a == "--help" || a == "-h");
-    let args = if cmd.name == "train" && !help {
+    let args = if cmd.name == "tune" {
+        tune_args(rest)
+    } else if cmd.name == "train" && !help {
         // The demo and runs read the dataset and label plots with DejaVu: install what is
         // missing (apt-get runs only then, and says so).
         install::system_packages()?;
@@ -178,6 +194,18 @@ mod tests {
         assert_eq!(
             train_args(&strings(&["demo", "--recipes"]), "flex"),
             strings(&["demo", "--recipes"])
+        );
+    }
+
+    #[test]
+    fn tune_runs_a_study_unless_a_subcommand_is_named() {
+        assert_eq!(
+            tune_args(&strings(&["s.toml", "--workers", "2"])),
+            strings(&["run", "s.toml", "--workers", "2"])
+        );
+        assert_eq!(
+            tune_args(&strings(&["report", "d"])),
+            strings(&["report", "d"])
         );
     }
 
