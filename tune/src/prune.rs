@@ -174,6 +174,58 @@ impl Asha {
     }
 }
 
+/// The study's pruner, deciding from every trial's reports and ASHA rungs: the one decision
+/// both the trial processes (through the store) and the Optuna parity test make.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pruner {
+    /// Never prunes (a NaN loss still stops a run, in the run itself).
+    None,
+    /// Median or another percentile.
+    Percentile(Percentile),
+    /// Asynchronous successive halving.
+    Asha(Asha),
+}
+
+/// What the pruner sees of a study when a trial reports a step.
+pub struct History<'a> {
+    /// Every trial's reports so far, by trial id.
+    pub reports: &'a BTreeMap<i64, Reports>,
+    /// The ids of the complete trials.
+    pub complete: &'a [i64],
+    /// Every trial's ASHA rung values, by trial id; the deciding trial's grow in place.
+    pub rungs: &'a mut BTreeMap<i64, Vec<f64>>,
+}
+
+impl Pruner {
+    /// Whether trial `id` stops after its latest report (the objective is maximised when
+    /// `maximize`). ASHA's rungs for it are updated in `history.rungs` even when the answer
+    /// is ignored (a trial's last epoch is never pruned, but others compete with its rungs).
+    pub fn decide(&self, maximize: bool, id: i64, history: History<'_>) -> bool {
+        let empty = Reports::new();
+        let own = history.reports.get(&id).unwrap_or(&empty);
+        let complete: Vec<&Reports> = history
+            .complete
+            .iter()
+            .filter_map(|t| history.reports.get(t))
+            .collect();
+        match self {
+            Self::None => false,
+            Self::Percentile(p) => p.prune(maximize, own, &complete),
+            Self::Asha(a) => {
+                let mut rungs = history.rungs.remove(&id).unwrap_or_default();
+                let others: Vec<&[f64]> = history.rungs.values().map(Vec::as_slice).collect();
+                let longest = complete
+                    .iter()
+                    .filter_map(|r| r.last_key_value().map(|(s, _)| *s))
+                    .max();
+                let prune = a.prune(maximize, own, &mut rungs, &others, longest);
+                history.rungs.insert(id, rungs);
+                prune
+            }
+        }
+    }
+}
+
 /// The `q`-th percentile (0-100) of the non-NaN values, interpolated linearly between the two
 /// nearest ranks (numpy's default); `None` when every value is NaN.
 fn nan_percentile(values: &[f64], q: f64) -> Option<f64> {

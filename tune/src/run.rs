@@ -10,6 +10,7 @@ use rekindle_train::run::dir::RunDir;
 use rekindle_train::{TrainConfig, TrainError, Watch, train_watched};
 
 use crate::error::TuneError;
+use crate::prune::History;
 use crate::store::{Store, TrialState};
 use crate::study::{PrunerName, Study};
 
@@ -122,39 +123,26 @@ impl Pruning {
     fn decide(&mut self, row: &EpochRow) -> Result<bool, TuneError> {
         let (study, store, id) = (&self.study, &self.store, self.id);
         let objective = study.section.objective;
-        let maximize = objective.maximize();
         store.report(id, row.epoch, objective.of(row))?;
-        let reports = store.reports()?;
-        let own = reports.get(&id).cloned().unwrap_or_default();
-        let trials = store.trials()?;
-        let complete: Vec<_> = trials
+        let complete: Vec<i64> = store
+            .trials()?
             .iter()
             .filter(|t| t.state == TrialState::Complete)
-            .filter_map(|t| reports.get(&t.id))
+            .map(|t| t.id)
             .collect();
-        let prune = match study.section.pruner {
-            PrunerName::None | PrunerName::Hyperband => false,
-            PrunerName::Median => study.pruner.percentile().prune(maximize, &own, &complete),
-            PrunerName::Asha => {
-                let all = store.rungs()?;
-                let mut rungs = all.get(&id).cloned().unwrap_or_default();
-                let others: Vec<&[f64]> = all
-                    .iter()
-                    .filter(|(t, _)| **t != id)
-                    .map(|(_, r)| r.as_slice())
-                    .collect();
-                let longest = complete
-                    .iter()
-                    .filter_map(|r| r.last_key_value().map(|(s, _)| *s))
-                    .max();
-                let prune = study
-                    .pruner
-                    .asha()
-                    .prune(maximize, &own, &mut rungs, &others, longest);
-                store.record_rungs(id, &rungs)?;
-                prune
-            }
+        let reports = store.reports()?;
+        let mut rungs = store.rungs()?;
+        let history = History {
+            reports: &reports,
+            complete: &complete,
+            rungs: &mut rungs,
         };
+        let prune = study
+            .build_pruner()
+            .decide(objective.maximize(), id, history);
+        if let Some(own) = rungs.get(&id) {
+            store.record_rungs(id, own)?;
+        }
         Ok(prune && row.epoch < self.epochs)
     }
 }

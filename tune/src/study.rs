@@ -6,7 +6,7 @@ use rekindle_train::report::log::EpochRow;
 use serde::Deserialize;
 
 use crate::error::TuneError;
-use crate::prune::{Asha, Percentile};
+use crate::prune::{Asha, Percentile, Pruner};
 use crate::space::Space;
 use crate::trial::{parse, set};
 
@@ -222,6 +222,15 @@ impl Study {
         };
         study.check().map_err(|message| bad(path, message))?;
         Ok(study)
+    }
+
+    /// The pruner `[study] pruner` names, with the `[pruner]` settings.
+    pub fn build_pruner(&self) -> Pruner {
+        match self.section.pruner {
+            PrunerName::None | PrunerName::Hyperband => Pruner::None,
+            PrunerName::Median => Pruner::Percentile(self.pruner.percentile()),
+            PrunerName::Asha => Pruner::Asha(self.pruner.asha()),
+        }
     }
 
     /// What identifies the search: base config, space, sampler, pruner, objective and seed

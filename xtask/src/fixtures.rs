@@ -11,14 +11,15 @@ use crate::env::{cache_dir, root, run};
 use crate::venv;
 
 /// Generates the PyTorch fixtures unless the ones on disk came from the same scripts run by the
-/// same locked venv: the models (`make_fixtures.py`) and the tuning catalog's answers
-/// (`tuning_reference.py`).
+/// same locked venv: the models (`make_fixtures.py`), the tuning catalog's answers
+/// (`tuning_reference.py`) and Optuna's pruning decisions (`optuna_reference.py`).
 pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
     let dir = cache_dir().join("fixtures");
     let lock = std::fs::read(root().join(venv::LOCK))?;
     for (name, output) in [
         ("make_fixtures.py", "reference.json"),
         ("tuning_reference.py", "tuning.json"),
+        ("optuna_reference.py", "optuna.json"),
     ] {
         let script = root().join("scripts").join(name);
         let mut source =
