@@ -2,6 +2,7 @@
 """Optuna's pruning decisions on scripted metric sequences, for rekindle-tune's pruners.
 
 Writes OUT_DIR/optuna.json (default OUT_DIR: ./fixtures): a list of scenarios, each with
+  study      the study's name (Hyperband hashes it into each trial's bracket)
   pruner     rekindle's `[study] pruner` name and `[pruner]` settings (the TOML keys, as JSON)
   direction  "maximize" or "minimize"
   trials     per trial, the value it reports at steps 1, 2, ... (NaN as null)
@@ -21,6 +22,9 @@ import sys
 import optuna
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+# Hyperband hashes the study name with each trial's number to choose its bracket.
+STUDY_NAME = "rekindle"
 
 
 def sequences(n_trials, n_steps, seed, nan_trials=()):
@@ -54,11 +58,19 @@ def pruner(name, settings):
             min_early_stopping_rate=settings.get("min_early_stopping_rate", 0),
             bootstrap_count=settings.get("bootstrap_count", 0),
         )
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(
+            min_resource=settings.get("min_resource", 1),
+            max_resource=settings.get("max_resource", "auto"),
+            reduction_factor=settings.get("reduction_factor", 3),
+            bootstrap_count=settings.get("bootstrap_count", 0),
+        )
     raise ValueError(name)
 
 
 def run(name, settings, direction, trials):
     study = optuna.create_study(
+        study_name=STUDY_NAME,
         direction=direction,
         pruner=pruner(name, settings),
         sampler=optuna.samplers.RandomSampler(seed=0),
@@ -79,6 +91,7 @@ def run(name, settings, direction, trials):
         pruned_at.append(stopped)
     nulls = [[None if math.isnan(v) else v for v in curve] for curve in trials]
     return {
+        "study": STUDY_NAME,
         "pruner": name,
         "settings": settings,
         "direction": direction,
@@ -113,6 +126,14 @@ def main():
             {"min_resource": 2, "reduction_factor": 3, "min_early_stopping_rate": 1},
             "minimize",
             sequences(16, 20, 6),
+        ),
+        ("hyperband", {}, "maximize", sequences(30, 27, 7, [(12, 5)])),
+        ("hyperband", {"min_resource": 2, "reduction_factor": 2}, "minimize", sequences(30, 16, 8)),
+        (
+            "hyperband",
+            {"max_resource": 9, "bootstrap_count": 1},
+            "maximize",
+            sequences(24, 9, 9),
         ),
     ]
     scenarios = [run(*case) for case in cases]

@@ -21,7 +21,7 @@ mod trial;
 pub mod worker;
 
 pub use error::TuneError;
-pub use prune::{Asha, History, Percentile, Pruner, Reports};
+pub use prune::{Asha, History, Hyperband, Percentile, Pruner, Reports};
 pub use rekindle_train::TrainConfig;
 pub use run::{best, run_trial};
 pub use sampler::{budget, propose};

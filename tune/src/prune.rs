@@ -174,6 +174,104 @@ impl Asha {
     }
 }
 
+/// Optuna's `HyperbandPruner`: successive halving in several brackets, bracket `b` starting
+/// its rungs `b` steps of the reduction factor later; each trial is hashed into a bracket
+/// (CRC-32 of `"{study}_{trial}"`, by the brackets' budgets) and competes with its own
+/// bracket's trials only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hyperband {
+    /// Steps before the first rung of bracket 0.
+    pub min_resource: usize,
+    /// The longest a trial runs; `None` is Optuna's "auto": the longest complete trial's last
+    /// step + 1, and no pruning before a trial completes.
+    pub max_resource: Option<usize>,
+    /// Rungs grow by this factor and keep this fraction.
+    pub reduction_factor: usize,
+    /// A rung promotes nobody until more than this many trials recorded a value there.
+    pub bootstrap_count: usize,
+    /// The study's name, hashed with the trial number to pick its bracket.
+    pub study: String,
+}
+
+impl Hyperband {
+    /// Optuna's `HyperbandPruner()` defaults, for the study named `study`.
+    pub fn new(study: &str) -> Self {
+        Self {
+            min_resource: 1,
+            max_resource: None,
+            reduction_factor: 3,
+            bootstrap_count: 0,
+            study: study.to_string(),
+        }
+    }
+
+    /// Each bracket's share of the trials (Optuna's trial allocation budgets), or nothing
+    /// while the longest trial is unknown.
+    fn budgets(&self, longest_complete: Option<usize>) -> Vec<u64> {
+        let Some(max) = self.max_resource.or(longest_complete.map(|l| l + 1)) else {
+            return Vec::new();
+        };
+        let rf = self.reduction_factor as f64;
+        let ratio = max as f64 / self.min_resource as f64;
+        let n = (ratio.ln() / rf.ln()).floor() + 1.0;
+        if n.is_nan() || n < 1.0 {
+            return Vec::new();
+        }
+        let n = n as u32;
+        (0..n)
+            .map(|b| {
+                let s = n - 1 - b;
+                let share = f64::from(n) * rf.powi(s as i32) / f64::from(s + 1);
+                share.ceil() as u64
+            })
+            .collect()
+    }
+
+    /// The bracket of trial `id` among `budgets`.
+    fn bracket(&self, budgets: &[u64], id: i64) -> usize {
+        let total: u64 = budgets.iter().sum();
+        let hash = crc32fast::hash(format!("{}_{id}", self.study).as_bytes());
+        let mut n = u64::from(hash) % total.max(1);
+        for (b, &budget) in budgets.iter().enumerate() {
+            if n < budget {
+                return b;
+            }
+            n -= budget;
+        }
+        budgets.len() - 1
+    }
+
+    /// Whether trial `id` should stop at its last report; its rung values are appended to
+    /// `rungs`. `others` are the other trials' rung values by id.
+    pub fn prune(
+        &self,
+        maximize: bool,
+        id: i64,
+        trial: &Reports,
+        rungs: &mut Vec<f64>,
+        others: &BTreeMap<i64, Vec<f64>>,
+        longest_complete: Option<usize>,
+    ) -> bool {
+        let budgets = self.budgets(longest_complete);
+        if budgets.is_empty() {
+            return false;
+        }
+        let bracket = self.bracket(&budgets, id);
+        let same: Vec<&[f64]> = others
+            .iter()
+            .filter(|(other, _)| **other != id && self.bracket(&budgets, **other) == bracket)
+            .map(|(_, r)| r.as_slice())
+            .collect();
+        let halving = Asha {
+            min_resource: Some(self.min_resource),
+            reduction_factor: self.reduction_factor,
+            min_early_stopping_rate: bracket as u32,
+            bootstrap_count: self.bootstrap_count,
+        };
+        halving.prune(maximize, trial, rungs, &same, None)
+    }
+}
+
 /// The study's pruner, deciding from every trial's reports and ASHA rungs: the one decision
 /// both the trial processes (through the store) and the Optuna parity test make.
 #[derive(Clone, Debug, PartialEq)]
@@ -184,6 +282,8 @@ pub enum Pruner {
     Percentile(Percentile),
     /// Asynchronous successive halving.
     Asha(Asha),
+    /// Successive halving in brackets.
+    Hyperband(Hyperband),
 }
 
 /// What the pruner sees of a study when a trial reports a step.
@@ -208,16 +308,22 @@ impl Pruner {
             .iter()
             .filter_map(|t| history.reports.get(t))
             .collect();
+        let longest = complete
+            .iter()
+            .filter_map(|r| r.last_key_value().map(|(s, _)| *s))
+            .max();
         match self {
             Self::None => false,
             Self::Percentile(p) => p.prune(maximize, own, &complete),
+            Self::Hyperband(h) => {
+                let mut rungs = history.rungs.remove(&id).unwrap_or_default();
+                let prune = h.prune(maximize, id, own, &mut rungs, history.rungs, longest);
+                history.rungs.insert(id, rungs);
+                prune
+            }
             Self::Asha(a) => {
                 let mut rungs = history.rungs.remove(&id).unwrap_or_default();
                 let others: Vec<&[f64]> = history.rungs.values().map(Vec::as_slice).collect();
-                let longest = complete
-                    .iter()
-                    .filter_map(|r| r.last_key_value().map(|(s, _)| *s))
-                    .max();
                 let prune = a.prune(maximize, own, &mut rungs, &others, longest);
                 history.rungs.insert(id, rungs);
                 prune

@@ -103,6 +103,7 @@ impl Watch for Pruning {
                     match self.study.section.pruner {
                         PrunerName::Median => "median",
                         PrunerName::Asha => "asha",
+                        PrunerName::Hyperband => "hyperband",
                         _ => "the",
                     }
                 )

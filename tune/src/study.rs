@@ -6,7 +6,7 @@ use rekindle_train::report::log::EpochRow;
 use serde::Deserialize;
 
 use crate::error::TuneError;
-use crate::prune::{Asha, Percentile, Pruner};
+use crate::prune::{Asha, Hyperband, Percentile, Pruner};
 use crate::space::Space;
 use crate::trial::{parse, set};
 
@@ -114,13 +114,17 @@ pub struct PrunerSection {
     pub interval_steps: Option<usize>,
     /// median: the percentile a trial must reach instead of 50.
     pub percentile: Option<f64>,
-    /// asha: epochs before the first rung (Optuna: "auto").
+    /// asha and hyperband: epochs before the first rung (Optuna: "auto" for asha, 1 for
+    /// hyperband).
     pub min_resource: Option<usize>,
-    /// asha: rungs grow by this factor and keep this fraction (Optuna: 4).
+    /// hyperband: the most epochs a trial runs (Optuna: "auto", the longest complete + 1).
+    pub max_resource: Option<usize>,
+    /// asha and hyperband: rungs grow by this factor and keep this fraction (Optuna: 4 for
+    /// asha, 3 for hyperband).
     pub reduction_factor: Option<usize>,
     /// asha: rungs skipped at the start (Optuna: 0).
     pub min_early_stopping_rate: Option<u32>,
-    /// asha: trials a rung needs before it promotes anyone (Optuna: 0).
+    /// asha and hyperband: trials a rung needs before it promotes anyone (Optuna: 0).
     pub bootstrap_count: Option<usize>,
 }
 
@@ -150,7 +154,33 @@ impl PrunerSection {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Hyperband with these settings over Optuna's defaults, for the study named `study`.
+    pub fn hyperband(&self, study: &str) -> Hyperband {
+        let d = Hyperband::new(study);
+        Hyperband {
+            min_resource: self.min_resource.unwrap_or(d.min_resource),
+            max_resource: self.max_resource.or(d.max_resource),
+            reduction_factor: self.reduction_factor.unwrap_or(d.reduction_factor),
+            bootstrap_count: self.bootstrap_count.unwrap_or(d.bootstrap_count),
+            study: d.study,
+        }
+    }
+
+    fn check(&self, pruner: PrunerName) -> Result<(), String> {
+        if pruner != PrunerName::Hyperband && self.max_resource.is_some() {
+            return Err("pruner.max_resource is a hyperband setting".into());
+        }
+        if pruner == PrunerName::Hyperband
+            && self.bootstrap_count.unwrap_or(0) > 0
+            && self.max_resource.is_none()
+        {
+            // As Optuna: bootstrapping needs brackets fixed before any trial completes.
+            let msg = "pruner.bootstrap_count needs pruner.max_resource with hyperband";
+            return Err(msg.into());
+        }
+        if self.max_resource == Some(0) {
+            return Err("pruner.max_resource must be at least 1".into());
+        }
         if self.percentile.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
             return Err("pruner.percentile must be in [0, 100]".into());
         }
@@ -187,6 +217,9 @@ pub struct Study {
     pub base: toml::Table,
     /// `[space]`.
     pub space: Space,
+    /// The study file's name without its extension: Hyperband hashes it with each trial's
+    /// number to choose the trial's bracket, as Optuna hashes its study name.
+    pub name: String,
 }
 
 impl Study {
@@ -219,6 +252,9 @@ impl Study {
             pruner: file.pruner,
             base,
             space: file.space,
+            name: path
+                .file_stem()
+                .map_or("study".into(), |s| s.to_string_lossy().into_owned()),
         };
         study.check().map_err(|message| bad(path, message))?;
         Ok(study)
@@ -227,7 +263,8 @@ impl Study {
     /// The pruner `[study] pruner` names, with the `[pruner]` settings.
     pub fn build_pruner(&self) -> Pruner {
         match self.section.pruner {
-            PrunerName::None | PrunerName::Hyperband => Pruner::None,
+            PrunerName::None => Pruner::None,
+            PrunerName::Hyperband => Pruner::Hyperband(self.pruner.hyperband(&self.name)),
             PrunerName::Median => Pruner::Percentile(self.pruner.percentile()),
             PrunerName::Asha => Pruner::Asha(self.pruner.asha()),
         }
@@ -237,8 +274,13 @@ impl Study {
     /// (not the budget, which a resumed study may extend).
     pub fn fingerprint(&self) -> String {
         let s = &self.section;
+        // Hyperband's brackets depend on the study's name.
+        let name = match s.pruner {
+            PrunerName::Hyperband => self.name.as_str(),
+            _ => "",
+        };
         format!(
-            "{}\n{:?}\n{:?} {:?} {:?} {} {:?}",
+            "{}\n{:?}\n{:?} {:?} {:?} {} {:?} {name}",
             toml::to_string(&self.base).unwrap_or_default(),
             self.space,
             s.sampler,
@@ -258,10 +300,7 @@ impl Study {
         if s.timeout.is_some_and(|t| t.is_nan() || t <= 0.0) || s.heartbeat == 0 {
             return Err("study.timeout and study.heartbeat must be positive".into());
         }
-        if s.pruner == PrunerName::Hyperband {
-            return Err("pruner = \"hyperband\" is not built yet; use asha or median".into());
-        }
-        self.pruner.check()?;
+        self.pruner.check(s.pruner)?;
         let base = parse(self.base.clone()).map_err(|e| format!("base config: {e}"))?;
         base.validate().map_err(|e| format!("base config: {e}"))?;
         self.space.order()?;

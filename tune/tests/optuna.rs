@@ -1,4 +1,4 @@
-//! rekindle-tune's pruners stop exactly the trials Optuna's stop, at the same steps: scripted
+//! rekindle-tune's pruners (median, ASHA, Hyperband) stop exactly the trials Optuna's stop, at the same steps: scripted
 //! learning curves (NaN included) replayed through both (`optuna.json` in
 //! `$REKINDLE_FIXTURES`, written by `scripts/optuna_reference.py` in `cargo xtask test`).
 
@@ -15,6 +15,7 @@ struct Reference {
 
 #[derive(serde::Deserialize)]
 struct Scenario {
+    study: String,
     pruner: String,
     settings: PrunerSection,
     direction: String,
@@ -42,6 +43,7 @@ fn replay(s: &Scenario) -> Vec<Option<usize>> {
     let pruner = match s.pruner.as_str() {
         "median" => rekindle_tune::Pruner::Percentile(s.settings.percentile()),
         "asha" => rekindle_tune::Pruner::Asha(s.settings.asha()),
+        "hyperband" => rekindle_tune::Pruner::Hyperband(s.settings.hyperband(&s.study)),
         other => panic!("unknown pruner {other}"),
     };
     let maximize = s.direction == "maximize";
@@ -75,9 +77,9 @@ fn replay(s: &Scenario) -> Vec<Option<usize>> {
 }
 
 #[test]
-fn median_and_asha_prune_exactly_as_optunas_pruners() {
+fn median_asha_and_hyperband_prune_exactly_as_optunas_pruners() {
     let r = reference();
-    assert!(r.scenarios.len() >= 6, "optuna {}", r.optuna);
+    assert!(r.scenarios.len() >= 10, "optuna {}", r.optuna);
     let mut pruned = 0;
     for (i, s) in r.scenarios.iter().enumerate() {
         let ours = replay(s);
