@@ -132,7 +132,7 @@ impl Demo {
     }
 
     /// The pretrained model file (trained now unless cached) and the seconds it took.
-    fn pretrained(&self) -> Result<(PathBuf, f64), TrainError> {
+    pub fn pretrained(&self) -> Result<(PathBuf, f64), TrainError> {
         let pre = self.pretrain_config();
         // The cache is keyed by the pretraining config, so changing it retrains.
         let key = fnv(pre.to_toml().replace(self.backend.name(), "").as_bytes());

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rekindle_model::{Arch, Backend, Stage};
-use rekindle_train::catalog::optim::{OptimSection, OptimizerKind};
+use rekindle_train::catalog::optim::OptimizerKind;
 use rekindle_train::catalog::prune::{self, PruneScope};
 use rekindle_train::catalog::schedule::ScheduleKind;
 use rekindle_train::catalog::scheduler::RunShape;
@@ -268,17 +268,8 @@ fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
     if let Some(v) = a.seed {
         c.train.seed = v;
     }
-    if let Some(v) = a.optimizer
-        && v != c.optim.name
-    {
-        c.optim = OptimSection {
-            name: v,
-            no_decay_bias_norm: c.optim.no_decay_bias_norm,
-            clip_grad_norm: c.optim.clip_grad_norm,
-            clip_grad_value: c.optim.clip_grad_value,
-            weight_clip: c.optim.weight_clip,
-            ..Default::default()
-        };
+    if let Some(v) = a.optimizer {
+        c.optim = c.optim.switched_to(v);
     }
     if let Some(v) = a.schedule {
         c.schedule.name = v;

@@ -8,7 +8,9 @@
 //! Its own crate, above `rekindle-train`, so that training alone and the service never pull in
 //! what the search needs.
 
+pub mod demo;
 mod error;
+mod launch;
 mod prune;
 mod run;
 mod sampler;
@@ -21,6 +23,7 @@ mod trial;
 pub mod worker;
 
 pub use error::TuneError;
+pub use launch::Launch;
 pub use prune::{Asha, History, Hyperband, Percentile, Pruner, Reports};
 pub use rekindle_train::TrainConfig;
 pub use run::{best, run_trial};

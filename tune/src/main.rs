@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rekindle_model::Backend;
-use rekindle_tune::worker::{INTERRUPTED, Workers};
-use rekindle_tune::{Store, Study, TrialState, run_trial, summary};
+use rekindle_tune::demo::TuneDemo;
+use rekindle_tune::worker::INTERRUPTED;
+use rekindle_tune::{Launch, Store, Study, TrialState, run_trial};
 
 /// Keeps freed pages for reuse (see `rekindle_kernels::allocator`): trials train in this binary.
 #[global_allocator]
@@ -30,6 +31,8 @@ struct Cli {
 enum Cmd {
     /// Run (or resume, or join) a study; the last stdout line is a JSON summary.
     Run(RunArgs),
+    /// A search over the training demo's fine-tune, its winner checked on a held-out test split.
+    Demo(DemoArgs),
     /// One trial (what a worker runs in a child process).
     #[command(hide = true)]
     Trial(TrialArgs),
@@ -52,6 +55,26 @@ struct RunArgs {
     /// The study directory (default: runs/ and the study file's name).
     #[arg(long)]
     dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Trials side by side.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Trials in the study.
+    #[arg(long, default_value_t = 30)]
+    trials: usize,
+    /// Backend of every run.
+    #[arg(long, default_value = "flex", value_parser = parse_backend)]
+    backend: Backend,
+    /// Where the study, the default run and the base config go (an existing study there is
+    /// resumed).
+    #[arg(long, default_value = "runs/tune-demo")]
+    out: PathBuf,
+    /// Where the training demo caches its pretrained model (default: ~/.cache/rekindle/demo).
+    #[arg(long)]
+    cache: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -99,65 +122,80 @@ fn host() -> String {
 
 fn run(a: RunArgs) -> Result<()> {
     let study = Study::load(&a.study)?;
-    if a.workers == 0 {
-        bail!("--workers must be at least 1");
-    }
     let dir = a.dir.clone().unwrap_or_else(|| {
         let stem = a.study.file_stem().unwrap_or_default();
         PathBuf::from("runs").join(stem)
     });
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let db = storage(a.storage.as_deref(), &dir)?;
-    // Opened here so that an unreachable or foreign database stops us before any trial.
-    Store::open(&db)?.bind(&study.fingerprint())?;
-    static STOP: AtomicBool = AtomicBool::new(false);
-    ctrlc::set_handler(|| {
-        eprintln!("\nstopping: running trials stop after their step and can be resumed");
-        STOP.store(true, Ordering::SeqCst);
-    })
-    .context("installing the Ctrl-C handler")?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = Workers {
-        study: &study,
-        study_file: std::path::absolute(&a.study)?,
-        dir: dir.clone(),
-        db: db.clone(),
+    let launch = Launch {
+        db: storage(a.storage.as_deref(), &dir)?,
+        study_file: a.study.clone(),
+        dir,
+        workers: a.workers,
         backend: a.backend,
         program: std::env::current_exe().context("locating rekindle-tune")?,
-        threads: (cores / a.workers).max(1),
-        deadline: study
-            .section
-            .timeout
-            .map(|t| Instant::now() + Duration::from_secs_f64(t)),
-        stop: &STOP,
+        name: format!("{}:{}", host(), std::process::id()),
     };
-    let host = host();
-    let pid = std::process::id();
-    let results: Vec<Result<()>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..a.workers)
-            .map(|i| {
-                let (workers, name) = (&workers, format!("{host}:{pid}:{i}"));
-                s.spawn(move || workers.work(&name).map_err(anyhow::Error::from))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker thread panicked")))
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
-    let store = Store::open(&db)?;
-    let s = summary(&store, &dir, study.section.objective)?;
-    eprintln!("{}", s.table());
-    println!("{}", s.json());
-    if STOP.load(Ordering::SeqCst) {
+    let summary = launch.run(&study, stop_on_ctrl_c()?)?;
+    eprintln!("{}", summary.table());
+    println!("{}", summary.json());
+    if stop_on_ctrl_c()?.load(Ordering::SeqCst) {
         std::process::exit(INTERRUPTED);
     }
+    Ok(())
+}
+
+/// Set by Ctrl-C: no new trial starts, and running ones stop after their step, resumable.
+fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            ctrlc::set_handler(|| {
+                eprintln!("\nstopping: running trials stop after their step and can be resumed");
+                STOP.store(true, Ordering::SeqCst);
+            })
+            .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
+    Ok(&STOP)
+}
+
+fn demo(a: DemoArgs) -> Result<()> {
+    let cache = a.cache.unwrap_or_else(|| {
+        std::env::var_os("REKINDLE_CACHE")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rekindle")))
+            .unwrap_or_else(|| PathBuf::from(".cache/rekindle"))
+            .join("demo")
+    });
+    let demo = TuneDemo {
+        out: a.out,
+        cache,
+        backend: a.backend,
+        workers: a.workers,
+        trials: a.trials,
+    };
+    let program = std::env::current_exe().context("locating rekindle-tune")?;
+    let name = format!("{}:{}", host(), std::process::id());
+    let r = demo.run(&program, &name, stop_on_ctrl_c()?)?;
+    eprintln!("{}", r.summary.table());
+    println!("{}\n", r.table());
+    let json = serde_json::json!({
+        "study": r.summary.dir.display().to_string(),
+        "trials": r.summary.trials.len(),
+        "default": {"valid": r.valid.0, "test": r.test.0},
+        "best": {
+            "trial": r.summary.best.as_ref().map(|(t, _)| t.id),
+            "valid": r.valid.1,
+            "test": r.test.1,
+            "config": r.summary.best.as_ref().map(|(_, c)| c.display().to_string()),
+        },
+        "test_images": r.test_images,
+        "search_seconds": r.seconds.0,
+        "seconds": r.seconds.1,
+    });
+    println!("{json}");
     Ok(())
 }
 
@@ -183,6 +221,7 @@ fn trial(a: TrialArgs) -> Result<ExitCode> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Run(a) => run(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Demo(a) => demo(a).map(|()| ExitCode::SUCCESS),
         Cmd::Trial(a) => trial(a),
     };
     result.unwrap_or_else(|e| {

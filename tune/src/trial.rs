@@ -13,6 +13,20 @@ pub struct Invalid(pub String);
 /// as `rekindle-train` does before a run.
 pub fn trial_config(base: &toml::Table, point: &Assignment) -> Result<TrainConfig, Invalid> {
     let mut table = base.clone();
+    if let Some(name) = point.get("optim.name") {
+        // A point that switches the optimiser starts from the new one's defaults, as
+        // `rekindle-train run --optimizer` does: SGD's momentum in the base must not make an
+        // AdamW point invalid.
+        let mut optim = toml::Table::new();
+        optim.insert("name".into(), name.clone());
+        let kind = parse(toml::Table::from_iter([("optim".into(), optim.into())]))
+            .map_err(Invalid)?
+            .optim
+            .name;
+        let mut cfg = parse(table).map_err(Invalid)?;
+        cfg.optim = cfg.optim.switched_to(kind);
+        table = toml::Table::try_from(&cfg).map_err(|e| Invalid(e.to_string()))?;
+    }
     for (key, value) in point {
         set(&mut table, key, value.clone()).map_err(Invalid)?;
     }
@@ -71,6 +85,33 @@ mod tests {
         assert_eq!(config.train.lr, 0.05);
         assert_eq!(config.train.epochs, 3);
         assert_eq!(config.optim.momentum, Some(0.9));
+    }
+
+    #[test]
+    fn a_point_switching_the_optimiser_drops_the_bases_own_options() {
+        let base: toml::Table = toml::from_str(
+            "[optim]\nname = \"sgd\"\nmomentum = 0.9\nweight_decay = 1e-4\nclip_grad_norm = 1.0\n",
+        )
+        .expect("base");
+        let adamw = point(&[("optim.name", toml::Value::String("adamw".into()))]);
+        let config = trial_config(&base, &adamw).expect("momentum is dropped, not refused");
+        assert_eq!(config.optim.momentum, None);
+        assert_eq!(config.optim.weight_decay, None, "AdamW's own default");
+        assert_eq!(
+            config.optim.clip_grad_norm,
+            Some(1.0),
+            "shared options stay"
+        );
+        let sgd = point(&[("optim.name", toml::Value::String("sgd".into()))]);
+        let config = trial_config(&base, &sgd).expect("same optimiser");
+        assert_eq!(
+            config.optim.momentum,
+            Some(0.9),
+            "kept when the optimiser stays"
+        );
+        // The default config's SGD (momentum 0.9) is the base when [optim] is not written.
+        let config = trial_config(&toml::Table::new(), &adamw).expect("adamw");
+        assert_eq!(config.optim.momentum, None);
     }
 
     #[test]

@@ -88,6 +88,26 @@ pub struct OptimSection {
     pub weight_clip: Option<[f64; 2]>,
 }
 
+impl OptimSection {
+    /// This section for optimiser `name`: unchanged if it already names it, else `name` with
+    /// torch.optim's defaults, keeping only what means the same for every optimiser (bias/norm
+    /// decay exclusion and clipping). How `--optimizer` and a search switch optimisers without
+    /// carrying, say, SGD's momentum over to AdamW.
+    pub fn switched_to(&self, name: OptimizerKind) -> Self {
+        if name == self.name {
+            return self.clone();
+        }
+        Self {
+            name,
+            no_decay_bias_norm: self.no_decay_bias_norm,
+            clip_grad_norm: self.clip_grad_norm,
+            clip_grad_value: self.clip_grad_value,
+            weight_clip: self.weight_clip,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for OptimSection {
     fn default() -> Self {
         Self {

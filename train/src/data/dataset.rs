@@ -18,7 +18,7 @@ use crate::error::TrainError;
 const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 /// Where one image's pixels come from.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ImageRef {
     /// The `index`-th image of the dataset's in-memory grayscale images.
     Memory(usize),

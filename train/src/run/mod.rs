@@ -4,6 +4,7 @@
 //! file). Everything it writes is named by [`dir::RunDir`]; a run resumes from its directory.
 
 pub mod dir;
+pub mod evaluate;
 pub mod export;
 pub mod phase;
 pub mod plan;

@@ -1,0 +1,86 @@
+//! One `tune` invocation on one machine: the study checked against its store, then `workers`
+//! worker threads, each running its trials in child processes, until the study is done.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use rekindle_model::Backend;
+
+use crate::error::TuneError;
+use crate::store::Store;
+use crate::study::Study;
+use crate::summary::{Summary, summary};
+use crate::worker::Workers;
+
+/// Where and how a study runs here.
+pub struct Launch {
+    /// The study file.
+    pub study_file: PathBuf,
+    /// The study directory (`trials/`).
+    pub dir: PathBuf,
+    /// The SQLite file of the study's trials.
+    pub db: PathBuf,
+    /// Trials side by side on this machine; the cores are split between them.
+    pub workers: usize,
+    /// Overrides the trials' `run.backend`.
+    pub backend: Option<Backend>,
+    /// The `rekindle-tune` binary, whose `trial` subcommand runs one trial.
+    pub program: PathBuf,
+    /// Names the workers (`HOST:PID`), with their index appended.
+    pub name: String,
+}
+
+impl Launch {
+    /// Checks `study` against the store (an unreachable or foreign database stops here, before
+    /// any trial), then works on it until it is done or `stop` is set; the summary after.
+    pub fn run(&self, study: &Study, stop: &AtomicBool) -> Result<Summary, TuneError> {
+        if self.workers == 0 {
+            return Err(TuneError::Study {
+                path: self.study_file.clone(),
+                message: "--workers must be at least 1".into(),
+            });
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|source| TuneError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Store::open(&self.db)?.bind(&study.fingerprint())?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let study_file = std::path::absolute(&self.study_file).map_err(|source| TuneError::Io {
+            path: self.study_file.clone(),
+            source,
+        })?;
+        let workers = Workers {
+            study,
+            study_file,
+            dir: self.dir.clone(),
+            db: self.db.clone(),
+            backend: self.backend,
+            program: self.program.clone(),
+            threads: (cores / self.workers).max(1),
+            deadline: study
+                .section
+                .timeout
+                .map(|t| Instant::now() + Duration::from_secs_f64(t)),
+            stop,
+        };
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..self.workers)
+                .map(|i| {
+                    let (workers, name) = (&workers, format!("{}:{i}", self.name));
+                    s.spawn(move || workers.work(&name))
+                })
+                .collect();
+            handles.into_iter().try_for_each(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(TuneError::Study {
+                        path: self.db.clone(),
+                        message: "a worker thread panicked".into(),
+                    })
+                })
+            })
+        })?;
+        summary(&Store::open(&self.db)?, &self.dir, study.section.objective)
+    }
+}
