@@ -219,8 +219,10 @@ fn a_run_killed_mid_epoch_resumes_exactly() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
-    // Kill during epoch 2, a few steps in (12 steps an epoch).
-    while !step_rows(&cut).iter().any(|r| r[0] == 2.0 && r[1] >= 3.0) {
+    // Kill during epoch 2, a few steps in (12 steps an epoch), once epoch 1's checkpoint is
+    // on disk: Burn writes it on another thread while epoch 2 trains, later on a busy machine.
+    let epoch_1_saved = || rekindle_train::run::dir::RunDir::new(&cut).last_checkpoint() == Some(1);
+    while !(step_rows(&cut).iter().any(|r| r[0] == 2.0 && r[1] >= 3.0) && epoch_1_saved()) {
         assert!(Instant::now() < deadline, "the run never reached epoch 2");
         assert!(
             child.try_wait().unwrap().is_none(),
