@@ -13,6 +13,10 @@ use crate::study::Study;
 use crate::summary::{Summary, summary};
 use crate::worker::Workers;
 
+/// The study as last run, base config inline, in the study directory (a name no user study
+/// file is likely to have, so that `--dir` next to one never overwrites it).
+pub const RESOLVED: &str = "resolved-study.toml";
+
 /// Where and how a study runs here.
 pub struct Launch {
     /// The study file.
@@ -46,6 +50,10 @@ impl Launch {
             source,
         })?;
         Store::open(&self.db)?.bind(&study.fingerprint())?;
+        // The study as run, base inline, for `tune report`.
+        let copy = self.dir.join(RESOLVED);
+        std::fs::write(&copy, study.resolved())
+            .map_err(|source| TuneError::Io { path: copy, source })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let study_file = std::path::absolute(&self.study_file).map_err(|source| TuneError::Io {
             path: self.study_file.clone(),

@@ -11,7 +11,9 @@
 pub mod demo;
 mod error;
 mod launch;
+mod plots;
 mod prune;
+pub mod report;
 mod run;
 mod sampler;
 mod space;
@@ -23,7 +25,7 @@ mod trial;
 pub mod worker;
 
 pub use error::TuneError;
-pub use launch::Launch;
+pub use launch::{Launch, RESOLVED};
 pub use prune::{Asha, History, Hyperband, Percentile, Pruner, Reports};
 pub use rekindle_train::TrainConfig;
 pub use run::{best, run_trial};

@@ -9,7 +9,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rekindle_model::Backend;
+use rekindle_train::run::dir::RunDir;
 use rekindle_tune::demo::TuneDemo;
+use rekindle_tune::report::ReportOptions;
 use rekindle_tune::worker::INTERRUPTED;
 use rekindle_tune::{Launch, Store, Study, TrialState, run_trial};
 
@@ -33,6 +35,11 @@ enum Cmd {
     Run(RunArgs),
     /// A search over the training demo's fine-tune, its winner checked on a held-out test split.
     Demo(DemoArgs),
+    /// A study's report: best configs, plots, and the top configs re-run with several seeds.
+    Report(ReportArgs),
+    /// One training run from a config (what a report's re-run is, in a child process).
+    #[command(hide = true)]
+    Retrain(RetrainArgs),
     /// One trial (what a worker runs in a child process).
     #[command(hide = true)]
     Trial(TrialArgs),
@@ -75,6 +82,33 @@ struct DemoArgs {
     /// Where the training demo caches its pretrained model (default: ~/.cache/rekindle/demo).
     #[arg(long)]
     cache: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// The study directory (what `tune` printed as "study").
+    dir: PathBuf,
+    /// Best complete trials written out as ready-to-run configs.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// How many of the best are trained again with other seeds (0: none).
+    #[arg(long, default_value_t = 3)]
+    rerun: usize,
+    /// Seeds per re-run config.
+    #[arg(long, default_value_t = 3)]
+    seeds: usize,
+    /// Re-runs side by side.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Backend of the re-runs (overrides their run.backend).
+    #[arg(long, value_parser = parse_backend)]
+    backend: Option<Backend>,
+}
+
+#[derive(Args)]
+struct RetrainArgs {
+    #[arg(long)]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -199,6 +233,39 @@ fn demo(a: DemoArgs) -> Result<()> {
     Ok(())
 }
 
+fn report(a: ReportArgs) -> Result<()> {
+    if !a.dir.join("study.db").exists() {
+        bail!("{}: not a study directory (no study.db)", a.dir.display());
+    }
+    let opts = ReportOptions {
+        top: a.top.max(a.rerun),
+        rerun: a.rerun,
+        seeds: a.seeds.max(1),
+        workers: a.workers.max(1),
+        backend: a.backend,
+        program: std::env::current_exe().context("locating rekindle-tune")?,
+    };
+    let r = rekindle_tune::report::report(&a.dir, &opts)?;
+    let study = Study::load(&a.dir.join(rekindle_tune::RESOLVED))?;
+    eprintln!("{}", r.markdown(&study));
+    println!("{}", r.json());
+    Ok(())
+}
+
+/// A re-run: an ordinary training run, resumed when its directory holds a checkpoint, skipped
+/// when it already exported its model.
+fn retrain(a: RetrainArgs) -> Result<()> {
+    let cfg = rekindle_tune::TrainConfig::from_file(&a.config)?;
+    let dir = RunDir::new(&cfg.run.dir);
+    if dir.model().exists() {
+        // Done by an earlier report.
+        return Ok(());
+    }
+    let resume = dir.last_checkpoint().is_some();
+    rekindle_train::train(&cfg, resume)?;
+    Ok(())
+}
+
 /// A trial process: dies with its worker, so that a killed worker's trial is not trained twice.
 fn trial(a: TrialArgs) -> Result<ExitCode> {
     let parent = std::os::unix::process::parent_id();
@@ -222,6 +289,8 @@ fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Cmd::Run(a) => run(a).map(|()| ExitCode::SUCCESS),
         Cmd::Demo(a) => demo(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Report(a) => report(a).map(|()| ExitCode::SUCCESS),
+        Cmd::Retrain(a) => retrain(a).map(|()| ExitCode::SUCCESS),
         Cmd::Trial(a) => trial(a),
     };
     result.unwrap_or_else(|e| {

@@ -87,6 +87,8 @@ pub struct StudySection {
     pub seed: u64,
     /// A train config file, relative to the study file; or an inline `[base]` table instead.
     pub base: Option<PathBuf>,
+    /// The study's name (default: the study file's name without its extension).
+    pub name: Option<String>,
     /// No new trial starts this many seconds after the workers started.
     pub timeout: Option<f64>,
     /// Seconds between a running trial's heartbeats; after three missed ones another worker
@@ -217,9 +219,11 @@ pub struct Study {
     pub base: toml::Table,
     /// `[space]`.
     pub space: Space,
-    /// The study file's name without its extension: Hyperband hashes it with each trial's
-    /// number to choose the trial's bracket, as Optuna hashes its study name.
+    /// `study.name`, or the study file's name without its extension: Hyperband hashes it with
+    /// each trial's number to choose the trial's bracket, as Optuna hashes its study name.
     pub name: String,
+    /// The file as read, for [`Study::resolved`].
+    source: toml::Table,
 }
 
 impl Study {
@@ -234,7 +238,10 @@ impl Study {
             path: path.to_path_buf(),
             message,
         };
-        let file: StudyFile = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+        let source: toml::Table = toml::from_str(&text).map_err(|e| bad(path, e.to_string()))?;
+        let file: StudyFile = toml::Value::Table(source.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| bad(path, e.to_string()))?;
         let base = match (&file.study.base, file.base) {
             (Some(rel), None) => {
                 let base_path = path.parent().unwrap_or(Path::new(".")).join(rel);
@@ -247,14 +254,17 @@ impl Study {
                 return Err(bad(path, msg.into()));
             }
         };
+        let name = file.study.name.clone().unwrap_or_else(|| {
+            let stem = path.file_stem().unwrap_or_default();
+            stem.to_string_lossy().into_owned()
+        });
         let study = Self {
             section: file.study,
             pruner: file.pruner,
             base,
             space: file.space,
-            name: path
-                .file_stem()
-                .map_or("study".into(), |s| s.to_string_lossy().into_owned()),
+            name,
+            source,
         };
         study.check().map_err(|message| bad(path, message))?;
         Ok(study)
@@ -268,6 +278,18 @@ impl Study {
             PrunerName::Median => Pruner::Percentile(self.pruner.percentile()),
             PrunerName::Asha => Pruner::Asha(self.pruner.asha()),
         }
+    }
+
+    /// The study file with its base config inline: what the study directory keeps
+    /// (`study.toml`), readable wherever the directory is moved.
+    pub fn resolved(&self) -> String {
+        let mut table = self.source.clone();
+        if let Some(toml::Value::Table(study)) = table.get_mut("study") {
+            study.remove("base");
+            study.insert("name".into(), self.name.clone().into());
+        }
+        table.insert("base".into(), toml::Value::Table(self.base.clone()));
+        toml::to_string(&table).unwrap_or_default()
     }
 
     /// What identifies the search: base config, space, sampler, pruner, objective and seed
@@ -370,6 +392,23 @@ mod tests {
         std::fs::write(&path, study).expect("write");
         let study = Study::load(&path).expect("loads");
         assert_eq!(study.base["train"]["epochs"].as_integer(), Some(2));
+    }
+
+    #[test]
+    fn the_resolved_study_loads_as_the_same_study() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("my.toml"), "[train]\nepochs = 2\n").expect("write");
+        let text = STUDY
+            .replace("seed = 7", "seed = 7\nbase = \"my.toml\"")
+            .replace("[base.train]\n        epochs = 3", "");
+        let path = dir.path().join("study.toml");
+        std::fs::write(&path, text).expect("write");
+        let study = Study::load(&path).expect("loads");
+        let copy = dir.path().join("elsewhere").join("study.toml");
+        std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&copy, study.resolved()).expect("write");
+        let again = Study::load(&copy).expect("the copy loads without my.toml beside it");
+        assert_eq!(again.fingerprint(), study.fingerprint());
     }
 
     #[test]

@@ -226,10 +226,12 @@ fn a_trial_whose_worker_is_killed_is_resumed_by_another_and_ends_as_if_uninterru
         .expect("first worker");
     let trial0 = dir.join("trials/0000");
     let deadline = Instant::now() + Duration::from_secs(300);
-    // Kill the worker a few steps into trial 0's second epoch (9 steps an epoch).
+    // Kill the worker a few steps into trial 0's second epoch (11 steps an epoch), once
+    // epoch 1's checkpoint is on disk (Burn writes it on another thread).
     let in_epoch_2 = || {
         let steps = std::fs::read_to_string(trial0.join("metrics-steps.csv")).unwrap_or_default();
-        steps.lines().any(|l| l.starts_with("2,3,"))
+        let saved = rekindle_train::run::dir::RunDir::new(&trial0).last_checkpoint() == Some(1);
+        saved && steps.lines().any(|l| l.starts_with("2,3,"))
     };
     while !in_epoch_2() {
         assert!(Instant::now() < deadline, "trial 0 never checkpointed");
@@ -347,4 +349,87 @@ fn bad_input_is_refused_before_any_trial_starts() {
     let out = worker(&other, &dir, 1).output().expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds another study"), "{err}");
+}
+
+#[test]
+fn a_report_writes_the_best_configs_plots_and_seeded_reruns_ranked_by_mean() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let study = study(tmp.path(), 4, 2, "[0.01, 0.05]", "none");
+    let dir = tmp.path().join("study");
+    let out = worker(&study, &dir, 2).output().expect("study");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .arg("report")
+        .arg(&dir)
+        .args([
+            "--top",
+            "2",
+            "--rerun",
+            "2",
+            "--seeds",
+            "2",
+            "--workers",
+            "2",
+        ])
+        .output()
+        .expect("report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = summary(&out);
+    let report_dir = dir.join("report");
+    for png in ["history.png", "slices.png", "curves.png", "importance.png"] {
+        let bytes = std::fs::read(report_dir.join(png)).expect(png);
+        assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 5000, "{png}");
+    }
+    // The best trials, best first, each a config that runs somewhere new.
+    let best = report["best"].as_array().expect("best");
+    assert_eq!(best.len(), 2);
+    assert!(best[0]["value"].as_f64() >= best[1]["value"].as_f64());
+    let cfg = TrainConfig::from_file(Path::new(best[0]["config"].as_str().expect("path")))
+        .expect("a ready-to-run config");
+    assert!(
+        cfg.run.dir.to_string_lossy().contains("best-1"),
+        "{:?}",
+        cfg.run.dir
+    );
+    // Two configs, two seeds each, trained again and ranked by their mean.
+    let reruns = report["reruns"].as_array().expect("reruns");
+    assert_eq!(reruns.len(), 2);
+    let means: Vec<f64> = reruns
+        .iter()
+        .map(|r| r["mean"].as_f64().expect("mean"))
+        .collect();
+    assert!(means[0] >= means[1], "{means:?}");
+    for r in reruns {
+        let values = r["values"].as_array().expect("values");
+        assert_eq!(values.len(), 2);
+        let v: Vec<f64> = values.iter().map(|v| v.as_f64().expect("value")).collect();
+        assert!((r["mean"].as_f64().expect("mean") - (v[0] + v[1]) / 2.0).abs() < 1e-9);
+        let trial = r["trial"].as_i64().expect("trial");
+        for seed in [1, 2] {
+            let run = report_dir.join(format!("rerun-{trial:04}-seed-{seed}"));
+            let cfg = TrainConfig::from_file(&run.join("config.toml")).expect("rerun config");
+            assert_eq!(cfg.train.seed, seed);
+            assert!(run.join("model.bpk").exists());
+        }
+    }
+    let md = std::fs::read_to_string(report_dir.join("report.md")).expect("report.md");
+    assert!(md.contains("Re-runs with other seeds"), "{md}");
+    let err = bin()
+        .arg("report")
+        .arg(tmp.path())
+        .output()
+        .expect("report");
+    let text = String::from_utf8_lossy(&err.stderr);
+    assert!(
+        !err.status.success() && text.contains("not a study directory"),
+        "{text}"
+    );
 }

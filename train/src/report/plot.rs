@@ -20,7 +20,7 @@ const FONTS: [&str; 3] = [
 const SIZE: (u32, u32) = (900, 520);
 
 /// Registers a system font with plotters once; the error says which fonts were looked for.
-fn font() -> Result<(), String> {
+pub fn font() -> Result<(), String> {
     static FONT: OnceLock<Result<(), String>> = OnceLock::new();
     FONT.get_or_init(|| {
         for path in FONTS {
