@@ -14,7 +14,9 @@ use rekindle_train::catalog::scheduler::RunShape;
 use rekindle_train::config::{DataKind, ModelSource, Strategy};
 use rekindle_train::data::dataset::Dataset;
 use rekindle_train::demo::Demo;
+use rekindle_train::report::plot;
 use rekindle_train::run::dir::RunDir;
+use rekindle_train::run::lr_find::LrFind;
 use rekindle_train::run::plan::{Plan, run_shape};
 use rekindle_train::run::summary;
 use rekindle_train::{TrainConfig, train};
@@ -42,6 +44,9 @@ enum Cmd {
     /// Print and plot a config's learning rate per optimiser step and parameter group,
     /// without training.
     Schedule(ScheduleArgs),
+    /// Learning-rate range test (fastai's lr_find): a short exponential sweep, a PNG and a
+    /// suggested rate, to centre a search range or set train.lr.
+    LrFind(LrFindArgs),
     /// Magnitude-prune a saved model to a target sparsity (one-shot), with a report per layer.
     Prune(PruneArgs),
 }
@@ -60,6 +65,29 @@ struct ScheduleArgs {
     /// Also plot it, to this PNG (`--plot` alone: schedule.png).
     #[arg(long, num_args = 0..=1, default_missing_value = "schedule.png")]
     plot: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct LrFindArgs {
+    /// TOML config whose model, data, strategy and optimiser are swept (default: the
+    /// built-in recipe).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The first step's learning rate.
+    #[arg(long, default_value_t = 1e-7)]
+    start: f64,
+    /// The rate the last step reaches.
+    #[arg(long, default_value_t = 10.0)]
+    end: f64,
+    /// Optimiser steps (one batch each).
+    #[arg(long, default_value_t = 100)]
+    steps: usize,
+    /// Where lr-find.csv and lr-find.png go.
+    #[arg(long, default_value = "runs/lr-find")]
+    out: PathBuf,
+    /// Backend: flex, ndarray, wgpu, tch, cuda (run.backend).
+    #[arg(long, value_parser = parse_name::<Backend>)]
+    backend: Option<Backend>,
 }
 
 #[derive(Args)]
@@ -301,6 +329,60 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+fn lr_find(a: LrFindArgs) -> Result<()> {
+    let mut cfg = match &a.config {
+        Some(p) => TrainConfig::from_file(p)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(b) = a.backend {
+        cfg.run.backend = b;
+    }
+    let sweep = LrFind {
+        start: a.start,
+        end: a.end,
+        steps: a.steps,
+    };
+    let found = rekindle_train::run::lr_find::lr_find(&cfg, &sweep)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let csv = a.out.join("lr-find.csv");
+    let mut text = String::from("step,lr,loss,smoothed\n");
+    for (i, p) in found.points.iter().enumerate() {
+        text += &format!("{},{},{},{}\n", i + 1, p.lr, p.loss, p.smoothed);
+    }
+    std::fs::write(&csv, text).with_context(|| format!("writing {}", csv.display()))?;
+    let png = a.out.join("lr-find.png");
+    let marks = [
+        ("valley", found.valley),
+        ("steep", found.steep),
+        ("minimum/10", found.minimum),
+    ];
+    plot::plot_lr_find(&png, &found.points, &marks).map_err(anyhow::Error::msg)?;
+    if let Some(why) = &found.stopped {
+        eprintln!("stopped after {} steps: {why}", found.points.len());
+    }
+    println!(
+        "suggested learning rate (valley): {:.3e}\n  steepest descent: {:.3e}\n  \
+         minimum / 10: {:.3e}\n{} steps; {} and {}",
+        found.valley,
+        found.steep,
+        found.minimum,
+        found.points.len(),
+        csv.display(),
+        png.display()
+    );
+    let json = serde_json::json!({
+        "valley": found.valley,
+        "steep": found.steep,
+        "minimum": found.minimum,
+        "steps": found.points.len(),
+        "stopped": found.stopped,
+        "csv": csv.display().to_string(),
+        "plot": png.display().to_string(),
+    });
+    println!("{json}");
+    Ok(())
+}
+
 fn demo(a: DemoArgs) -> Result<()> {
     let cache = a.cache.unwrap_or_else(|| {
         std::env::var_os("REKINDLE_CACHE")
@@ -469,6 +551,7 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo(a),
         Cmd::Schedule(a) => schedule(a),
         Cmd::Prune(a) => prune_model(a),
+        Cmd::LrFind(a) => lr_find(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

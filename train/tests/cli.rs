@@ -753,3 +753,62 @@ fn bad_tuning_settings_are_refused_before_training() {
     let err = run_err(bin().arg("run").arg("--lr=-0.1"));
     assert!(err.contains("train.lr"), "{err}");
 }
+
+#[test]
+fn lr_find_sweeps_geometrically_stops_on_blow_up_and_suggests_a_rate_inside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    image_folder(&data, 12);
+    let cfg = write_config(
+        &tmp.path().join("f.toml"),
+        &folder_config(&data, &tmp.path().join("run"), "").replace("epochs = 2", "epochs = 1"),
+    );
+    let out_dir = tmp.path().join("lrf");
+    let out = run_ok(
+        bin()
+            .args([
+                "lr-find", "--start", "1e-5", "--end", "100", "--steps", "40", "--config",
+            ])
+            .arg(&cfg)
+            .arg("--out")
+            .arg(&out_dir),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let rows: Vec<Vec<f64>> = std::fs::read_to_string(out_dir.join("lr-find.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let steps = json["steps"].as_u64().unwrap() as usize;
+    assert_eq!(rows.len(), steps);
+    // The rates the optimiser got: 1e-5 first, then x (100 / 1e-5)^(1/39) per step.
+    let ratio = (100.0f64 / 1e-5).powf(1.0 / 39.0);
+    assert!((rows[0][1] - 1e-5).abs() < 1e-12, "{:?}", rows[0]);
+    for w in rows.windows(2) {
+        assert!((w[1][1] / w[0][1] - ratio).abs() < 1e-6 * ratio, "{w:?}");
+    }
+    // SGD at rates up to 100 blows up: the sweep stops before its 40 steps, and says why.
+    assert!(
+        steps < 40 && json["stopped"].as_str().unwrap().contains("4x"),
+        "{json}"
+    );
+    let last = rows.last().unwrap();
+    for key in ["valley", "steep", "minimum"] {
+        let lr = json[key].as_f64().unwrap();
+        assert!(
+            lr >= 1e-6 && lr < last[1],
+            "{key} {lr} outside the sweep below {}",
+            last[1]
+        );
+    }
+    let png = std::fs::read(out_dir.join("lr-find.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let err = run_err(
+        bin()
+            .args(["lr-find", "--start", "0", "--config"])
+            .arg(&cfg),
+    );
+    assert!(err.contains("--start"), "{err}");
+}

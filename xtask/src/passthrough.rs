@@ -37,6 +37,12 @@ pub const COMMANDS: &[PassThrough] = &[
         about: "a config's learning rate per step and parameter group, without training",
     },
     PassThrough {
+        name: "lr-find",
+        package: "rekindle-train",
+        subcommand: "lr-find",
+        about: "learning-rate range test: a sweep, a PNG and a suggested rate",
+    },
+    PassThrough {
         name: "prune",
         package: "rekindle-train",
         subcommand: "prune",
@@ -142,12 +148,14 @@ pub fn run_command(args: &[String]) -> Result<()> {
         install::setup(&mut env, true)?;
     }
     let help = rest.iter().any(|a| a == "--help" || a == "-h");
+    if matches!(cmd.name, "train" | "tune" | "lr-find") && !help {
+        // Runs read the dataset and label plots with DejaVu: install what is missing
+        // (apt-get runs only then, and says so).
+        install::system_packages()?;
+    }
     let args = if cmd.name == "tune" {
         tune_args(rest)
     } else if cmd.name == "train" && !help {
-        // The demo and runs read the dataset and label plots with DejaVu: install what is
-        // missing (apt-get runs only then, and says so).
-        install::system_packages()?;
         train_args(rest, &backend)
     } else {
         [vec![cmd.subcommand.to_string()], rest.to_vec()].concat()

@@ -215,3 +215,47 @@ pub fn plot_schedule(
         .collect();
     chart(path, title, "optimiser step", "learning rate", &series)
 }
+
+/// The range test's loss (raw and smoothed) against log10 of the rate, with the suggestions
+/// marked by vertical lines.
+pub fn plot_lr_find(
+    path: &Path,
+    points: &[crate::run::lr_find::Point],
+    marks: &[(&str, f64)],
+) -> Result<(), String> {
+    font()?;
+    let x = |lr: f64| lr.log10();
+    let (lo, hi) = points
+        .iter()
+        .filter(|p| p.smoothed.is_finite())
+        .fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+            (lo.min(p.smoothed), hi.max(p.smoothed))
+        });
+    let colors = [RED, RGBColor(0, 150, 0), MAGENTA];
+    let mut series = vec![
+        Series {
+            label: "loss per step".into(),
+            points: points.iter().map(|p| (x(p.lr), p.loss.min(hi))).collect(),
+            color: RGBColor(170, 190, 230),
+        },
+        Series {
+            label: "smoothed".into(),
+            points: points.iter().map(|p| (x(p.lr), p.smoothed)).collect(),
+            color: BLUE,
+        },
+    ];
+    for (i, (name, lr)) in marks.iter().enumerate() {
+        series.push(Series {
+            label: format!("{name} {lr:.2e}"),
+            points: vec![(x(*lr), lo), (x(*lr), hi)],
+            color: colors[i % colors.len()],
+        });
+    }
+    chart(
+        path,
+        "Learning-rate range test",
+        "log10 learning rate",
+        "loss",
+        &series,
+    )
+}

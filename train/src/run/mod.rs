@@ -6,6 +6,7 @@
 pub mod dir;
 pub mod evaluate;
 pub mod export;
+pub mod lr_find;
 pub mod phase;
 pub mod plan;
 pub mod start;
@@ -148,14 +149,14 @@ fn epochs_done(dir: &RunDir, epochs: usize, resume: bool) -> Result<usize, Train
 }
 
 /// The run's devices on its backend; more than one trains data-parallel.
-fn devices(cfg: &TrainConfig) -> Result<Vec<Device>, TrainError> {
+pub(crate) fn devices(cfg: &TrainConfig) -> Result<Vec<Device>, TrainError> {
     let backend = cfg.run.backend;
     let devices = cfg.run.devices.iter().map(|&i| backend.device_at(i));
     Ok(devices.collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The dataset, with a warning naming the first image it had to skip.
-fn load_data(cfg: &TrainConfig) -> Result<Dataset, TrainError> {
+pub(crate) fn load_data(cfg: &TrainConfig) -> Result<Dataset, TrainError> {
     let data = Dataset::load(&cfg.data, cfg.train.seed)?;
     if let Some((path, why)) = data.skipped.first() {
         eprintln!(

@@ -104,20 +104,7 @@ impl Launcher<'_> {
 
     /// The network with the phase's stages frozen and the train step's rules.
     fn trainee(&self, model: &Trainee, phase: Phase) -> Trainee {
-        let (cfg, plan) = (self.cfg, self.plan);
-        let rules = StepRules {
-            accumulation: cfg.train.grad_accumulation,
-            clip_grad_norm: cfg.optim.clip_grad_norm,
-            weight_clip: cfg.optim.weight_clip.map(|[lo, hi]| (lo, hi)),
-            prune_at: plan.prune_at.iter().copied().collect(),
-            prune_scope: cfg.prune.active().then_some(cfg.prune.scope),
-            step: plan.shape.steps_before(phase.first - 1).into(),
-            masks: Default::default(),
-        };
-        Trainee {
-            net: model.net.clone().freeze_stages(phase.depth),
-            rules: Arc::new(rules),
-        }
+        trainee(self.cfg, self.plan, model, phase)
     }
 
     /// The learning-rate scheduler, positioned at the phase's first epoch.
@@ -238,6 +225,23 @@ impl Launcher<'_> {
             training = training.checkpoint(phase.first - 1);
         }
         Ok(training)
+    }
+}
+
+/// `model` with `phase`'s stages frozen and the train step's rules of `cfg` and `plan`.
+pub fn trainee(cfg: &TrainConfig, plan: &Plan, model: &Trainee, phase: Phase) -> Trainee {
+    let rules = StepRules {
+        accumulation: cfg.train.grad_accumulation,
+        clip_grad_norm: cfg.optim.clip_grad_norm,
+        weight_clip: cfg.optim.weight_clip.map(|[lo, hi]| (lo, hi)),
+        prune_at: plan.prune_at.iter().copied().collect(),
+        prune_scope: cfg.prune.active().then_some(cfg.prune.scope),
+        step: plan.shape.steps_before(phase.first - 1).into(),
+        masks: Default::default(),
+    };
+    Trainee {
+        net: model.net.clone().freeze_stages(phase.depth),
+        rules: Arc::new(rules),
     }
 }
 
