@@ -19,6 +19,16 @@ pub const PRETRAIN_CLASSES: [&str; 5] = ["0", "1", "2", "3", "4"];
 /// Classes the demo fine-tunes on (Sandal .. Ankle boot): never seen in pretraining.
 pub const FINETUNE_CLASSES: [&str; 5] = ["5", "6", "7", "8", "9"];
 
+/// Where the demo caches its pretrained model unless told: `$REKINDLE_CACHE/demo`, else
+/// `~/.cache/rekindle/demo`.
+pub fn default_cache() -> PathBuf {
+    std::env::var_os("REKINDLE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rekindle")))
+        .unwrap_or_else(|| PathBuf::from(".cache/rekindle"))
+        .join("demo")
+}
+
 /// Knobs of the demo.
 #[derive(Clone, Debug)]
 pub struct Demo {

@@ -384,13 +384,7 @@ fn lr_find(a: LrFindArgs) -> Result<()> {
 }
 
 fn demo(a: DemoArgs) -> Result<()> {
-    let cache = a.cache.unwrap_or_else(|| {
-        std::env::var_os("REKINDLE_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rekindle")))
-            .unwrap_or_else(|| PathBuf::from(".cache/rekindle"))
-            .join("demo")
-    });
+    let cache = a.cache.unwrap_or_else(rekindle_train::demo::default_cache);
     let d = Demo {
         out: a.out,
         cache,

@@ -196,13 +196,7 @@ fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
 }
 
 fn demo(a: DemoArgs) -> Result<()> {
-    let cache = a.cache.unwrap_or_else(|| {
-        std::env::var_os("REKINDLE_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rekindle")))
-            .unwrap_or_else(|| PathBuf::from(".cache/rekindle"))
-            .join("demo")
-    });
+    let cache = a.cache.unwrap_or_else(rekindle_train::demo::default_cache);
     let demo = TuneDemo {
         out: a.out,
         cache,

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// A complete trial's colour; pruned ones are grey.
@@ -48,25 +49,38 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
+/// A titled chart over `xs` x `ys` with whole-number x labels and the axes named `desc`.
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+    desc: (&str, &str),
+    xs: std::ops::Range<f64>,
+    ys: std::ops::Range<f64>,
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String>
+{
+    let mut c = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 24))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(xs, ys)
+        .map_err(err)?;
+    c.configure_mesh()
+        .x_desc(desc.0)
+        .y_desc(desc.1)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()
+        .map_err(err)?;
+    Ok(c)
+}
+
 /// Every trial's value by trial number (pruned greyed, at their best so far) and the best so
 /// far among the complete ones.
 pub fn history(path: &Path, points: &[Point], best: &[(f64, f64)], y: &str) -> Result<(), String> {
     png(path, (900, 520), |root| {
         let xs = range(points.iter().map(|p| p.0));
         let ys = range(points.iter().map(|p| p.1));
-        let mut c = ChartBuilder::on(root)
-            .caption("Optimisation history", ("sans-serif", 24))
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(xs, ys)
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("trial")
-            .y_desc(y)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(err)?;
+        let mut c = axes(root, "Optimisation history", ("trial", y), xs, ys)?;
         scatter(&mut c, points)?;
         c.draw_series(LineSeries::new(best.iter().copied(), BEST.stroke_width(2)))
             .map_err(err)?
@@ -159,19 +173,8 @@ pub fn curves(path: &Path, curves: &[(Vec<(f64, f64)>, bool)], y: &str) -> Resul
         let all = || curves.iter().flat_map(|c| c.0.iter());
         let xs = range(all().map(|p| p.0));
         let ys = range(all().map(|p| p.1));
-        let mut c = ChartBuilder::on(root)
-            .caption("Learning curves (pruned trials grey)", ("sans-serif", 24))
-            .margin(14)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(xs, ys)
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("epoch")
-            .y_desc(y)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .draw()
-            .map_err(err)?;
+        let title = "Learning curves (pruned trials grey)";
+        let mut c = axes(root, title, ("epoch", y), xs, ys)?;
         // Pruned first, so that the complete curves are drawn over them.
         for complete in [false, true] {
             let color = if complete { COMPLETE } else { PRUNED };

@@ -164,21 +164,24 @@ fn value(d: &Distribution, x: f64) -> toml::Value {
 
 /// One density of TPE: a mixture over the observations plus the prior.
 enum Parzen {
-    /// Truncated normals on `[low, high]`; `step` is 1 for integers (then each integer's
-    /// mass is that of its unit bin), 0 for continuous keys.
-    Numeric {
-        weights: Vec<f64>,
-        mus: Vec<f64>,
-        sigmas: Vec<f64>,
-        low: f64,
-        high: f64,
-        step: f64,
-    },
+    /// Truncated normals, for a range.
+    Numeric(Normals),
     /// Per component, a probability per choice.
     Categorical {
         weights: Vec<f64>,
         probs: Vec<Vec<f64>>,
     },
+}
+
+/// A weighted mixture of normals truncated to `[low, high]`; `step` is 1 for integers (then
+/// each integer's mass is that of its unit bin), 0 for continuous keys.
+struct Normals {
+    weights: Vec<f64>,
+    mus: Vec<f64>,
+    sigmas: Vec<f64>,
+    low: f64,
+    high: f64,
+    step: f64,
 }
 
 impl Parzen {
@@ -200,14 +203,14 @@ impl Parzen {
         let mut sigmas = sigmas(obs, low, high, step);
         mus.push(0.5 * (low + high));
         sigmas.push(high - low + step);
-        Self::Numeric {
+        Self::Numeric(Normals {
             weights,
             mus,
             sigmas,
             low,
             high,
             step,
-        }
+        })
     }
 
     /// Each observed choice's component puts one count on its choice over the prior spread
@@ -228,57 +231,59 @@ impl Parzen {
     /// A draw: a component by weight, then a value from it.
     fn sample(&self, rng: &mut impl Rng) -> f64 {
         match self {
-            Self::Numeric {
-                weights,
-                mus,
-                sigmas,
-                low,
-                high,
-                step,
-            } => {
-                let k = pick(weights, rng);
-                let (a, b) = (low - step / 2.0, high + step / 2.0);
-                let x = truncated_normal(mus[k], sigmas[k], a, b, rng);
-                if *step > 0.0 {
-                    (x.round()).clamp(*low, *high)
-                } else {
-                    x
-                }
-            }
+            Self::Numeric(n) => n.sample(rng),
             Self::Categorical { weights, probs } => pick(&probs[pick(weights, rng)], rng) as f64,
         }
     }
 
     /// The log density (log mass for integers and choices) at `x`.
     fn log_pdf(&self, x: f64) -> f64 {
-        let terms: Vec<f64> = match self {
-            Self::Numeric {
-                weights,
-                mus,
-                sigmas,
-                low,
-                high,
-                step,
-            } => (0..mus.len())
-                .map(|k| {
-                    let (m, s) = (mus[k], sigmas[k]);
-                    let z = |v: f64| (v - m) / s;
-                    let (a, b) = (low - step / 2.0, high + step / 2.0);
-                    let norm = mass(z(a), z(b));
-                    let log_p = if *step > 0.0 {
-                        mass(z(x - step / 2.0), z(x + step / 2.0)).ln()
-                    } else {
-                        -0.5 * z(x).powi(2) - (s * (2.0 * std::f64::consts::PI).sqrt()).ln()
-                    };
-                    weights[k].ln() + log_p - norm.ln()
-                })
-                .collect(),
-            Self::Categorical { weights, probs } => weights
-                .iter()
-                .zip(probs)
-                .map(|(w, row)| w.ln() + row[x as usize].ln())
-                .collect(),
-        };
+        match self {
+            Self::Numeric(n) => n.log_pdf(x),
+            Self::Categorical { weights, probs } => {
+                let terms: Vec<f64> = weights
+                    .iter()
+                    .zip(probs)
+                    .map(|(w, row)| w.ln() + row[x as usize].ln())
+                    .collect();
+                log_sum_exp(&terms)
+            }
+        }
+    }
+}
+
+impl Normals {
+    /// The range the normals are truncated to (integers: out to the bins' edges).
+    fn bounds(&self) -> (f64, f64) {
+        (self.low - self.step / 2.0, self.high + self.step / 2.0)
+    }
+
+    fn sample(&self, rng: &mut impl Rng) -> f64 {
+        let k = pick(&self.weights, rng);
+        let (a, b) = self.bounds();
+        let x = truncated_normal(self.mus[k], self.sigmas[k], a, b, rng);
+        if self.step > 0.0 {
+            x.round().clamp(self.low, self.high)
+        } else {
+            x
+        }
+    }
+
+    fn log_pdf(&self, x: f64) -> f64 {
+        let (a, b) = self.bounds();
+        let half = self.step / 2.0;
+        let terms: Vec<f64> = (0..self.mus.len())
+            .map(|k| {
+                let (m, s) = (self.mus[k], self.sigmas[k]);
+                let z = |v: f64| (v - m) / s;
+                let log_p = if self.step > 0.0 {
+                    mass(z(x - half), z(x + half)).ln()
+                } else {
+                    -0.5 * z(x).powi(2) - (s * (2.0 * std::f64::consts::PI).sqrt()).ln()
+                };
+                self.weights[k].ln() + log_p - mass(z(a), z(b)).ln()
+            })
+            .collect();
         log_sum_exp(&terms)
     }
 }
