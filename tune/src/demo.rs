@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rekindle_model::Backend;
@@ -18,6 +18,7 @@ use rekindle_train::{TrainConfig, train};
 
 use crate::error::TuneError;
 use crate::launch::Launch;
+use crate::sql::Storage;
 use crate::study::Study;
 use crate::summary::Summary;
 
@@ -62,28 +63,40 @@ pub struct DemoResult {
 }
 
 impl TuneDemo {
-    /// Pretrains (or reuses the cache), searches, trains the default recipe and scores both.
+    /// The training demo this searches over.
+    fn demo(&self) -> Demo {
+        Demo {
+            out: self.out.clone(),
+            cache: self.cache.clone(),
+            backend: self.backend,
+            labels_per_class: 10,
+        }
+    }
+
+    /// The training demo's pretrained model: trained now (in this process, where Ctrl-C
+    /// stops it as it stops any run) unless cached.
+    pub fn pretrained(&self) -> Result<PathBuf, TuneError> {
+        Ok(self.demo().pretrained().map_err(|e| self.error(e))?.0)
+    }
+
+    /// Searches from `pretrained`, trains the default recipe and scores both; `stop` (Ctrl-C)
+    /// ends it after the search, which the next run resumes.
     pub fn run(
         &self,
+        pretrained: &Path,
         program: &Path,
         name: &str,
         stop: &AtomicBool,
     ) -> Result<DemoResult, TuneError> {
         let started = Instant::now();
-        let demo = Demo {
-            out: self.out.clone(),
-            cache: self.cache.clone(),
-            backend: self.backend,
-            labels_per_class: 10,
-        };
-        let (pretrained, _) = demo.pretrained().map_err(|e| self.error(e))?;
+        let demo = self.demo();
         let base = demo.finetune_config(&pretrained.display().to_string(), "default");
         let study_file = self.write_study(&base)?;
         let study = Study::load(&study_file)?;
         let launch = Launch {
             study_file,
             dir: self.out.join("study"),
-            db: self.out.join("study").join("study.db"),
+            storage: Storage::sqlite(self.out.join("study").join("study.db")),
             workers: self.workers,
             backend: Some(self.backend),
             program: program.to_path_buf(),
@@ -91,6 +104,9 @@ impl TuneDemo {
         };
         let searched = Instant::now();
         let summary = launch.run(&study, stop)?;
+        if stop.load(Ordering::SeqCst) {
+            return Err(self.error("interrupted; run it again to resume the search"));
+        }
         let search_seconds = searched.elapsed().as_secs_f64();
         let Some((best, best_config)) = summary.best.clone() else {
             return Err(self.error("no trial completed"));

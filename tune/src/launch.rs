@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use rekindle_model::Backend;
 
 use crate::error::TuneError;
+use crate::sql::Storage;
 use crate::store::Store;
 use crate::study::Study;
 use crate::summary::{Summary, summary};
@@ -23,8 +24,8 @@ pub struct Launch {
     pub study_file: PathBuf,
     /// The study directory (`trials/`).
     pub dir: PathBuf,
-    /// The SQLite file of the study's trials.
-    pub db: PathBuf,
+    /// Where the study's trials are stored.
+    pub storage: Storage,
     /// Trials side by side on this machine; the cores are split between them.
     pub workers: usize,
     /// Overrides the trials' `run.backend`.
@@ -49,28 +50,32 @@ impl Launch {
             path: self.dir.clone(),
             source,
         })?;
-        Store::open(&self.db)?.bind(&study.fingerprint())?;
+        Store::open(&self.storage)?.bind(&study.fingerprint())?;
         // The study as run, base inline, for `tune report`.
         let copy = self.dir.join(RESOLVED);
-        std::fs::write(&copy, study.resolved())
-            .map_err(|source| TuneError::Io { path: copy, source })?;
+        std::fs::write(&copy, study.resolved()).map_err(|source| TuneError::Io {
+            path: copy.clone(),
+            source,
+        })?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let study_file = std::path::absolute(&self.study_file).map_err(|source| TuneError::Io {
-            path: self.study_file.clone(),
+        // The trial processes read the copy, not the user's file, which may change meanwhile.
+        let study_file = std::path::absolute(&copy).map_err(|source| TuneError::Io {
+            path: copy.clone(),
             source,
         })?;
         let workers = Workers {
             study,
             study_file,
             dir: self.dir.clone(),
-            db: self.db.clone(),
+            storage: self.storage.clone(),
             backend: self.backend,
             program: self.program.clone(),
             threads: (cores / self.workers).max(1),
-            deadline: study
-                .section
-                .timeout
-                .map(|t| Instant::now() + Duration::from_secs_f64(t)),
+            // A timeout too long to represent is no deadline.
+            deadline: study.section.timeout.and_then(|t| {
+                let d = Duration::try_from_secs_f64(t).ok()?;
+                Instant::now().checked_add(d)
+            }),
             stop,
         };
         std::thread::scope(|s| {
@@ -83,12 +88,16 @@ impl Launch {
             handles.into_iter().try_for_each(|h| {
                 h.join().unwrap_or_else(|_| {
                     Err(TuneError::Study {
-                        path: self.db.clone(),
+                        path: self.storage.label(),
                         message: "a worker thread panicked".into(),
                     })
                 })
             })
         })?;
-        summary(&Store::open(&self.db)?, &self.dir, study.section.objective)
+        summary(
+            &Store::open(&self.storage)?,
+            &self.dir,
+            study.section.objective,
+        )
     }
 }

@@ -13,7 +13,7 @@ use rekindle_train::run::dir::RunDir;
 use rekindle_tune::demo::TuneDemo;
 use rekindle_tune::report::ReportOptions;
 use rekindle_tune::worker::INTERRUPTED;
-use rekindle_tune::{Launch, Store, Study, TrialState, run_trial};
+use rekindle_tune::{Launch, Storage, Store, Study, TrialState, run_trial};
 
 /// Keeps freed pages for reuse (see `rekindle_kernels::allocator`): trials train in this binary.
 #[global_allocator]
@@ -53,7 +53,8 @@ struct RunArgs {
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Where the trials are stored: a SQLite file (`sqlite:PATH` or a path; default
-    /// DIR/study.db).
+    /// DIR/study.db) or a PostgreSQL database (`postgres://user:password@host/db`), which
+    /// workers on other machines join with the same study file and URL.
     #[arg(long)]
     storage: Option<String>,
     /// Backend of every trial (overrides the base config's run.backend).
@@ -103,6 +104,9 @@ struct ReportArgs {
     /// Backend of the re-runs (overrides their run.backend).
     #[arg(long, value_parser = parse_backend)]
     backend: Option<Backend>,
+    /// Where the trials are stored, as given to `tune` (default: DIR/study.db).
+    #[arg(long)]
+    storage: Option<String>,
 }
 
 #[derive(Args)]
@@ -115,9 +119,11 @@ struct RetrainArgs {
 struct TrialArgs {
     study: PathBuf,
     #[arg(long)]
-    db: PathBuf,
+    storage: String,
     #[arg(long)]
     trial: i64,
+    #[arg(long)]
+    worker: String,
     #[arg(long)]
     config: PathBuf,
 }
@@ -125,24 +131,6 @@ struct TrialArgs {
 fn parse_backend(s: &str) -> Result<Backend, String> {
     s.parse()
         .map_err(|e: <Backend as std::str::FromStr>::Err| e.to_string())
-}
-
-/// The SQLite file `--storage` names.
-fn storage(arg: Option<&str>, dir: &Path) -> Result<PathBuf> {
-    let Some(url) = arg else {
-        return Ok(dir.join("study.db"));
-    };
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        bail!("--storage {url}: PostgreSQL storage is not built yet; use a SQLite file");
-    }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    if path.is_empty() {
-        bail!("--storage {url}: no file named");
-    }
-    Ok(PathBuf::from(path))
 }
 
 /// This machine's name, for worker names.
@@ -161,7 +149,8 @@ fn run(a: RunArgs) -> Result<()> {
         PathBuf::from("runs").join(stem)
     });
     let launch = Launch {
-        db: storage(a.storage.as_deref(), &dir)?,
+        storage: Storage::parse(a.storage.as_deref(), &dir, &study.name)
+            .map_err(anyhow::Error::msg)?,
         study_file: a.study.clone(),
         dir,
         workers: a.workers,
@@ -206,7 +195,9 @@ fn demo(a: DemoArgs) -> Result<()> {
     };
     let program = std::env::current_exe().context("locating rekindle-tune")?;
     let name = format!("{}:{}", host(), std::process::id());
-    let r = demo.run(&program, &name, stop_on_ctrl_c()?)?;
+    // Pretraining first: until our handler is installed, Ctrl-C stops it as any run.
+    let pretrained = demo.pretrained()?;
+    let r = demo.run(&pretrained, &program, &name, stop_on_ctrl_c()?)?;
     eprintln!("{}", r.summary.table());
     println!("{}\n", r.table());
     let json = serde_json::json!({
@@ -228,8 +219,12 @@ fn demo(a: DemoArgs) -> Result<()> {
 }
 
 fn report(a: ReportArgs) -> Result<()> {
-    if !a.dir.join("study.db").exists() {
-        bail!("{}: not a study directory (no study.db)", a.dir.display());
+    if !a.dir.join(rekindle_tune::RESOLVED).exists() {
+        bail!(
+            "{}: not a study directory (no {})",
+            a.dir.display(),
+            rekindle_tune::RESOLVED
+        );
     }
     let opts = ReportOptions {
         top: a.top.max(a.rerun),
@@ -238,6 +233,7 @@ fn report(a: ReportArgs) -> Result<()> {
         workers: a.workers.max(1),
         backend: a.backend,
         program: std::env::current_exe().context("locating rekindle-tune")?,
+        storage: a.storage.clone(),
     };
     let r = rekindle_tune::report::report(&a.dir, &opts)?;
     let study = Study::load(&a.dir.join(rekindle_tune::RESOLVED))?;
@@ -249,6 +245,7 @@ fn report(a: ReportArgs) -> Result<()> {
 /// A re-run: an ordinary training run, resumed when its directory holds a checkpoint, skipped
 /// when it already exported its model.
 fn retrain(a: RetrainArgs) -> Result<()> {
+    die_with_parent();
     let cfg = rekindle_tune::TrainConfig::from_file(&a.config)?;
     let dir = RunDir::new(&cfg.run.dir);
     if dir.model().exists() {
@@ -260,8 +257,8 @@ fn retrain(a: RetrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// A trial process: dies with its worker, so that a killed worker's trial is not trained twice.
-fn trial(a: TrialArgs) -> Result<ExitCode> {
+/// Exits when the parent process is gone (it was killed): a child never trains unwatched.
+fn die_with_parent() {
     let parent = std::os::unix::process::parent_id();
     std::thread::spawn(move || {
         loop {
@@ -271,12 +268,21 @@ fn trial(a: TrialArgs) -> Result<ExitCode> {
             }
         }
     });
+}
+
+/// A trial process: dies with its worker, so that a killed worker's trial is not trained twice.
+fn trial(a: TrialArgs) -> Result<ExitCode> {
+    die_with_parent();
     let study = Study::load(&a.study)?;
-    let store = Store::open(&a.db)?;
-    Ok(match run_trial(&study, store, a.trial, &a.config)? {
-        TrialState::Running => ExitCode::from(INTERRUPTED as u8),
-        _ => ExitCode::SUCCESS,
-    })
+    let dir = a.study.parent().unwrap_or(Path::new("."));
+    let storage = Storage::parse(Some(&a.storage), dir, &study.name).map_err(anyhow::Error::msg)?;
+    let store = Store::open(&storage)?;
+    Ok(
+        match run_trial(&study, store, a.trial, &a.worker, &a.config)? {
+            TrialState::Running => ExitCode::from(INTERRUPTED as u8),
+            _ => ExitCode::SUCCESS,
+        },
+    )
 }
 
 fn main() -> ExitCode {

@@ -14,12 +14,14 @@ use crate::prune::History;
 use crate::store::{Store, TrialState};
 use crate::study::{PrunerName, Study};
 
-/// Runs trial `id` of `study` from the config its worker wrote to `config`, and records how it
-/// ended in `store`; Ctrl-C leaves it running (unrecorded), for its worker to give back.
+/// Runs trial `id` of `study` for `worker` from the config it wrote to `config`, and records
+/// how it ended in `store`; Ctrl-C leaves it running (unrecorded), for its worker to give back.
+/// If another worker took the trial over meanwhile, this copy stops and records nothing.
 pub fn run_trial(
     study: &Study,
     store: Store,
     id: i64,
+    worker: &str,
     config: &Path,
 ) -> Result<TrialState, TuneError> {
     let cfg = TrainConfig::from_file(config).map_err(|e| TuneError::Study {
@@ -31,24 +33,25 @@ pub fn run_trial(
     let finish_from_log = |store: &Store, state: TrialState, reason: Option<&str>| {
         let rows = read_epochs(&dir).unwrap_or_default();
         let value = best(study, &rows);
-        store.finish(id, state, value, reason)
+        store.finish(id, worker, state, value, reason)
     };
     if last.is_some_and(|e| e >= cfg.train.epochs) {
         // Killed after its last checkpoint, before it was recorded: every epoch trained.
         finish_from_log(&store, TrialState::Complete, None)?;
         return Ok(TrialState::Complete);
     }
-    let store_path = store.path().to_path_buf();
+    let storage = store.storage().clone();
     let failed = Arc::new(Mutex::new(None));
     let watch = Pruning {
         study: study.clone(),
         store,
         id,
+        worker: worker.to_string(),
         epochs: cfg.train.epochs,
         failed: failed.clone(),
     };
     let result = train_watched(&cfg, last.is_some(), Some(Box::new(watch)));
-    let store = Store::open(&store_path)?;
+    let store = Store::open(&storage)?;
     let failed = failed.lock().unwrap_or_else(|e| e.into_inner()).take();
     let (state, reason) = match result {
         Ok(_) => (TrialState::Complete, None),
@@ -88,6 +91,7 @@ struct Pruning {
     study: Study,
     store: Store,
     id: i64,
+    worker: String,
     epochs: usize,
     /// Why the trial could not be recorded, when the store failed.
     failed: Arc<Mutex<Option<String>>>,
@@ -123,6 +127,12 @@ impl Pruning {
     /// pruned (the trial is complete), but ASHA still records its rungs for the others.
     fn decide(&mut self, row: &EpochRow) -> Result<bool, TuneError> {
         let (study, store, id) = (&self.study, &self.store, self.id);
+        if !store.holds(id, &self.worker)? {
+            return Err(TuneError::Study {
+                path: store.storage().label(),
+                message: format!("trial {id} was taken over by another worker"),
+            });
+        }
         let objective = study.section.objective;
         store.report(id, row.epoch, objective.of(row))?;
         let complete: Vec<i64> = store

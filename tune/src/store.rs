@@ -1,17 +1,18 @@
-//! The study's trials in SQLite: one file in the study directory, shared by every local worker.
+//! The study's trials, in SQLite (one file in the study directory, shared by local workers) or
+//! PostgreSQL (workers on many machines).
 //!
-//! Each change is one `BEGIN IMMEDIATE` transaction, so workers in other processes see a trial
-//! either wholly claimed or not at all; a running trial's heartbeat tells a live worker from a
-//! killed one, whose trial another worker then takes over.
+//! Each claim is one transaction holding the trials' write lock from its start (SQLite's
+//! `BEGIN IMMEDIATE`, PostgreSQL's `LOCK TABLE ... IN EXCLUSIVE MODE`), so workers anywhere
+//! see a trial either wholly claimed or not at all; a running trial's heartbeat tells a live
+//! worker from a killed one, whose trial another worker then takes over.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::TuneError;
 use crate::prune::Reports;
 use crate::space::Assignment;
+use crate::sql::{Conn, Kind, Sql, Storage, Val};
 
 /// Where a trial stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,75 +69,74 @@ pub struct Trial {
     pub reason: Option<String>,
     /// The worker that runs (or last ran) it.
     pub worker: String,
+    /// Its last report: the step and the value (NaN for a diverged one).
+    pub last: Option<(usize, f64)>,
 }
 
-/// A study's trials, in `study.db`.
+/// A study's trials, in its [`Storage`].
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    // A RefCell: PostgreSQL's client needs `&mut` for every statement, and the store is
+    // shared by reference within one worker (never across threads).
+    conn: RefCell<Conn>,
+    storage: Storage,
 }
+
+const TRIAL_COLUMNS: [Kind; 8] = [
+    Kind::Int,
+    Kind::Text,
+    Kind::Text,
+    Kind::Real,
+    Kind::Text,
+    Kind::Text,
+    Kind::Int,
+    Kind::Real,
+];
+/// Every trial with its last report's step (-1: none) and value.
+const SELECT_TRIALS: &str = "SELECT t.id, t.state, t.point, t.value, t.reason, t.worker,
+        COALESCE((SELECT MAX(r.step) FROM reports r WHERE r.trial = t.id), -1),
+        (SELECT r.value FROM reports r WHERE r.trial = t.id ORDER BY r.step DESC LIMIT 1)
+    FROM trials t ORDER BY t.id";
 
 impl Store {
-    /// Opens (or creates) the store at `path`.
-    pub fn open(path: &Path) -> Result<Self, TuneError> {
-        let s = Self {
-            conn: Connection::open(path).map_err(|e| db_error(path, e))?,
-            path: path.to_path_buf(),
-        };
-        s.conn
-            .busy_timeout(std::time::Duration::from_secs(60))
-            .and_then(|_| s.conn.pragma_update(None, "journal_mode", "WAL"))
-            .and_then(|_| {
-                s.conn.execute_batch(
-                    "CREATE TABLE IF NOT EXISTS trials (
-                        id INTEGER PRIMARY KEY, state TEXT NOT NULL, point TEXT NOT NULL,
-                        value REAL, reason TEXT, worker TEXT NOT NULL, heartbeat INTEGER NOT NULL
-                    );
-                    CREATE TABLE IF NOT EXISTS reports (
-                        trial INTEGER NOT NULL, step INTEGER NOT NULL, value REAL,
-                        PRIMARY KEY (trial, step)
-                    );
-                    CREATE TABLE IF NOT EXISTS meta (
-                        key TEXT PRIMARY KEY, value TEXT NOT NULL
-                    );
-                    CREATE TABLE IF NOT EXISTS rungs (
-                        trial INTEGER NOT NULL, rung INTEGER NOT NULL, value REAL NOT NULL,
-                        PRIMARY KEY (trial, rung)
-                    )",
-                )
-            })
-            .map_err(|e| s.error(e))?;
-        Ok(s)
+    /// Opens (or creates) the store.
+    pub fn open(storage: &Storage) -> Result<Self, TuneError> {
+        let conn = Conn::open(storage).map_err(|e| db_error(storage, e))?;
+        Ok(Self {
+            conn: RefCell::new(conn),
+            storage: storage.clone(),
+        })
+    }
+
+    /// Where the trials are.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Ties the store to the study with this `fingerprint` (see [`crate::Study::fingerprint`]):
     /// the first worker records it, later ones must match, so that trials of one search space
     /// are never mixed with another's.
     pub fn bind(&mut self, fingerprint: &str) -> Result<(), TuneError> {
-        let path = self.path.clone();
-        let tx = immediate(&mut self.conn, &path)?;
-        let stored: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'study'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(|e| db_error(&path, e))?;
+        let stored = self.exclusive(|sql| {
+            let rows = sql.rows(
+                "SELECT value FROM meta WHERE key = 'study'",
+                &[],
+                &[Kind::Text],
+            )?;
+            if rows.is_empty() {
+                let fp = Val::Text(Some(fingerprint.to_string()));
+                sql.exec("INSERT INTO meta (key, value) VALUES ('study', ?1)", &[fp])?;
+            }
+            Ok(rows.first().and_then(|r| r[0].text()))
+        })?;
         match stored {
             Some(s) if s != fingerprint => Err(TuneError::Study {
-                path,
+                path: self.storage.label(),
                 message: "holds another study (its base config, space, sampler, objective or \
                           seed differ); use another --dir or --storage, or the original study \
                           file (only trials, timeout and heartbeat may change)"
                     .into(),
             }),
-            Some(_) => Ok(()),
-            None => tx
-                .execute(
-                    "INSERT INTO meta (key, value) VALUES ('study', ?1)",
-                    params![fingerprint],
-                )
-                .and_then(|_| tx.commit())
-                .map_err(|e| db_error(&path, e)),
+            _ => Ok(()),
         }
     }
 
@@ -149,36 +149,36 @@ impl Store {
         now: i64,
         propose: impl FnOnce(&[Trial]) -> Result<Assignment, String>,
     ) -> Result<Option<Trial>, TuneError> {
-        let path = self.path.clone();
-        let tx = immediate(&mut self.conn, &path)?;
-        let trials = read_trials(&tx, &path)?;
-        if trials.len() >= budget {
-            return Ok(None);
-        }
-        let id = trials.len() as i64;
-        let point = propose(&trials).map_err(|message| TuneError::Study {
-            path: path.clone(),
-            message: format!("trial {id}: {message}"),
-        })?;
-        let trial = Trial {
-            id,
-            state: TrialState::Running,
-            point,
-            value: None,
-            reason: None,
-            worker: worker.to_string(),
-        };
-        let point = toml::to_string(&trial.point).map_err(|e| TuneError::Study {
-            path: path.clone(),
-            message: format!("trial {}: {e}", trial.id),
-        })?;
-        tx.execute(
-            "INSERT INTO trials (id, state, point, worker, heartbeat) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![trial.id, trial.state.name(), point, worker, now],
-        )
-        .and_then(|_| tx.commit())
-        .map_err(|e| db_error(&path, e))?;
-        Ok(Some(trial))
+        let storage = self.storage.clone();
+        self.exclusive(|sql| {
+            let trials = read_trials(sql, &storage).map_err(|e| e.to_string())?;
+            if trials.len() >= budget {
+                return Ok(None);
+            }
+            let id = trials.len() as i64;
+            let point = propose(&trials).map_err(|m| format!("trial {id}: {m}"))?;
+            let text = toml::to_string(&point).map_err(|e| format!("trial {id}: {e}"))?;
+            sql.exec(
+                "INSERT INTO trials (id, state, point, worker, heartbeat) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                &[
+                    Val::Int(id),
+                    Val::Text(Some(TrialState::Running.name().into())),
+                    Val::Text(Some(text)),
+                    Val::Text(Some(worker.into())),
+                    Val::Int(now),
+                ],
+            )?;
+            Ok(Some(Trial {
+                id,
+                state: TrialState::Running,
+                point,
+                value: None,
+                reason: None,
+                worker: worker.to_string(),
+                last: None,
+            }))
+        })
     }
 
     /// Takes over, for `worker`, the oldest running trial whose heartbeat is older than
@@ -189,81 +189,99 @@ impl Store {
         now: i64,
         stale_after: i64,
     ) -> Result<Option<Trial>, TuneError> {
-        let path = self.path.clone();
-        let tx = immediate(&mut self.conn, &path)?;
-        let stale: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM trials WHERE state = 'running' AND heartbeat < ?1
+        let storage = self.storage.clone();
+        self.exclusive(|sql| {
+            let stale = sql.rows(
+                "SELECT id FROM trials WHERE state = 'running' AND heartbeat < ?1 \
                  ORDER BY id LIMIT 1",
-                params![now - stale_after],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| db_error(&path, e))?;
-        let Some(id) = stale else {
-            return Ok(None);
-        };
-        tx.execute(
-            "UPDATE trials SET worker = ?1, heartbeat = ?2 WHERE id = ?3",
-            params![worker, now, id],
-        )
-        .map_err(|e| db_error(&path, e))?;
-        let trial = read_trials(&tx, &path)?.into_iter().find(|t| t.id == id);
-        tx.commit().map_err(|e| db_error(&path, e))?;
-        Ok(trial)
+                &[Val::Int(now - stale_after)],
+                &[Kind::Int],
+            )?;
+            let Some(id) = stale.first().map(|r| r[0].int()) else {
+                return Ok(None);
+            };
+            sql.exec(
+                "UPDATE trials SET worker = ?1, heartbeat = ?2 WHERE id = ?3",
+                &[Val::Text(Some(worker.into())), Val::Int(now), Val::Int(id)],
+            )?;
+            let trials = read_trials(sql, &storage).map_err(|e| e.to_string())?;
+            Ok(trials.into_iter().find(|t| t.id == id))
+        })
     }
 
-    /// Gives trial `id` back unfinished (its worker is stopping): any worker may take it over
-    /// at once and resume it from its checkpoint.
-    pub fn release(&self, id: i64) -> Result<(), TuneError> {
-        self.heartbeat(id, i64::MIN / 2)
+    /// Gives running trial `id` of `worker` back unfinished (its worker is stopping): any
+    /// worker may take it over at once and resume it from its checkpoint.
+    pub fn release(&self, id: i64, worker: &str) -> Result<bool, TuneError> {
+        self.heartbeat(id, worker, i64::MIN / 2)
     }
 
-    /// Marks trial `id` alive at `now`.
-    pub fn heartbeat(&self, id: i64, now: i64) -> Result<(), TuneError> {
-        self.conn
-            .execute(
-                "UPDATE trials SET heartbeat = ?1 WHERE id = ?2",
-                params![now, id],
-            )
-            .map(drop)
-            .map_err(|e| self.error(e))
+    /// Marks running trial `id` alive at `now`, if `worker` still holds it; `false` when
+    /// another worker took it over (this one was stalled past the stale limit) or it ended.
+    pub fn heartbeat(&self, id: i64, worker: &str, now: i64) -> Result<bool, TuneError> {
+        let changed = self.exec(
+            "UPDATE trials SET heartbeat = ?1 WHERE id = ?2 AND worker = ?3 AND state = 'running'",
+            &[Val::Int(now), Val::Int(id), Val::Text(Some(worker.into()))],
+        )?;
+        Ok(changed == 1)
     }
 
-    /// Ends trial `id` in `state`, with its value or the reason it did not run.
+    /// Ends running trial `id` of `worker` in `state`, with its value or the reason it did not
+    /// run; `false` (and nothing changed) when the trial is no longer that worker's.
     pub fn finish(
         &self,
         id: i64,
+        worker: &str,
         state: TrialState,
         value: Option<f64>,
         reason: Option<&str>,
-    ) -> Result<(), TuneError> {
-        self.conn
-            .execute(
-                "UPDATE trials SET state = ?1, value = ?2, reason = ?3 WHERE id = ?4",
-                params![state.name(), value, reason, id],
+    ) -> Result<bool, TuneError> {
+        let changed = self.exec(
+            "UPDATE trials SET state = ?1, value = ?2, reason = ?3 \
+             WHERE id = ?4 AND worker = ?5 AND state = 'running'",
+            &[
+                Val::Text(Some(state.name().into())),
+                Val::Real(value.filter(|v| !v.is_nan())),
+                Val::Text(reason.map(str::to_string)),
+                Val::Int(id),
+                Val::Text(Some(worker.into())),
+            ],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Whether `worker` still holds running trial `id`.
+    pub fn holds(&self, id: i64, worker: &str) -> Result<bool, TuneError> {
+        let rows = self
+            .conn
+            .borrow_mut()
+            .sql()
+            .rows(
+                "SELECT id FROM trials WHERE id = ?1 AND worker = ?2 AND state = 'running'",
+                &[Val::Int(id), Val::Text(Some(worker.into()))],
+                &[Kind::Int],
             )
-            .map(drop)
-            .map_err(|e| self.error(e))
+            .map_err(|e| db_error(&self.storage, e))?;
+        Ok(!rows.is_empty())
     }
 
     /// Records trial `id`'s objective at `step`; a resumed trial reporting a step again
-    /// replaces it. NaN is kept (SQLite would store NULL; it reads back as NaN).
+    /// replaces it. NaN is kept (stored as NULL; it reads back as NaN).
     pub fn report(&self, id: i64, step: usize, value: f64) -> Result<(), TuneError> {
-        let value = (!value.is_nan()).then_some(value);
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO reports (trial, step, value) VALUES (?1, ?2, ?3)",
-                params![id, step as i64, value],
-            )
-            .map(drop)
-            .map_err(|e| self.error(e))
+        self.exec(
+            "INSERT INTO reports (trial, step, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (trial, step) DO UPDATE SET value = excluded.value",
+            &[
+                Val::Int(id),
+                Val::Int(step as i64),
+                Val::Real((!value.is_nan()).then_some(value)),
+            ],
+        )
+        .map(drop)
     }
 
     /// Every trial's reports, by trial id.
     pub fn reports(&self) -> Result<BTreeMap<i64, Reports>, TuneError> {
-        let rows: Vec<(i64, i64, Option<f64>)> =
-            self.rows("SELECT trial, step, value FROM reports")?;
+        let rows = self.rows("SELECT trial, step, value FROM reports")?;
         let mut all: BTreeMap<i64, Reports> = BTreeMap::new();
         for (trial, step, value) in rows {
             let step = usize::try_from(step).map_err(|_| self.corrupt(trial, "step"))?;
@@ -277,20 +295,18 @@ impl Store {
     /// Stores the values trial `id` recorded at ASHA's rungs (see [`crate::Asha::prune`]).
     pub fn record_rungs(&self, id: i64, rungs: &[f64]) -> Result<(), TuneError> {
         for (rung, value) in rungs.iter().enumerate() {
-            self.conn
-                .execute(
-                    "INSERT OR REPLACE INTO rungs (trial, rung, value) VALUES (?1, ?2, ?3)",
-                    params![id, rung as i64, value],
-                )
-                .map_err(|e| self.error(e))?;
+            self.exec(
+                "INSERT INTO rungs (trial, rung, value) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (trial, rung) DO UPDATE SET value = excluded.value",
+                &[Val::Int(id), Val::Int(rung as i64), Val::Real(Some(*value))],
+            )?;
         }
         Ok(())
     }
 
     /// Every trial's rung values, by trial id, rung 0 first.
     pub fn rungs(&self) -> Result<BTreeMap<i64, Vec<f64>>, TuneError> {
-        let rows: Vec<(i64, i64, Option<f64>)> =
-            self.rows("SELECT trial, rung, value FROM rungs ORDER BY trial, rung")?;
+        let rows = self.rows("SELECT trial, rung, value FROM rungs ORDER BY trial, rung")?;
         let mut all: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
         for (trial, rung, value) in rows {
             let values = all.entry(trial).or_default();
@@ -302,85 +318,87 @@ impl Store {
         Ok(all)
     }
 
-    /// The rows of a three-column query.
+    /// Every trial, by id.
+    pub fn trials(&self) -> Result<Vec<Trial>, TuneError> {
+        let mut conn = self.conn.borrow_mut();
+        read_trials(conn.sql().as_mut(), &self.storage)
+    }
+
+    /// The rows of a three-column (integer, integer, number) query.
     fn rows(&self, sql: &str) -> Result<Vec<(i64, i64, Option<f64>)>, TuneError> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| self.error(e))?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(|e| self.error(e))
+        let kinds = [Kind::Int, Kind::Int, Kind::Real];
+        let rows = self
+            .conn
+            .borrow_mut()
+            .sql()
+            .rows(sql, &[], &kinds)
+            .map_err(|e| db_error(&self.storage, e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r[0].int(), r[1].int(), r[2].real()))
+            .collect())
+    }
+
+    fn exec(&self, sql: &str, params: &[Val]) -> Result<u64, TuneError> {
+        self.conn
+            .borrow_mut()
+            .sql()
+            .exec(sql, params)
+            .map_err(|e| db_error(&self.storage, e))
+    }
+
+    fn exclusive<T>(
+        &mut self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, String>,
+    ) -> Result<T, TuneError> {
+        self.conn
+            .get_mut()
+            .exclusive(f)
+            .map_err(|e| db_error(&self.storage, e))
     }
 
     fn corrupt(&self, id: i64, what: &str) -> TuneError {
-        corrupt(&self.path, id, what)
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Every trial, by id.
-    pub fn trials(&self) -> Result<Vec<Trial>, TuneError> {
-        read_trials(&self.conn, &self.path)
-    }
-
-    fn error(&self, e: rusqlite::Error) -> TuneError {
-        db_error(&self.path, e)
+        corrupt(&self.storage, id, what)
     }
 }
 
-/// Every trial in `conn`, by id.
-fn read_trials(conn: &Connection, path: &Path) -> Result<Vec<Trial>, TuneError> {
-    let mut stmt = conn
-        .prepare("SELECT id, state, point, value, reason, worker FROM trials ORDER BY id")
-        .map_err(|e| db_error(path, e))?;
-    let rows = stmt
-        .query_map([], |r| {
-            let row: (i64, String, String, Option<f64>, Option<String>, String) = (
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            );
-            Ok(row)
-        })
-        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| db_error(path, e))?;
+/// Every trial, by id.
+fn read_trials(sql: &mut dyn Sql, storage: &Storage) -> Result<Vec<Trial>, TuneError> {
+    let rows = sql
+        .rows(SELECT_TRIALS, &[], &TRIAL_COLUMNS)
+        .map_err(|e| db_error(storage, e))?;
     rows.into_iter()
-        .map(|(id, state, point, value, reason, worker)| {
+        .map(|r| {
+            let id = r[0].int();
+            let state = r[1].text().unwrap_or_default();
+            let point = r[2].text().unwrap_or_default();
             Ok(Trial {
                 id,
-                state: TrialState::parse(&state).ok_or_else(|| corrupt(path, id, "state"))?,
-                point: toml::from_str(&point).map_err(|_| corrupt(path, id, "point"))?,
-                value,
-                reason,
-                worker,
+                state: TrialState::parse(&state).ok_or_else(|| corrupt(storage, id, "state"))?,
+                point: toml::from_str(&point).map_err(|_| corrupt(storage, id, "point"))?,
+                value: r[3].real(),
+                reason: r[4].text(),
+                worker: r[5].text().unwrap_or_default(),
+                last: usize::try_from(r[6].int())
+                    .ok()
+                    .map(|step| (step, r[7].real().unwrap_or(f64::NAN))),
             })
         })
         .collect()
 }
 
-/// A transaction that holds the write lock from its start, so that what it reads stays true
-/// until it commits, whatever other workers do.
-fn immediate<'c>(conn: &'c mut Connection, path: &Path) -> Result<Transaction<'c>, TuneError> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| db_error(path, e))
-}
-
-/// A row this code could not have written: the file was changed by something else.
-fn corrupt(path: &Path, id: i64, what: &str) -> TuneError {
+/// A row this code could not have written: the store was changed by something else.
+fn corrupt(storage: &Storage, id: i64, what: &str) -> TuneError {
     TuneError::Study {
-        path: path.to_path_buf(),
+        path: storage.label(),
         message: format!("trial {id}: unreadable {what}"),
     }
 }
 
-fn db_error(path: &Path, e: rusqlite::Error) -> TuneError {
+fn db_error(storage: &Storage, message: String) -> TuneError {
     TuneError::Study {
-        path: path.to_path_buf(),
-        message: format!("study database: {e}"),
+        path: storage.label(),
+        message: format!("study database: {message}"),
     }
 }
 
@@ -402,14 +420,14 @@ mod tests {
     fn three_workers_on_one_file_fill_the_budget_with_no_lost_or_duplicated_trial() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("study.db");
-        Store::open(&path).expect("create");
+        Store::open(&Storage::sqlite(&path)).expect("create");
         let budget = 30;
         let ran: Vec<Vec<i64>> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..3)
                 .map(|w| {
                     let path = &path;
                     s.spawn(move || {
-                        let mut store = Store::open(path).expect("open");
+                        let mut store = Store::open(&Storage::sqlite(path)).expect("open");
                         let mut ran = Vec::new();
                         let name = format!("w{w}");
                         while let Some(t) = store
@@ -417,7 +435,7 @@ mod tests {
                             .expect("start")
                         {
                             store
-                                .finish(t.id, TrialState::Complete, Some(t.id as f64), None)
+                                .finish(t.id, &name, TrialState::Complete, Some(t.id as f64), None)
                                 .expect("finish");
                             ran.push(t.id);
                         }
@@ -433,7 +451,7 @@ mod tests {
         let mut all: Vec<i64> = ran.concat();
         all.sort();
         assert_eq!(all, (0..budget as i64).collect::<Vec<_>>());
-        let trials = Store::open(&path)
+        let trials = Store::open(&Storage::sqlite(&path))
             .expect("reopen")
             .trials()
             .expect("trials");
@@ -452,7 +470,7 @@ mod tests {
     #[test]
     fn reports_and_rungs_read_back_as_written_nan_included() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(&dir.path().join("study.db")).expect("open");
+        let store = Store::open(&Storage::sqlite(dir.path().join("study.db"))).expect("open");
         store.report(0, 1, 0.5).expect("report");
         store.report(0, 2, f64::NAN).expect("report");
         store.report(1, 1, 0.25).expect("report");
@@ -472,13 +490,13 @@ mod tests {
     fn a_trial_whose_heart_stopped_is_taken_over_once_with_its_point() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("study.db");
-        let mut a = Store::open(&path).expect("a");
-        let mut b = Store::open(&path).expect("b");
+        let mut a = Store::open(&Storage::sqlite(&path)).expect("a");
+        let mut b = Store::open(&Storage::sqlite(&path)).expect("b");
         let t = a
             .start(5, "a", 0, |_| Ok(point(0)))
             .expect("start")
             .expect("trial");
-        a.heartbeat(t.id, 50).expect("beat");
+        assert!(a.heartbeat(t.id, "a", 50).expect("beat"));
         assert_eq!(
             b.take_over("b", 100, 60).expect("fresh"),
             None,
@@ -494,8 +512,25 @@ mod tests {
             None,
             "b's heart beats now"
         );
-        b.finish(t.id, TrialState::Invalid, None, Some("train.lr: too high"))
-            .expect("finish");
+        assert!(
+            !a.heartbeat(t.id, "a", 220).expect("beat"),
+            "a lost the trial to b: its heartbeat changes nothing"
+        );
+        assert!(
+            !a.finish(t.id, "a", TrialState::Complete, Some(1.0), None)
+                .expect("finish"),
+            "nor does its result"
+        );
+        assert!(
+            b.finish(
+                t.id,
+                "b",
+                TrialState::Invalid,
+                None,
+                Some("train.lr: too high")
+            )
+            .expect("finish")
+        );
         let stored = &a.trials().expect("trials")[0];
         assert_eq!(stored.reason.as_deref(), Some("train.lr: too high"));
         assert_eq!(b.take_over("b", 10_000, 60).expect("ended"), None);

@@ -319,8 +319,11 @@ impl Study {
         if s.trials == 0 {
             return Err("study.trials must be at least 1".into());
         }
-        if s.timeout.is_some_and(|t| t.is_nan() || t <= 0.0) || s.heartbeat == 0 {
-            return Err("study.timeout and study.heartbeat must be positive".into());
+        if s.timeout.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+            return Err("study.timeout must be a positive number of seconds".into());
+        }
+        if !(1..=3600).contains(&s.heartbeat) {
+            return Err("study.heartbeat must be 1 to 3600 seconds".into());
         }
         self.pruner.check(s.pruner)?;
         let base = parse(self.base.clone()).map_err(|e| format!("base config: {e}"))?;

@@ -46,11 +46,16 @@ impl Tpe {
         rng: &mut impl Rng,
     ) -> Result<Assignment, String> {
         let ranked = self.ranked(trials, maximize);
-        if ranked.len() < self.startup_trials {
+        // As Optuna: the start-up and the good/bad split count finished trials only; running
+        // ones (the constant liar) join the bad side.
+        let finished = ranked
+            .iter()
+            .filter(|t| t.state != TrialState::Running)
+            .count();
+        if finished < self.startup_trials {
             return space.sample(rng);
         }
-        let n_below = gamma(ranked.len());
-        let (below, above) = ranked.split_at(n_below);
+        let (below, above) = ranked.split_at(gamma(finished));
         let mut point = Assignment::new();
         for key in space.order()? {
             let param = &space.0[key];
@@ -75,18 +80,21 @@ impl Tpe {
         Ok(point)
     }
 
-    /// The trials TPE learns from, best first: complete by value, then pruned by value, then
-    /// (constant liar) running; each group's order within `below`/`above` is by trial id.
+    /// The trials TPE learns from, best first, as Optuna's `_split_trials` orders them:
+    /// complete by value; then pruned, the furthest-trained first and, at the same step, by
+    /// the last value reported (NaN last); then (constant liar) running.
     fn ranked<'t>(&self, trials: &'t [Trial], maximize: bool) -> Vec<&'t Trial> {
-        let key = |t: &Trial| {
-            let v = t.value.filter(|v| !v.is_nan());
-            let v = v.map_or(f64::INFINITY, |v| if maximize { -v } else { v });
-            let group = match t.state {
-                TrialState::Complete => 0,
-                TrialState::Pruned => 1,
-                _ => 2,
-            };
-            (group, v)
+        let score = |v: Option<f64>| {
+            let v = v.filter(|v| !v.is_nan());
+            v.map_or(f64::INFINITY, |v| if maximize { -v } else { v })
+        };
+        let key = |t: &Trial| match t.state {
+            TrialState::Complete => (0, 0, score(t.value)),
+            TrialState::Pruned => {
+                let (step, value) = t.last.unwrap_or((0, f64::NAN));
+                (1, usize::MAX - step, score(Some(value)))
+            }
+            _ => (2, 0, 0.0),
         };
         let mut ranked: Vec<&Trial> = trials
             .iter()
@@ -98,8 +106,9 @@ impl Tpe {
             .collect();
         ranked.sort_by(|a, b| {
             let (ka, kb) = (key(a), key(b));
-            ka.0.cmp(&kb.0)
-                .then(ka.1.total_cmp(&kb.1))
+            (ka.0, ka.1)
+                .cmp(&(kb.0, kb.1))
+                .then(ka.2.total_cmp(&kb.2))
                 .then(a.id.cmp(&b.id))
         });
         ranked
@@ -403,6 +412,7 @@ mod tests {
                 value,
                 reason: None,
                 worker: "w".into(),
+                last: None,
             });
         }
         trials
@@ -472,6 +482,7 @@ mod tests {
                     value,
                     reason: None,
                     worker: "w".into(),
+                    last: None,
                 }
             })
             .collect()
@@ -491,43 +502,41 @@ mod tests {
     }
 
     #[test]
-    fn the_constant_liar_moves_a_parallel_proposal_away_from_a_running_point() {
-        let s = space("x = { uniform = [0.0, 1.0] }");
-        let mut trials = completed(&s, 30, 2);
+    fn the_constant_liar_keeps_a_parallel_worker_from_repeating_a_running_point() {
+        let s = space("x = { uniform = [0.0, 1.0] }\ny = { uniform = [0.0, 1.0] }");
+        let done = completed(&s, 30, 2);
         let liar = Tpe::default();
         let honest = Tpe {
             constant_liar: false,
             ..Tpe::default()
         };
-        let first = liar
-            .propose(&s, &trials, false, &mut StdRng::seed_from_u64(9))
-            .expect("first");
-        trials.push(Trial {
-            id: 30,
-            state: TrialState::Running,
-            point: first.clone(),
-            value: None,
-            reason: None,
-            worker: "a".into(),
-        });
-        // Another worker proposes before the first point is evaluated, with the same draws:
-        // without the liar it proposes the very same point; with it, a different one.
-        let same = honest
-            .propose(&s, &trials, false, &mut StdRng::seed_from_u64(9))
-            .expect("honest");
-        assert_eq!(same, first);
-        let mut moved = 0;
-        for seed in 0..20 {
-            let again = |t: &Tpe| {
-                t.propose(&s, &trials, false, &mut StdRng::seed_from_u64(seed))
-                    .expect("p")
+        // Worker A proposes a point and starts it; worker B proposes next with the same draws
+        // (the worst case: the same seed). Without the liar B repeats A's point every time.
+        let (mut repeated_honest, mut repeated_liar) = (0, 0);
+        for seed in 0..50 {
+            let propose = |t: &Tpe, trials: &[Trial]| {
+                t.propose(&s, trials, false, &mut StdRng::seed_from_u64(seed))
+                    .expect("propose")
             };
-            let d = |p: &Assignment| (num(p, "x") - num(&first, "x")).abs();
-            if d(&again(&liar)) > d(&again(&honest)) {
-                moved += 1;
-            }
+            let first = propose(&liar, &done);
+            let mut trials = done.clone();
+            trials.push(Trial {
+                id: 30,
+                state: TrialState::Running,
+                point: first.clone(),
+                value: None,
+                reason: None,
+                worker: "a".into(),
+                last: None,
+            });
+            repeated_honest += usize::from(propose(&honest, &trials) == first);
+            repeated_liar += usize::from(propose(&liar, &trials) == first);
         }
-        assert!(moved >= 10, "the liar moved {moved} of 20 proposals away");
+        assert_eq!(repeated_honest, 50);
+        assert!(
+            repeated_liar < 25,
+            "the liar repeated {repeated_liar} of 50"
+        );
     }
 
     #[test]

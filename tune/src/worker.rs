@@ -3,8 +3,9 @@
 //! workers, in one process or on many machines, share a study through its store alone.
 
 use std::fs::File;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +13,7 @@ use rekindle_model::Backend;
 
 use crate::error::TuneError;
 use crate::sampler::{budget, propose};
+use crate::sql::Storage;
 use crate::store::{Store, Trial, TrialState};
 use crate::study::Study;
 use crate::trial::trial_config;
@@ -30,8 +32,8 @@ pub struct Workers<'a> {
     pub study_file: PathBuf,
     /// The study directory, holding `trials/`.
     pub dir: PathBuf,
-    /// The study's SQLite file.
-    pub db: PathBuf,
+    /// Where the study's trials are stored.
+    pub storage: Storage,
     /// Overrides the trials' `run.backend`.
     pub backend: Option<Backend>,
     /// The program whose `trial` subcommand runs one trial (this one).
@@ -59,7 +61,7 @@ pub fn now() -> i64 {
 impl Workers<'_> {
     /// Runs worker `name` until the study holds its budget of trials and none is running.
     pub fn work(&self, name: &str) -> Result<(), TuneError> {
-        let mut store = Store::open(&self.db)?;
+        let mut store = Store::open(&self.storage)?;
         let beat = self.study.section.heartbeat as i64;
         let budget = budget(self.study);
         while !self.stop.load(Ordering::SeqCst) {
@@ -68,7 +70,7 @@ impl Workers<'_> {
                     "[{name}] taking over trial {} (its worker stopped)",
                     trial.id
                 );
-                self.run(&store, &trial)?;
+                self.run(&store, &trial, name)?;
                 continue;
             }
             let open = self.deadline.is_none_or(|d| Instant::now() < d);
@@ -80,7 +82,7 @@ impl Workers<'_> {
                 None
             };
             if let Some(trial) = fresh {
-                self.run(&store, &trial)?;
+                self.run(&store, &trial, name)?;
                 continue;
             }
             let trials = store.trials()?;
@@ -95,13 +97,21 @@ impl Workers<'_> {
 
     /// Runs `trial`: an invalid config is recorded as such; a valid one trains in a child
     /// process (resuming its checkpoint when there is one) while this thread beats its heart.
-    fn run(&self, store: &Store, trial: &Trial) -> Result<(), TuneError> {
-        let dir = trial_dir(&self.dir, trial.id);
+    fn run(&self, store: &Store, trial: &Trial, name: &str) -> Result<(), TuneError> {
+        let id = trial.id;
+        if self.stop.load(Ordering::SeqCst) {
+            // Claimed as Ctrl-C came: the next `tune` runs it.
+            return store.release(id, name).map(drop);
+        }
+        let dir = trial_dir(&self.dir, id);
         let mut cfg = match trial_config(&self.study.base, &trial.point) {
             Ok(cfg) => cfg,
             Err(invalid) => {
-                eprintln!("trial {}: invalid: {invalid}", trial.id);
-                return store.finish(trial.id, TrialState::Invalid, None, Some(&invalid.0));
+                eprintln!("trial {id}: invalid: {invalid}");
+                let reason = Some(invalid.0.as_str());
+                return store
+                    .finish(id, name, TrialState::Invalid, None, reason)
+                    .map(drop);
             }
         };
         cfg.run.dir = dir.clone();
@@ -121,13 +131,15 @@ impl Workers<'_> {
             .append(true)
             .open(&log_path)
             .map_err(io(&log_path))?;
-        let mut child = Command::new(&self.program)
+        let child = Command::new(&self.program)
             .arg("trial")
             .arg(&self.study_file)
-            .arg("--db")
-            .arg(&self.db)
+            .arg("--storage")
+            .arg(self.storage.arg())
             .arg("--trial")
-            .arg(trial.id.to_string())
+            .arg(id.to_string())
+            .arg("--worker")
+            .arg(name)
             .arg("--config")
             .arg(&config)
             .env("RAYON_NUM_THREADS", self.threads.to_string())
@@ -136,50 +148,65 @@ impl Workers<'_> {
             .stderr(log)
             .spawn()
             .map_err(io(&self.program))?;
+        // Killed with this thread's stack on any error: a trial never trains unwatched.
+        let mut child = Watched(child);
         let beat = Duration::from_secs(self.study.section.heartbeat);
-        let mut last_beat = Instant::now();
+        let (mut last_beat, mut interrupted) = (Instant::now(), false);
         let status = loop {
-            if let Some(status) = child.try_wait().map_err(io(&self.program))? {
+            if let Some(status) = child.0.try_wait().map_err(io(&self.program))? {
                 break status;
             }
+            if self.stop.load(Ordering::SeqCst) && !interrupted {
+                // Ctrl-C reaches a terminal's whole process group; `kill -INT` on `tune`
+                // alone does not: pass it on, so the trial stops after its step.
+                interrupt(&child.0);
+                interrupted = true;
+            }
             if last_beat.elapsed() >= beat {
-                store.heartbeat(trial.id, now())?;
+                if !store.heartbeat(id, name, now())? {
+                    eprintln!("trial {id}: taken over by another worker; stopping this copy");
+                    return Ok(());
+                }
                 last_beat = Instant::now();
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        if self.stop.load(Ordering::SeqCst) && status.code() == Some(INTERRUPTED) {
-            eprintln!(
-                "trial {}: interrupted; the next `tune` resumes it",
-                trial.id
-            );
-            return store.release(trial.id);
-        }
-        self.settle(store, trial.id, status, &log_path)?;
-        if !self.study.section.keep_checkpoints {
+        let ended = self.settle(store, id, name, status, &log_path)?;
+        let over = matches!(ended, Some(TrialState::Complete | TrialState::Pruned));
+        if over && !self.study.section.keep_checkpoints {
             let _ = std::fs::remove_dir_all(dir.join("checkpoint"));
         }
         Ok(())
     }
 
-    /// Records a trial whose process ended without recording it (it crashed or was killed)
-    /// as failed, with the last line of its log; says how every trial ended.
+    /// How trial `id` ended, said on stderr. One whose process ended without recording it is
+    /// given back when it was stopped (Ctrl-C, SIGINT or SIGTERM: the next `tune` resumes it)
+    /// and recorded as failed otherwise, with the last line of its log.
     fn settle(
         &self,
         store: &Store,
         id: i64,
+        name: &str,
         status: ExitStatus,
         log: &Path,
-    ) -> Result<(), TuneError> {
+    ) -> Result<Option<TrialState>, TuneError> {
         let stored = store.trials()?.into_iter().find(|t| t.id == id);
         let Some(t) = stored else {
-            return Ok(());
+            return Ok(None);
         };
         if t.state != TrialState::Running {
             let value = t.value.map_or("-".to_string(), |v| format!("{v:.4}"));
             let why = t.reason.as_deref().unwrap_or("");
             eprintln!("trial {id}: {} (value {value}) {why}", t.state.name());
-            return Ok(());
+            return Ok(Some(t.state));
+        }
+        let stopped = self.stop.load(Ordering::SeqCst)
+            || status.code() == Some(INTERRUPTED)
+            || matches!(status.signal(), Some(libc::SIGINT | libc::SIGTERM));
+        if stopped {
+            eprintln!("trial {id}: interrupted; the next `tune` resumes it");
+            store.release(id, name)?;
+            return Ok(None);
         }
         let last = std::fs::read_to_string(log)
             .ok()
@@ -192,6 +219,30 @@ impl Workers<'_> {
             .unwrap_or_default();
         let reason = format!("trial process {status}: {last} (log: {})", log.display());
         eprintln!("trial {id}: failed: {reason}");
-        store.finish(id, TrialState::Failed, None, Some(&reason))
+        store.finish(id, name, TrialState::Failed, None, Some(&reason))?;
+        Ok(Some(TrialState::Failed))
+    }
+}
+
+/// A trial process, killed (and reaped) when dropped before it ended.
+struct Watched(Child);
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Sends SIGINT to `child`: it stops after its step, resumable.
+fn interrupt(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        // SAFETY: kill(2) on the pid of a child this process has not yet reaped, so the pid
+        // cannot have been reused by another process.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
     }
 }

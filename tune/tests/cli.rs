@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
 use rekindle_train::TrainConfig;
-use rekindle_tune::{Store, TrialState};
+use rekindle_tune::{Storage, Store, TrialState};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rekindle-tune"))
@@ -137,7 +137,7 @@ fn three_worker_processes_share_a_study_with_no_lost_or_duplicated_trial() {
         })
         .collect();
     let outs: Vec<Output> = children.into_iter().map(finished).collect();
-    let store = Store::open(&dir.join("study.db")).expect("store");
+    let store = Store::open(&Storage::sqlite(dir.join("study.db"))).expect("store");
     let trials = store.trials().expect("trials");
     assert_eq!(
         trials.iter().map(|t| t.id).collect::<Vec<_>>(),
@@ -245,7 +245,7 @@ fn a_trial_whose_worker_is_killed_is_resumed_by_another_and_ends_as_if_uninterru
     first.wait().expect("reap");
     // Its trial process dies with it, leaving the trial running with a stale heartbeat.
     std::thread::sleep(Duration::from_secs(1));
-    let store = Store::open(&dir.join("study.db")).expect("store");
+    let store = Store::open(&Storage::sqlite(dir.join("study.db"))).expect("store");
     let t0 = &store.trials().expect("trials")[0];
     assert_eq!(t0.state, TrialState::Running);
     assert!(
@@ -322,8 +322,8 @@ fn bad_input_is_refused_before_any_trial_starts() {
         ),
         (
             text.clone(),
-            vec!["--storage", "postgres://nobody@127.0.0.1:1/x"],
-            "postgres://",
+            vec!["--storage", "postgres://nobody:hunter2@127.0.0.1:1/x"],
+            "postgres://nobody:***@127.0.0.1:1/x",
         ),
     ];
     for (i, (text, args, want)) in cases.into_iter().enumerate() {
@@ -342,7 +342,7 @@ fn bad_input_is_refused_before_any_trial_starts() {
     let other = tmp.path().join("other.toml");
     std::fs::write(&other, text.replace("[0.01]", "[0.02]")).expect("write");
     let _ = std::fs::create_dir_all(&dir);
-    Store::open(&dir.join("study.db"))
+    Store::open(&Storage::sqlite(dir.join("study.db")))
         .expect("store")
         .bind("a study from elsewhere")
         .expect("bind");
@@ -432,4 +432,167 @@ fn a_report_writes_the_best_configs_plots_and_seeded_reruns_ranked_by_mean() {
         !err.status.success() && text.contains("not a study directory"),
         "{text}"
     );
+}
+
+/// A throwaway PostgreSQL cluster (Debian's `postgresql`) on a free loopback port, stopped and
+/// deleted when dropped.
+struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").exists())
+            .expect("no /usr/lib/postgresql/*/bin/initdb: install postgresql (cargo xtask setup)");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        // PostgreSQL refuses to run as root: as root, run it as the postgres user.
+        let root = Command::new("id").arg("-u").output().expect("id").stdout == b"0\n";
+        if root {
+            let ok = Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(ok.success());
+        }
+        let c = Cluster { bin, dir, port };
+        let data = c.dir.path().join("data");
+        c.run(
+            root,
+            "initdb",
+            &[
+                "-D",
+                &data.display().to_string(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+            ],
+        );
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -k {}",
+            c.dir.path().display()
+        );
+        let log = c.dir.path().join("log").display().to_string();
+        let data = data.display().to_string();
+        c.run(
+            root,
+            "pg_ctl",
+            &["-D", &data, "-o", &opts, "-l", &log, "-w", "start"],
+        );
+        c
+    }
+
+    fn run(&self, root: bool, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            Command::new(&program)
+        };
+        let out = cmd.args(args).output().expect("a PostgreSQL tool");
+        assert!(
+            out.status.success(),
+            "{tool}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout == b"0\n");
+        let data = self.dir.path().join("data").display().to_string();
+        let _ = std::panic::catch_unwind(|| {
+            self.run(root, "pg_ctl", &["-D", &data, "-m", "fast", "stop"])
+        });
+    }
+}
+
+#[test]
+fn three_worker_processes_share_a_postgresql_study_with_no_lost_or_duplicated_trial() {
+    let cluster = Cluster::start();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let study = study(tmp.path(), 6, 2, "[0.01, 0.05, 5.0]", "median");
+    let dir = tmp.path().join("study");
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            worker(&study, &dir, 1)
+                .args(["--storage", &cluster.url()])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+    let outs: Vec<Output> = children.into_iter().map(finished).collect();
+    assert!(!dir.join("study.db").exists(), "nothing went to SQLite");
+    let storage = Storage::parse(Some(&cluster.url()), &dir, "study").expect("url");
+    let store = Store::open(&storage).expect("store");
+    let trials = store.trials().expect("trials");
+    assert_eq!(
+        trials.iter().map(|t| t.id).collect::<Vec<_>>(),
+        (0..6).collect::<Vec<_>>()
+    );
+    for t in &trials {
+        let lr = t.point["train.lr"].as_float().expect("lr");
+        let want = if lr == 5.0 {
+            vec![TrialState::Invalid]
+        } else {
+            vec![TrialState::Complete, TrialState::Pruned]
+        };
+        assert!(want.contains(&t.state), "{t:?}");
+        let run = dir.join("trials").join(format!("{:04}", t.id));
+        let epochs: Vec<usize> = valid_rows(&run).iter().map(|r| r.0).collect();
+        assert_eq!(
+            epochs,
+            (1..=epochs.len()).collect::<Vec<_>>(),
+            "trained once"
+        );
+    }
+    let last = outs
+        .iter()
+        .map(summary)
+        .max_by_key(|s| s["trials"].as_u64());
+    assert_eq!(last.expect("summary")["trials"], 6);
+    // A study of another name in the same database is a schema of its own, empty.
+    let other = Storage::parse(Some(&cluster.url()), &dir, "other").expect("url");
+    assert!(
+        Store::open(&other)
+            .expect("other")
+            .trials()
+            .expect("trials")
+            .is_empty()
+    );
+    // An unreachable server is refused before any trial, naming the URL without a password.
+    let out = worker(&study, &tmp.path().join("elsewhere"), 1)
+        .args(["--storage", "postgres://postgres:pw@127.0.0.1:1/postgres"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("cannot connect"),
+        "{err}"
+    );
+    assert!(err.contains("postgres:***@127.0.0.1:1"), "{err}");
 }

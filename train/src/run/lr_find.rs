@@ -192,7 +192,7 @@ fn suggest(points: &[Point], steps: usize) -> (f64, f64, f64) {
 fn valley(losses: &[f64]) -> usize {
     let n = losses.len();
     let mut lds = vec![1usize; n];
-    let (mut start, mut end) = (0, 0);
+    let (mut start, mut end) = (0isize, 0usize);
     for i in 1..n {
         for j in 0..i {
             if losses[i] < losses[j] && lds[i] < lds[j] + 1 {
@@ -200,12 +200,15 @@ fn valley(losses: &[f64]) -> usize {
             }
             if lds[end] < lds[i] {
                 end = i;
-                start = end - lds[end];
+                // -1 for a descent from the first point: fastai then indexes with Python's
+                // negative wrap, which `rem_euclid` below reproduces.
+                start = end as isize - lds[end] as isize;
             }
         }
     }
-    let sections = (end - start) as f64 / 3.0;
-    (start + sections as usize + (sections / 2.0) as usize).min(n - 1)
+    let sections = (end as isize - start) as f64 / 3.0;
+    let idx = start + sections as isize + (sections / 2.0) as isize;
+    idx.rem_euclid(n.max(1) as isize) as usize
 }
 
 #[cfg(test)]
@@ -221,6 +224,14 @@ mod tests {
         losses.extend([2.0, 3.0, 6.0]);
         // sections = 11 / 3 = 3.67: index 0 + 3 + 1 = 4.
         assert_eq!(valley(&losses), 4);
+    }
+
+    #[test]
+    fn a_descent_from_the_first_point_wraps_as_fastais_index_does() {
+        // Strictly falling from the start: length 10 ending at 9, start -1; sections 10/3:
+        // index -1 + 3 + 1 = 3.
+        let losses: Vec<f64> = (0..10).map(|i| 10.0 - i as f64).collect();
+        assert_eq!(valley(&losses), 3);
     }
 
     #[test]
