@@ -151,7 +151,7 @@ impl Workers<'_> {
         // Killed with this thread's stack on any error: a trial never trains unwatched.
         let mut child = Watched(child);
         let beat = Duration::from_secs(self.study.section.heartbeat);
-        let (mut last_beat, mut interrupted) = (Instant::now(), false);
+        let (mut last_beat, mut interrupted, mut recorded) = (Instant::now(), false, false);
         let status = loop {
             if let Some(status) = child.0.try_wait().map_err(io(&self.program))? {
                 break status;
@@ -162,10 +162,15 @@ impl Workers<'_> {
                 interrupt(&child.0);
                 interrupted = true;
             }
-            if last_beat.elapsed() >= beat {
+            if !recorded && last_beat.elapsed() >= beat {
                 if !store.heartbeat(id, name, now())? {
-                    eprintln!("trial {id}: taken over by another worker; stopping this copy");
-                    return Ok(());
+                    let held = store.trials()?.into_iter().find(|t| t.id == id);
+                    if held.is_some_and(|t| t.state == TrialState::Running) {
+                        eprintln!("trial {id}: taken over by another worker; stopping this copy");
+                        return Ok(());
+                    }
+                    // The trial process recorded its end and is exiting: wait for it.
+                    recorded = true;
                 }
                 last_beat = Instant::now();
             }
