@@ -173,11 +173,16 @@ fn stop_on_ctrl_c() -> Result<&'static AtomicBool> {
     static INSTALLED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     INSTALLED
         .get_or_init(|| {
-            ctrlc::set_handler(|| {
+            match ctrlc::set_handler(|| {
                 eprintln!("\nstopping: running trials stop after their step and can be resumed");
                 STOP.store(true, Ordering::SeqCst);
-            })
-            .map_err(|e| e.to_string())
+            }) {
+                // The demo's in-process pretraining installed the training's handler, which
+                // ends this process on Ctrl-C between runs: the trial processes die with it
+                // and the next `tune` resumes them.
+                Ok(()) | Err(ctrlc::Error::MultipleHandlers) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
         })
         .clone()
         .map_err(|e| anyhow::anyhow!("installing the Ctrl-C handler: {e}"))?;
