@@ -388,6 +388,19 @@ mod tests {
         toml::from_str(text).expect("space")
     }
 
+    /// A stored trial with only what TPE reads.
+    fn trial(id: i64, state: TrialState, point: Assignment, value: Option<f64>) -> Trial {
+        Trial {
+            id,
+            state,
+            point,
+            value,
+            reason: None,
+            worker: "w".into(),
+            last: None,
+        }
+    }
+
     fn num(p: &Assignment, k: &str) -> f64 {
         let v = &p[k];
         v.as_float()
@@ -405,15 +418,7 @@ mod tests {
                 None => s.sample(&mut rng).expect("sample"),
             };
             let value = Some(f(&point));
-            trials.push(Trial {
-                id,
-                state: TrialState::Complete,
-                point,
-                value,
-                reason: None,
-                worker: "w".into(),
-                last: None,
-            });
+            trials.push(trial(id, TrialState::Complete, point, value));
         }
         trials
             .iter()
@@ -475,15 +480,7 @@ mod tests {
             .map(|id| {
                 let point = s.sample(&mut rng).expect("sample");
                 let value = Some((num(&point, "x") - 0.3).abs());
-                Trial {
-                    id,
-                    state: TrialState::Complete,
-                    point,
-                    value,
-                    reason: None,
-                    worker: "w".into(),
-                    last: None,
-                }
+                trial(id, TrialState::Complete, point, value)
             })
             .collect()
     }
@@ -520,15 +517,7 @@ mod tests {
             };
             let first = propose(&liar, &done);
             let mut trials = done.clone();
-            trials.push(Trial {
-                id: 30,
-                state: TrialState::Running,
-                point: first.clone(),
-                value: None,
-                reason: None,
-                worker: "a".into(),
-                last: None,
-            });
+            trials.push(trial(30, TrialState::Running, first.clone(), None));
             repeated_honest += usize::from(propose(&honest, &trials) == first);
             repeated_liar += usize::from(propose(&liar, &trials) == first);
         }

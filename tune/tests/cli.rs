@@ -91,6 +91,21 @@ fn worker(study: &Path, dir: &Path, workers: usize) -> Command {
     c
 }
 
+/// Three `tune` processes of one worker each on the same study, side by side, to the end.
+fn three_workers(study: &Path, dir: &Path, args: &[&str]) -> Vec<Output> {
+    let children: Vec<Child> = (0..3)
+        .map(|_| {
+            worker(study, dir, 1)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start a worker")
+        })
+        .collect();
+    children.into_iter().map(finished).collect()
+}
+
 fn finished(child: Child) -> Output {
     let out = child.wait_with_output().expect("worker");
     assert!(
@@ -127,16 +142,7 @@ fn three_worker_processes_share_a_study_with_no_lost_or_duplicated_trial() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let study = study(tmp.path(), 9, 2, "[0.01, 0.05, 5.0]", "median");
     let dir = tmp.path().join("study");
-    let children: Vec<Child> = (0..3)
-        .map(|_| {
-            worker(&study, &dir, 1)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a worker")
-        })
-        .collect();
-    let outs: Vec<Output> = children.into_iter().map(finished).collect();
+    let outs = three_workers(&study, &dir, &[]);
     let store = Store::open(&Storage::sqlite(dir.join("study.db"))).expect("store");
     let trials = store.trials().expect("trials");
     assert_eq!(
@@ -535,17 +541,7 @@ fn three_worker_processes_share_a_postgresql_study_with_no_lost_or_duplicated_tr
     let tmp = tempfile::tempdir().expect("tempdir");
     let study = study(tmp.path(), 6, 2, "[0.01, 0.05, 5.0]", "median");
     let dir = tmp.path().join("study");
-    let children: Vec<Child> = (0..3)
-        .map(|_| {
-            worker(&study, &dir, 1)
-                .args(["--storage", &cluster.url()])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start a worker")
-        })
-        .collect();
-    let outs: Vec<Output> = children.into_iter().map(finished).collect();
+    let outs = three_workers(&study, &dir, &["--storage", &cluster.url()]);
     assert!(!dir.join("study.db").exists(), "nothing went to SQLite");
     let storage = Storage::parse(Some(&cluster.url()), &dir, "study").expect("url");
     let store = Store::open(&storage).expect("store");
