@@ -12,7 +12,8 @@ use crate::venv;
 
 /// Generates the PyTorch fixtures unless the ones on disk came from the same scripts run by the
 /// same locked venv: the models (`make_fixtures.py`), the tuning catalog's answers
-/// (`tuning_reference.py`) and Optuna's pruning decisions (`optuna_reference.py`).
+/// (`tuning_reference.py`), Optuna's pruning decisions (`optuna_reference.py`) and the training
+/// recipes' losses (`recipe_reference.py`).
 pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
     let dir = cache_dir().join("fixtures");
     let lock = std::fs::read(root().join(venv::LOCK))?;
@@ -20,6 +21,7 @@ pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> 
         ("make_fixtures.py", "reference.json"),
         ("tuning_reference.py", "tuning.json"),
         ("optuna_reference.py", "optuna.json"),
+        ("recipe_reference.py", "recipe.json"),
     ] {
         let script = root().join("scripts").join(name);
         let mut source =
