@@ -7,7 +7,9 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
 
 use crate::arch::BlockKind;
+use crate::drop_path::drop_path;
 use crate::norm::Norm;
+use rekindle_kernels::residual_relu;
 
 /// torchvision initialises every convolution with `kaiming_normal_(mode="fan_out",
 /// nonlinearity="relu")`: std = sqrt(2) / sqrt(fan_out).
@@ -96,6 +98,8 @@ pub struct BasicBlock<N: Norm = BatchNorm> {
     pub bn2: N,
     /// Present when the block changes shape.
     pub downsample: Option<Downsample<N>>,
+    /// Stochastic depth of the residual branch in training (0: off); see [`crate::drop_path`].
+    pub drop_path: f64,
 }
 
 impl<N: Norm> BasicBlock<N> {
@@ -103,8 +107,24 @@ impl<N: Norm> BasicBlock<N> {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = identity(self.downsample.as_ref(), &x);
         let out = self.bn1.after(&self.conv1, x, None, true);
-        self.bn2.after(&self.conv2, out, Some(identity), true)
+        last(&self.bn2, &self.conv2, out, identity, self.drop_path)
     }
+}
+
+/// The block's last convolution and norm, plus the identity, then ReLU. With stochastic depth
+/// in a training block the branch is dropped before the sum, so the fused tail is split.
+fn last<N: Norm>(
+    norm: &N,
+    conv: &Conv2d,
+    x: Tensor<4>,
+    identity: Tensor<4>,
+    drop_rate: f64,
+) -> Tensor<4> {
+    if drop_rate > 0.0 && x.device().is_autodiff() && norm.training() {
+        let branch = drop_path(norm.after(conv, x, None, false), drop_rate);
+        return residual_relu(branch, Some(identity), true);
+    }
+    norm.after(conv, x, Some(identity), true)
 }
 
 /// ResNet-50/101/152 block: 1x1 -> 3x3 (stride) -> 1x1 (x4 channels), each with BN, + identity.
@@ -124,6 +144,8 @@ pub struct Bottleneck<N: Norm = BatchNorm> {
     pub bn3: N,
     /// Present when the block changes shape.
     pub downsample: Option<Downsample<N>>,
+    /// Stochastic depth of the residual branch in training (0: off); see [`crate::drop_path`].
+    pub drop_path: f64,
 }
 
 impl<N: Norm> Bottleneck<N> {
@@ -132,7 +154,7 @@ impl<N: Norm> Bottleneck<N> {
         let identity = identity(self.downsample.as_ref(), &x);
         let out = self.bn1.after(&self.conv1, x, None, true);
         let out = self.bn2.after(&self.conv2, out, None, true);
-        self.bn3.after(&self.conv3, out, Some(identity), true)
+        last(&self.bn3, &self.conv3, out, identity, self.drop_path)
     }
 }
 
@@ -163,6 +185,7 @@ impl BlockConfig {
                 conv2: conv(p, p, 3, 1).init(device),
                 bn2: bn(p).init(device),
                 downsample,
+                drop_path: 0.0,
             }),
             BlockKind::Bottleneck => Block::Bottleneck(Bottleneck {
                 conv1: conv(cin, p, 1, 1).init(device),
@@ -172,6 +195,7 @@ impl BlockConfig {
                 conv3: conv(p, cout, 1, 1).init(device),
                 bn3: bn(cout).init(device),
                 downsample,
+                drop_path: 0.0,
             }),
         }
     }

@@ -80,6 +80,7 @@ impl BasicBlock {
             conv2,
             bn2,
             downsample: self.downsample.as_ref().map(Downsample::folded),
+            drop_path: 0.0,
         }
     }
 }
@@ -97,6 +98,7 @@ impl Bottleneck {
             conv3,
             bn3,
             downsample: self.downsample.as_ref().map(Downsample::folded),
+            drop_path: 0.0,
         }
     }
 }

@@ -24,6 +24,9 @@ pub trait Norm: Module + ModuleDisplay + Sync {
         residual: Option<Tensor<4>>,
         activate: bool,
     ) -> Tensor<4>;
+
+    /// Whether the layer trains (a frozen or folded one computes as in inference).
+    fn training(&self) -> bool;
 }
 
 impl Norm for BatchNorm {
@@ -49,6 +52,10 @@ impl Norm for BatchNorm {
         track(self, r.mean, r.variance, n * h * w);
         r.output
     }
+
+    fn training(&self) -> bool {
+        self.training.is_enabled()
+    }
 }
 
 /// A BatchNorm folded away: its scale and shift now live in the convolution's weight and bias.
@@ -63,5 +70,9 @@ impl Norm for Identity {
         activate: bool,
     ) -> Tensor<4> {
         conv::forward(conv, x, residual, activate)
+    }
+
+    fn training(&self) -> bool {
+        false
     }
 }
