@@ -65,6 +65,15 @@ impl Dataset {
         Ok(ds)
     }
 
+    /// Training images per class, in label order.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.class_names.len()];
+        for it in &self.train {
+            counts[it.label] += 1;
+        }
+        counts
+    }
+
     /// Decodes one image.
     pub fn decode(&self, image: &ImageRef) -> Result<DynamicImage, String> {
         match image {
@@ -180,7 +189,7 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, String> {
 }
 
 /// Class folders under `dir`, sorted, each with its image files (sorted).
-fn class_folders(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, TrainError> {
+pub(crate) fn class_folders(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, TrainError> {
     let entries = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
     let mut classes = Vec::new();
     for entry in entries {

@@ -10,27 +10,82 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use burn::data::dataloader::{DataLoader, DataLoaderIterator, Progress};
 use burn::data::dataset::DatasetError;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use image::DynamicImage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use rekindle_model::Preprocess;
-use rekindle_model::preprocess::{eval_transform, normalize_into};
+use rekindle_model::preprocess::{center_crop, eval_transform, normalize_into, resize_shorter};
 
+use crate::config::TrainConfig;
 use crate::data::augment::Augment;
 use crate::data::dataset::{Dataset, ImageRef, Item};
+use crate::data::mixup::{Mixup, mix_images, mix_targets};
+use crate::data::policy::Policy;
+use crate::data::sampler::Sampler;
 
 /// Images and their class indices, one step's worth.
 #[derive(Clone, Debug)]
 pub struct Batch {
     /// `[n, 3, side, side]`, normalised.
     pub images: Tensor<4>,
-    /// `[n]` class indices.
+    /// `[n]` class indices (each image's own, also when mixed).
     pub targets: Tensor<1, Int>,
+    /// `[n, classes]` target probabilities, when the run mixes batches (mixup, cutmix).
+    pub mixed: Option<Tensor<2>>,
 }
 
 /// Batches still being decoded when the step asks for the next one.
 const PREFETCH: usize = 2;
+
+/// What a training loader draws, every draw a function of the seed, the epoch and a position.
+#[derive(Clone, Debug)]
+pub struct Training {
+    /// Random resized crop and flip, or none.
+    pub augment: Option<Augment>,
+    /// Automatic augmentation, colour jitter and erasing after it.
+    pub policy: Policy,
+    /// Batch mixing, or none.
+    pub mixup: Option<Mixup>,
+    /// The order of each epoch.
+    pub sampler: Sampler,
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch the first `iter()` serves (1-based; a resumed run starts past its checkpoint).
+    pub first_epoch: usize,
+}
+
+impl Training {
+    /// The draws `cfg` asks for, at input side `side`, for `classes` classes.
+    pub fn of(cfg: &TrainConfig, side: usize, classes: usize, first_epoch: usize) -> Self {
+        let d = &cfg.data;
+        Self {
+            augment: d.augment.then_some(Augment {
+                size: side as u32,
+                scale_min: d.crop_scale_min,
+                hflip: d.hflip,
+            }),
+            policy: Policy {
+                auto: d.auto_augment,
+                ops: d.rand_augment_ops,
+                magnitude: d.rand_augment_magnitude,
+                jitter: d.color_jitter,
+                erasing: d.random_erasing,
+                erasing_fill: d.erasing_fill,
+            },
+            mixup: cfg.mixup.active().then(|| Mixup {
+                cfg: cfg.mixup.clone(),
+                classes,
+            }),
+            sampler: d.sampler,
+            seed: cfg.train.seed,
+            first_epoch,
+        }
+    }
+}
+
+/// Stream of the batch-level draws (mixup), apart from the shuffle's and the images'.
+const BATCH_STREAM: u64 = 0x6d69_7875_7021;
 
 /// A loader over one split of a [`Dataset`].
 #[derive(Clone)]
@@ -39,9 +94,8 @@ pub struct EpochLoader {
     items: Arc<Vec<Item>>,
     batch_size: usize,
     preprocess: Preprocess,
-    /// `Some` for training: shuffled, augmented, reseeded each epoch.
-    augment: Option<Option<Augment>>,
-    seed: u64,
+    /// `Some` for training: drawn anew every epoch from the seed.
+    training: Option<Training>,
     /// The epoch the next `iter()` serves (shared by clones made for other devices).
     next_epoch: Arc<AtomicUsize>,
     device: Device,
@@ -58,48 +112,36 @@ impl EpochLoader {
         workers: usize,
         device: Device,
     ) -> Self {
-        Self::new(
-            data, items, batch_size, preprocess, None, 0, 1, workers, device,
-        )
+        Self::new(data, items, batch_size, preprocess, None, workers, device)
     }
 
-    /// A training loader: reshuffled and re-augmented every epoch from `seed`; the first
-    /// `iter()` serves `first_epoch` (1-based; a resumed run starts past its checkpoint).
-    #[allow(clippy::too_many_arguments)]
+    /// A training loader: reordered, augmented and mixed every epoch as `training` says.
     pub fn train(
         data: Arc<Dataset>,
         items: Vec<Item>,
         batch_size: usize,
         preprocess: Preprocess,
-        augment: Option<Augment>,
-        seed: u64,
-        first_epoch: usize,
+        training: Training,
         workers: usize,
         device: Device,
     ) -> Self {
-        let aug = Some(augment);
         Self::new(
             data,
             items,
             batch_size,
             preprocess,
-            aug,
-            seed,
-            first_epoch,
+            Some(training),
             workers,
             device,
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn new(
         data: Arc<Dataset>,
         items: Vec<Item>,
         batch_size: usize,
         preprocess: Preprocess,
-        augment: Option<Option<Augment>>,
-        seed: u64,
-        first_epoch: usize,
+        training: Option<Training>,
         workers: usize,
         device: Device,
     ) -> Self {
@@ -120,30 +162,39 @@ impl EpochLoader {
                         .expect("a default thread pool"),
                 )
             });
+        let first = training.as_ref().map_or(1, |t| t.first_epoch);
         Self {
             data,
             items: Arc::new(items),
             batch_size: batch_size.max(1),
             preprocess,
-            augment,
-            seed,
-            next_epoch: Arc::new(AtomicUsize::new(first_epoch)),
+            training,
+            next_epoch: Arc::new(AtomicUsize::new(first)),
             device,
             pool,
         }
     }
 
-    /// The order of the items in `epoch`: a seeded permutation for training, as stored otherwise.
+    /// The order of the items in `epoch`: the sampler's seeded draw for training, as stored
+    /// otherwise.
     pub fn order(&self, epoch: usize) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.items.len()).collect();
-        if self.augment.is_some() {
-            order.shuffle(&mut StdRng::seed_from_u64(mix(self.seed, epoch as u64, 0)));
+        match &self.training {
+            Some(t) => {
+                let labels: Vec<usize> = self.items.iter().map(|i| i.label).collect();
+                let mut rng = StdRng::seed_from_u64(mix(t.seed, epoch as u64, 0));
+                t.sampler.order(&labels, &mut rng)
+            }
+            None => (0..self.items.len()).collect(),
         }
-        order
     }
 
     /// Decodes and transforms the images at `positions` of `epoch` into one batch.
-    fn batch(&self, epoch: usize, positions: &[(usize, usize)]) -> Result<Batch, DatasetError> {
+    fn batch(
+        &self,
+        epoch: usize,
+        step: usize,
+        positions: &[(usize, usize)],
+    ) -> Result<Batch, DatasetError> {
         let side = self.preprocess.crop;
         let prepared: Vec<Result<(Vec<f32>, i64), String>> = self.pool.install(|| {
             positions
@@ -154,15 +205,9 @@ impl EpochLoader {
                         .data
                         .decode(&item.image)
                         .map_err(|e| describe(&item.image, &e))?;
-                    let pixels = match &self.augment {
-                        Some(Some(aug)) => {
-                            let mut rng =
-                                StdRng::seed_from_u64(mix(self.seed, epoch as u64, pos as u64 + 1));
-                            let mut out = Vec::with_capacity(3 * side * side);
-                            normalize_into(&aug.apply(&img, &mut rng), &self.preprocess, &mut out);
-                            out
-                        }
-                        _ => eval_transform(&img, &self.preprocess),
+                    let pixels = match &self.training {
+                        Some(t) => self.train_transform(t, &img, epoch, pos),
+                        None => eval_transform(&img, &self.preprocess),
                     };
                     Ok((pixels, item.label as i64))
                 })
@@ -176,11 +221,65 @@ impl EpochLoader {
             pixels.extend_from_slice(&px);
             labels.push(label);
         }
+        let mixed = self.mix(epoch, step, &mut pixels, &labels);
         Ok(Batch {
             images: Tensor::from_data(TensorData::new(pixels, [n, 3, side, side]), &self.device),
             targets: Tensor::from_data(TensorData::new(labels, [n]), &self.device),
+            mixed,
         })
     }
+
+    /// The training transform of the image at `pos` of `epoch`: crop and flip (or the
+    /// evaluation crop), the policies, normalisation, erasing; drawn from the image's stream.
+    fn train_transform(
+        &self,
+        t: &Training,
+        img: &DynamicImage,
+        epoch: usize,
+        pos: usize,
+    ) -> Vec<f32> {
+        let side = self.preprocess.crop;
+        let mut rng = StdRng::seed_from_u64(mix(t.seed, epoch as u64, pos as u64 + 1));
+        let cropped = match t.augment {
+            Some(aug) => aug.apply(img, &mut rng),
+            None => eval_crop(img, &self.preprocess),
+        };
+        let mut out = Vec::with_capacity(3 * side * side);
+        if t.policy.is_identity() {
+            normalize_into(&cropped, &self.preprocess, &mut out);
+            return out;
+        }
+        let rgb = t.policy.apply(cropped.to_rgb8(), &mut rng);
+        normalize_into(&DynamicImage::ImageRgb8(rgb), &self.preprocess, &mut out);
+        t.policy.erase(&mut out, side, &mut rng);
+        out
+    }
+
+    /// Mixes the batch `step` of `epoch` in place when the run mixes; its target probabilities.
+    fn mix(
+        &self,
+        epoch: usize,
+        step: usize,
+        pixels: &mut [f32],
+        labels: &[i64],
+    ) -> Option<Tensor<2>> {
+        let t = self.training.as_ref()?;
+        let m = t.mixup.as_ref()?;
+        let side = self.preprocess.crop;
+        let seed = mix(t.seed ^ BATCH_STREAM, epoch as u64, step as u64);
+        let drawn = m.draw(side, &mut StdRng::seed_from_u64(seed));
+        mix_images(&drawn, pixels, labels.len(), side);
+        let probs = mix_targets(&drawn, labels, m.classes);
+        Some(Tensor::from_data(
+            TensorData::new(probs, [labels.len(), m.classes]),
+            &self.device,
+        ))
+    }
+}
+
+/// The evaluation's resize and centre crop, before normalisation.
+fn eval_crop(img: &DynamicImage, p: &Preprocess) -> DynamicImage {
+    center_crop(&resize_shorter(img, p.resize as u32), p.crop as u32)
 }
 
 fn describe(image: &ImageRef, err: &str) -> String {
@@ -227,14 +326,15 @@ impl DataLoaderIterator<Batch> for EpochIter {
 
 impl DataLoader<Batch> for EpochLoader {
     fn iter<'a>(&'a self) -> Box<dyn DataLoaderIterator<Batch> + 'a> {
-        let epoch = if self.augment.is_some() {
-            let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
-            // Dropout and any other device-side randomness restart from the seed each epoch,
-            // so that a resumed epoch draws what the uninterrupted one drew.
-            self.device.seed(mix(self.seed, epoch as u64, u64::MAX));
-            epoch
-        } else {
-            0
+        let epoch = match &self.training {
+            Some(t) => {
+                let epoch = self.next_epoch.fetch_add(1, Ordering::SeqCst);
+                // Dropout and any other device-side randomness restart from the seed each
+                // epoch, so that a resumed epoch draws what the uninterrupted one drew.
+                self.device.seed(mix(t.seed, epoch as u64, u64::MAX));
+                epoch
+            }
+            None => 0,
         };
         let order = self.order(epoch);
         let chunks: Vec<Vec<(usize, usize)>> = order
@@ -250,8 +350,8 @@ impl DataLoader<Batch> for EpochLoader {
         std::thread::Builder::new()
             .name("rekindle-loader".into())
             .spawn(move || {
-                for chunk in chunks {
-                    let batch = me.batch(epoch, &chunk);
+                for (step, chunk) in chunks.iter().enumerate() {
+                    let batch = me.batch(epoch, step, chunk);
                     let failed = batch.is_err();
                     if tx.send(batch).is_err() || failed {
                         break;

@@ -1,7 +1,11 @@
 //! The images of a run: datasets on disk (image folders, Fashion-MNIST), the seeded and
-//! resumable loader, augmentation.
+//! resumable loader, its samplers, augmentation and batch mixing.
 
 pub mod augment;
 pub mod dataset;
 pub mod fashion_mnist;
 pub mod loader;
+pub mod mixup;
+pub mod ops;
+pub mod policy;
+pub mod sampler;
