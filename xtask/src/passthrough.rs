@@ -43,6 +43,12 @@ pub const COMMANDS: &[PassThrough] = &[
         about: "learning-rate range test: a sweep, a PNG and a suggested rate",
     },
     PassThrough {
+        name: "eval",
+        package: "rekindle-train",
+        subcommand: "eval",
+        about: "evaluation report of a model file on labelled images: metrics, confusion, calibration",
+    },
+    PassThrough {
         name: "prune",
         package: "rekindle-train",
         subcommand: "prune",
@@ -148,7 +154,7 @@ pub fn run_command(args: &[String]) -> Result<()> {
         install::setup(&mut env, true)?;
     }
     let help = rest.iter().any(|a| a == "--help" || a == "-h");
-    if matches!(cmd.name, "train" | "tune" | "lr-find") && !help {
+    if matches!(cmd.name, "train" | "tune" | "lr-find" | "eval") && !help {
         // Runs read the dataset and label plots with DejaVu: install what is missing
         // (apt-get runs only then, and says so).
         install::system_packages()?;

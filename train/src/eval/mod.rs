@@ -1,0 +1,161 @@
+//! The evaluation report of a model on labelled images: `rekindle-train eval` (and
+//! `cargo xtask eval`), and the report every training run ends with for its best model on the
+//! validation split. Predict (with test-time augmentation) -> [`metrics::metrics`] ->
+//! [`report::write`] (JSON, CSV and PNG files in one folder).
+
+pub mod metrics;
+pub mod plots;
+pub mod report;
+pub mod tta;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+use rekindle_model::{Backend, ModelMetadata, ResNet, load_model};
+
+use crate::data::dataset::{Dataset, ImageRef, Item, class_folders};
+use crate::error::TrainError;
+use crate::eval::metrics::{Metrics, metrics};
+use crate::eval::tta::Tta;
+
+/// Images per forward pass (times the views of test-time augmentation).
+const BATCH: usize = 32;
+
+/// What to evaluate, how, and where the report goes.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// A rekindle model file.
+    pub model: PathBuf,
+    /// Labelled images: `DATA/<class>/*.png|jpg`, class names as the model's.
+    pub data: PathBuf,
+    /// The report's folder.
+    pub out: PathBuf,
+    /// Test-time augmentation.
+    pub tta: Tta,
+    /// Backend to run on.
+    pub backend: Backend,
+}
+
+/// An evaluation's numbers and the files written.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// The numbers.
+    pub metrics: Metrics,
+    /// The report's files.
+    pub files: Vec<PathBuf>,
+}
+
+/// Evaluates the model file on the images under `opts.data` and writes the report.
+pub fn evaluate(opts: &EvalOptions) -> Result<Evaluation, TrainError> {
+    let device = opts.backend.device_at(0)?;
+    let (net, meta) = load_model(&opts.model, &device)?;
+    let data = Arc::new(labelled_folder(&opts.data, &meta.class_names)?);
+    let items = data.val.clone();
+    report_on(&net, &meta, &data, &items, opts.tta, &opts.out)
+}
+
+/// Predicts `items` of `data` with `net`, measures and writes the report to `out`.
+pub fn report_on(
+    net: &ResNet,
+    meta: &ModelMetadata,
+    data: &Dataset,
+    items: &[Item],
+    tta: Tta,
+    out: &Path,
+) -> Result<Evaluation, TrainError> {
+    if items.is_empty() {
+        return Err(TrainError::data(out, "no images to evaluate"));
+    }
+    let probs = predict(net, meta, data, items, tta)?;
+    let labels: Vec<usize> = items.iter().map(|i| i.label).collect();
+    let m = metrics(&probs, &labels, &meta.class_names);
+    let files = report::write(out, &m, data, items, &probs, tta)?;
+    Ok(Evaluation { metrics: m, files })
+}
+
+/// Class probabilities of every item, averaged over the views of `tta`.
+pub fn predict(
+    net: &ResNet,
+    meta: &ModelMetadata,
+    data: &Dataset,
+    items: &[Item],
+    tta: Tta,
+) -> Result<Vec<Vec<f32>>, TrainError> {
+    let pre = &meta.preprocess;
+    let (side, views, classes) = (pre.crop, tta.views(), meta.class_names.len());
+    let device: Device = net.conv1.weight.val().device();
+    let mut probs = Vec::with_capacity(items.len());
+    for chunk in items.chunks(BATCH) {
+        let pixels: Vec<Vec<f32>> = chunk
+            .par_iter()
+            .map(|it| {
+                let img = data
+                    .decode(&it.image)
+                    .map_err(|e| unreadable(&it.image, e))?;
+                let mut v = Vec::with_capacity(views * 3 * side * side);
+                tta.transform(&img, pre, &mut v);
+                Ok(v)
+            })
+            .collect::<Result<_, TrainError>>()?;
+        let n = chunk.len() * views;
+        let x = Tensor::from_data(
+            TensorData::new(pixels.concat(), [n, 3, side, side]),
+            &device,
+        );
+        let p = softmax(net.forward(x), 1).reshape([chunk.len(), views, classes]);
+        let mean: Vec<f32> = p
+            .mean_dim(1)
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| TrainError::Stopped(format!("reading predictions back: {e:?}")))?;
+        probs.extend(mean.chunks(classes).map(<[f32]>::to_vec));
+    }
+    Ok(probs)
+}
+
+fn unreadable(image: &ImageRef, e: String) -> TrainError {
+    match image {
+        ImageRef::File(p) => TrainError::data(p, format!("unreadable image: {e}")),
+        ImageRef::Memory(i) => TrainError::Stopped(format!("in-memory image {i}: {e}")),
+    }
+}
+
+/// Every image under `root/<class>/`, labelled by the model's `classes`; a folder whose name is
+/// not one of them is an error naming it and the model's classes.
+pub fn labelled_folder(root: &Path, classes: &[String]) -> Result<Dataset, TrainError> {
+    if !root.is_dir() {
+        return Err(TrainError::data(root, "not a directory"));
+    }
+    let mut items = Vec::new();
+    for (name, files) in class_folders(root)? {
+        let label = classes.iter().position(|c| *c == name).ok_or_else(|| {
+            TrainError::data(
+                &root.join(&name),
+                format!(
+                    "class `{name}` is not one of the model's classes: {}",
+                    classes.join(", ")
+                ),
+            )
+        })?;
+        items.extend(files.into_iter().map(|f| Item {
+            image: ImageRef::File(f),
+            label,
+        }));
+    }
+    if items.is_empty() {
+        return Err(TrainError::data(
+            root,
+            "no images: expected DATA/<class>/*.png|jpg with the model's class names",
+        ));
+    }
+    Ok(Dataset {
+        class_names: classes.to_vec(),
+        train: Vec::new(),
+        val: items,
+        memory: Arc::new(Vec::new()),
+        skipped: Vec::new(),
+    })
+}

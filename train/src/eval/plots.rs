@@ -1,0 +1,209 @@
+//! The pictures of an evaluation report: the confusion matrix, the reliability diagram and a
+//! grid of the most confident mistakes, drawn with plotters into RGB buffers.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{Rgb, RgbImage};
+use plotters::prelude::*;
+
+use crate::data::dataset::{Dataset, Item};
+use crate::eval::metrics::Metrics;
+use crate::report::plot::font;
+
+/// Classes beyond which the confusion matrix's cells lose their numbers (too small to read).
+const NUMBERED: usize = 30;
+
+/// Saves an RGB buffer as a PNG.
+fn save(path: &Path, buf: &[u8], (w, h): (u32, u32)) -> Result<(), String> {
+    image::save_buffer(path, buf, w, h, image::ColorType::Rgb8)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The confusion matrix as a heat map, rows normalised by the true class's count, with the
+/// counts written in the cells. `Ok(false)`: nothing to draw.
+pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, String> {
+    let k = names.len();
+    if k == 0 || m.images == 0 {
+        return Ok(false);
+    }
+    font()?;
+    let cell = (560 / k as u32).clamp(6, 80);
+    let size = (cell * k as u32 + 260, cell * k as u32 + 200);
+    let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        let e = |x: &dyn std::fmt::Display| format!("confusion matrix: {x}");
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let title = format!(
+            "Confusion matrix ({} images, top-1 {:.2}%)",
+            m.images,
+            100.0 * m.top1
+        );
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(110)
+            .y_label_area_size(130)
+            .build_cartesian_2d(0..k, 0..k)
+            .map_err(|x| e(&x))?;
+        let label = |i: &usize| names.get(*i).cloned().unwrap_or_default();
+        c.configure_mesh()
+            .disable_mesh()
+            .x_labels(k.min(NUMBERED))
+            .y_labels(k.min(NUMBERED))
+            .x_label_formatter(&label)
+            .y_label_formatter(&|i: &usize| label(&(k - 1 - *i)))
+            .x_desc("predicted")
+            .y_desc("true")
+            .x_label_style(
+                ("sans-serif", 12)
+                    .into_font()
+                    .transform(FontTransform::Rotate90),
+            )
+            .draw()
+            .map_err(|x| e(&x))?;
+        for (t, row) in m.confusion.iter().enumerate() {
+            let total = row.iter().sum::<usize>().max(1) as f64;
+            for (p, &count) in row.iter().enumerate() {
+                let share = count as f64 / total;
+                // White (none) to deep blue (all of the class).
+                let shade = |full: f64| (255.0 - share * (255.0 - full)) as u8;
+                let color = RGBColor(shade(20.0), shade(60.0), shade(160.0));
+                let y = k - 1 - t;
+                c.draw_series(std::iter::once(Rectangle::new(
+                    [(p, y), (p + 1, y + 1)],
+                    color.filled(),
+                )))
+                .map_err(|x| e(&x))?;
+                if k <= NUMBERED && count > 0 {
+                    let ink = if share > 0.5 { WHITE } else { BLACK };
+                    let style = ("sans-serif", (cell as f64 * 0.35).clamp(8.0, 18.0))
+                        .into_font()
+                        .color(&ink);
+                    c.draw_series(std::iter::once(Text::new(
+                        count.to_string(),
+                        (p, y + 1),
+                        style,
+                    )))
+                    .map_err(|x| e(&x))?;
+                }
+            }
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    save(path, &buf, size).map(|()| true)
+}
+
+/// The reliability diagram: accuracy per confidence bin against the diagonal of perfect
+/// calibration, with the expected calibration error in the title.
+pub fn reliability(path: &Path, m: &Metrics) -> Result<bool, String> {
+    if m.images == 0 {
+        return Ok(false);
+    }
+    font()?;
+    let size = (700u32, 640u32);
+    let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        let e = |x: &dyn std::fmt::Display| format!("reliability diagram: {x}");
+        root.fill(&WHITE).map_err(|x| e(&x))?;
+        let title = format!("Reliability (ECE {:.2}%)", 100.0 * m.ece);
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(14)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..1.0f64, 0.0..1.0f64)
+            .map_err(|x| e(&x))?;
+        c.configure_mesh()
+            .x_desc("confidence")
+            .y_desc("accuracy")
+            .draw()
+            .map_err(|x| e(&x))?;
+        let width = 1.0 / m.bins.len() as f64;
+        let bars = m.bins.iter().enumerate().filter(|(_, b)| b.count > 0);
+        c.draw_series(bars.clone().map(|(i, b)| {
+            let x = i as f64 * width;
+            Rectangle::new([(x, 0.0), (x + width, b.accuracy)], BLUE.mix(0.6).filled())
+        }))
+        .map_err(|x| e(&x))?
+        .label("accuracy of the bin")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BLUE.mix(0.6).filled()));
+        c.draw_series(bars.map(|(_, b)| Circle::new((b.confidence, b.accuracy), 4, RED.filled())))
+            .map_err(|x| e(&x))?
+            .label("mean confidence of the bin")
+            .legend(|(x, y)| Circle::new((x + 7, y), 4, RED.filled()));
+        c.draw_series(LineSeries::new(
+            [(0.0, 0.0), (1.0, 1.0)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(|x| e(&x))?
+        .label("perfect calibration")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK));
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|x| e(&x))?;
+        root.present().map_err(|x| e(&x))?;
+    }
+    save(path, &buf, size).map(|()| true)
+}
+
+/// Side of a thumbnail in the grid of mistakes, and the height of its caption.
+const THUMB: u32 = 128;
+const CAPTION: u32 = 40;
+
+/// The most confident mistakes as a grid of thumbnails, each captioned with its true and
+/// predicted class and the confidence. `Ok(false)`: no mistakes.
+pub fn mistakes(
+    path: &Path,
+    wrong: &[(&Item, usize, f32)],
+    data: &Dataset,
+) -> Result<bool, String> {
+    if wrong.is_empty() {
+        return Ok(false);
+    }
+    font()?;
+    let cols = (wrong.len() as u32).min(4);
+    let rows = (wrong.len() as u32).div_ceil(cols);
+    let size = (cols * (THUMB + 10) + 10, rows * (THUMB + CAPTION + 10) + 10);
+    let mut canvas = RgbImage::from_pixel(size.0, size.1, Rgb([255, 255, 255]));
+    let at = |i: u32| {
+        (
+            10 + (i % cols) * (THUMB + 10),
+            10 + (i / cols) * (THUMB + CAPTION + 10),
+        )
+    };
+    for (i, (item, _, _)) in wrong.iter().enumerate() {
+        let img = data.decode(&item.image)?;
+        let thumb = img.resize(THUMB, THUMB, FilterType::Triangle).to_rgb8();
+        let (x, y) = at(i as u32);
+        // Centred in its square.
+        let (dx, dy) = ((THUMB - thumb.width()) / 2, (THUMB - thumb.height()) / 2);
+        image::imageops::replace(&mut canvas, &thumb, (x + dx) as i64, (y + dy) as i64);
+    }
+    let mut buf = canvas.into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        let e = |x: &dyn std::fmt::Display| format!("mistakes: {x}");
+        for (i, (item, predicted, p)) in wrong.iter().enumerate() {
+            let (x, y) = at(i as u32);
+            let (x, y) = (x as i32, (y + THUMB) as i32);
+            let name = |c: usize| data.class_names.get(c).cloned().unwrap_or_default();
+            let lines = [
+                (format!("true: {}", name(item.label)), BLACK),
+                (format!("said: {} {:.0}%", name(*predicted), 100.0 * p), RED),
+            ];
+            for (j, (text, color)) in lines.into_iter().enumerate() {
+                let style = ("sans-serif", 14).into_font().color(&color);
+                root.draw(&Text::new(text, (x, y + 4 + 17 * j as i32), style))
+                    .map_err(|x| e(&x))?;
+            }
+        }
+        root.present().map_err(|x| e(&x))?;
+    }
+    save(path, &buf, size).map(|()| true)
+}
