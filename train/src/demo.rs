@@ -141,6 +141,36 @@ impl Demo {
         Ok(out)
     }
 
+    /// The demo's transfer fine-tune with each of [`REGULARISERS`], once per seed in `seeds`
+    /// (one run of a small fine-tune is noisy): the README's regularisation table.
+    pub fn regularisers(
+        &self,
+        seeds: &[u64],
+    ) -> Result<Vec<(&'static Recipe, Vec<Outcome>)>, TrainError> {
+        let (pretrained, _) = self.pretrained()?;
+        let source = pretrained.display().to_string();
+        let mut out = Vec::new();
+        for recipe in REGULARISERS.iter() {
+            let mut runs = Vec::new();
+            for &seed in seeds {
+                let name = format!("regularise-{}-seed{seed}", recipe.name);
+                let mut c = self.finetune_config(&source, &name);
+                c.train.seed = seed;
+                (recipe.edit)(&mut c);
+                c.validate()?;
+                clear(&c.run.dir)?;
+                eprintln!(
+                    "
+{} (seed {seed}): {}",
+                    recipe.name, recipe.description
+                );
+                runs.push(train(&c, false)?);
+            }
+            out.push((recipe, runs));
+        }
+        Ok(out)
+    }
+
     /// The pretrained model file (trained now unless cached) and the seconds it took.
     pub fn pretrained(&self) -> Result<(PathBuf, f64), TrainError> {
         let pre = self.pretrain_config();
@@ -246,6 +276,54 @@ pub static RECIPES: [Recipe; 6] = [
                 schedule: PruneSchedule::Gradual,
                 ..Default::default()
             };
+        },
+    },
+];
+
+/// The regularisation options of the README's second table, each alone over the demo's
+/// recipe, then all together.
+pub static REGULARISERS: [Recipe; 7] = [
+    Recipe {
+        name: "none",
+        description: "the demo's recipe (random resized crop and flip only)",
+        edit: |_| {},
+    },
+    Recipe {
+        name: "label-smoothing",
+        description: "label smoothing 0.1",
+        edit: |c| c.loss.label_smoothing = 0.1,
+    },
+    Recipe {
+        name: "mixup",
+        description: "mixup, alpha 0.2",
+        edit: |c| c.mixup.mixup_alpha = 0.2,
+    },
+    Recipe {
+        name: "cutmix",
+        description: "cutmix, alpha 1.0",
+        edit: |c| c.mixup.cutmix_alpha = 1.0,
+    },
+    Recipe {
+        name: "mixup-cutmix",
+        description: "timm's mix: mixup 0.8 or cutmix 1.0, half each",
+        edit: |c| {
+            c.mixup.mixup_alpha = 0.8;
+            c.mixup.cutmix_alpha = 1.0;
+        },
+    },
+    Recipe {
+        name: "drop-path",
+        description: "stochastic depth 0.1",
+        edit: |c| c.model.drop_path = 0.1,
+    },
+    Recipe {
+        name: "all",
+        description: "label smoothing 0.1, mixup 0.2, stochastic depth 0.05, balanced sampler",
+        edit: |c| {
+            c.loss.label_smoothing = 0.1;
+            c.mixup.mixup_alpha = 0.2;
+            c.model.drop_path = 0.05;
+            c.data.sampler = crate::data::sampler::Sampler::Balanced;
         },
     },
 ];

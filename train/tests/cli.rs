@@ -171,12 +171,143 @@ fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
         "infer: {correct}/{} right, training logged {best_logged}%",
         paths.len()
     );
+    // The run ended with the evaluation report of that model on the validation split.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval/metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["images"], paths.len());
+    let top1 = report["top1"].as_f64().unwrap();
+    assert!(
+        (100.0 * top1 - best_logged).abs() < 1e-6,
+        "{top1} vs {best_logged}"
+    );
+    for f in [
+        "per-class.csv",
+        "confusion.csv",
+        "predictions.csv",
+        "confusion.png",
+        "reliability.png",
+    ] {
+        assert!(run.join("eval").join(f).is_file(), "missing eval/{f}");
+    }
+    assert!(
+        stdout.contains("report on the validation split"),
+        "{stdout}"
+    );
     // A second run into the same directory would mix two runs' checkpoints.
     let err = run_err(bin().arg("run").arg("--config").arg(&cfg));
     assert!(
         err.contains("--resume") && err.contains("already holds"),
         "{err}"
     );
+}
+
+/// A random ResNet-18 saved as a model file for the three colour classes at 16 px.
+fn random_model(path: &Path) {
+    let device = Device::flex();
+    let net = ResNetConfig::new(
+        rekindle_model::Arch::Resnet18,
+        rekindle_model::HeadConfig::new(3),
+    )
+    .init(&device);
+    let pre = Preprocess {
+        resize: 16,
+        crop: 16,
+        ..Preprocess::imagenet()
+    };
+    let names = ["blue", "green", "red"].map(String::from).to_vec();
+    save_model(path, &net, &ModelMetadata::new(net.config(), names, pre)).unwrap();
+}
+
+#[test]
+fn eval_writes_the_report_and_names_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    image_folder(&data, 5);
+    let model = tmp.path().join("m.bpk");
+    random_model(&model);
+    let out_dir = tmp.path().join("report");
+    let out = run_ok(
+        bin()
+            .args(["eval", "--json", "--tta", "five-crop", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data)
+            .arg("--out")
+            .arg(&out_dir),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(last).unwrap();
+    assert_eq!(v["images"], 15);
+    assert_eq!(v["tta"], "five-crop");
+    let per_class = v["per_class"].as_array().unwrap();
+    assert_eq!(per_class.len(), 3);
+    for c in per_class {
+        for key in ["class", "precision", "recall", "f1", "support"] {
+            assert!(c.get(key).is_some(), "per_class lacks {key}: {c}");
+        }
+        assert_eq!(c["support"], 5);
+    }
+    // Rows are true classes: each holds its class's 5 images.
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(v["confusion"].clone()).unwrap();
+    assert!(confusion.iter().all(|row| row.iter().sum::<u64>() == 5));
+    let (top1, top5, ece) = (
+        v["top1"].as_f64().unwrap(),
+        v["top5"].as_f64().unwrap(),
+        v["ece"].as_f64().unwrap(),
+    );
+    let diagonal: u64 = (0..3).map(|i| confusion[i][i]).sum();
+    assert!((top1 - diagonal as f64 / 15.0).abs() < 1e-12 && top5 == 1.0);
+    assert!((0.0..=1.0).contains(&ece));
+    for f in [
+        "metrics.json",
+        "per-class.csv",
+        "confusion.csv",
+        "predictions.csv",
+        "confusion.png",
+        "reliability.png",
+    ] {
+        assert!(out_dir.join(f).is_file(), "missing {f}");
+    }
+    let predictions = std::fs::read_to_string(out_dir.join("predictions.csv")).unwrap();
+    assert_eq!(predictions.lines().count(), 16);
+    // Mistakes are drawn exactly when there are some.
+    assert_eq!(out_dir.join("mistakes.png").is_file(), diagonal < 15);
+
+    // Bad input: a TTA that does not exist, a class the model does not know, no model file.
+    let err = run_err(
+        bin()
+            .args(["eval", "--tta", "ten-crop", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data),
+    );
+    assert!(
+        err.contains("ten-crop") && err.contains("five-crop"),
+        "{err}"
+    );
+    std::fs::create_dir_all(data.join("purple")).unwrap();
+    RgbImage::new(8, 8).save(data.join("purple/0.png")).unwrap();
+    let err = run_err(
+        bin()
+            .args(["eval", "--model"])
+            .arg(&model)
+            .arg("--data")
+            .arg(&data),
+    );
+    assert!(
+        err.contains("purple") && err.contains("blue, green, red"),
+        "{err}"
+    );
+    let err = run_err(
+        bin()
+            .args(["eval", "--data"])
+            .arg(&data)
+            .arg("--model")
+            .arg(tmp.path().join("none.bpk")),
+    );
+    assert!(err.contains("none.bpk"), "{err}");
 }
 
 fn fmnist_config(run: &Path, extra: &str) -> String {
@@ -203,13 +334,40 @@ fn step_rows(run: &Path) -> Vec<Vec<f64>> {
 
 #[test]
 fn a_run_killed_mid_epoch_resumes_exactly() {
+    killed_mid_epoch_resumes_exactly(|run| fmnist_config(run, ""));
+}
+
+/// The regularisation recipes draw at random every step (the balanced sampler's order, the
+/// augmentation policy's operations, the jitter, the erased box, mixup's and cutmix's lam and
+/// box, stochastic depth's mask): a resumed run draws the same.
+#[test]
+fn a_run_with_every_recipe_killed_mid_epoch_resumes_exactly() {
+    killed_mid_epoch_resumes_exactly(|run| {
+        fmnist_config(
+            run,
+            "[loss]\nlabel_smoothing = 0.1\nclass_weights = [1.0, 2.0]\n\
+             [mixup]\nmixup_alpha = 0.4\ncutmix_alpha = 1.0\nprob = 0.8\n\
+             [model]\ndrop_path = 0.2\n",
+        )
+        .replace(
+            "[train]\n",
+            "sampler = \"balanced\"\nauto_augment = \"trivial-augment-wide\"\n\
+             color_jitter = [0.4, 0.4, 0.4, 0.1]\nrandom_erasing = 0.5\nerasing_fill = \"noise\"\n\
+             [train]\n",
+        )
+    });
+}
+
+/// Trains `config(dir)` once uninterrupted and once killed in epoch 2 and resumed: the same
+/// loss and rate at every step, the same weights at the end.
+fn killed_mid_epoch_resumes_exactly(config: impl Fn(&Path) -> String) {
     let tmp = tempfile::tempdir().unwrap();
     let full = tmp.path().join("full");
-    let cfg = write_config(&tmp.path().join("a.toml"), &fmnist_config(&full, ""));
+    let cfg = write_config(&tmp.path().join("a.toml"), &config(&full));
     run_ok(bin().arg("run").arg("--config").arg(&cfg));
 
     let cut = tmp.path().join("cut");
-    let cfg = write_config(&tmp.path().join("b.toml"), &fmnist_config(&cut, ""));
+    let cfg = write_config(&tmp.path().join("b.toml"), &config(&cut));
     let mut child = bin()
         .arg("run")
         .arg("--config")

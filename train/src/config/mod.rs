@@ -10,6 +10,7 @@ use rekindle_model::{Arch, Backend, HeadConfig, Preprocess, Stage};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::init::InitSection;
+use crate::catalog::loss::LossSection;
 use crate::catalog::optim::{OptimSection, OptimizerKind};
 use crate::catalog::prune::PruneSection;
 use crate::catalog::schedule::{Per, ScheduleKind, ScheduleSection};
@@ -17,6 +18,9 @@ use crate::config::check::{
     End::{Closed, Open},
     in_range, positive,
 };
+use crate::data::mixup::MixupSection;
+use crate::data::policy::{AutoAugment, ErasingFill};
+use crate::data::sampler::Sampler;
 use crate::error::TrainError;
 
 /// Everything a run needs; `TrainConfig::default()` is a sensible full fine-tune.
@@ -37,6 +41,10 @@ pub struct TrainConfig {
     pub init: InitSection,
     /// Magnitude pruning.
     pub prune: PruneSection,
+    /// The training loss: label smoothing, class weights.
+    pub loss: LossSection,
+    /// Mixup and cutmix of training batches.
+    pub mixup: MixupSection,
     /// Where the run writes, and on which backend it runs.
     pub run: RunSection,
 }
@@ -84,6 +92,9 @@ pub struct ModelSection {
     pub head_hidden: Option<usize>,
     /// Dropout before the new head's last layer.
     pub head_dropout: f64,
+    /// timm's `drop_path_rate`: stochastic depth of the last residual block in training,
+    /// rising linearly from 0 at the first (0: off).
+    pub drop_path: f64,
 }
 
 impl Default for ModelSection {
@@ -93,6 +104,7 @@ impl Default for ModelSection {
             arch: None,
             head_hidden: None,
             head_dropout: 0.0,
+            drop_path: 0.0,
         }
     }
 }
@@ -143,6 +155,20 @@ pub struct DataSection {
     pub crop_scale_min: f64,
     /// Probability of a horizontal flip.
     pub hflip: f64,
+    /// Automatic augmentation after the crop: `none`, `rand-augment`, `trivial-augment-wide`.
+    pub auto_augment: AutoAugment,
+    /// RandAugment's operations per image (torchvision's `num_ops`).
+    pub rand_augment_ops: usize,
+    /// RandAugment's magnitude, 0..=30 (torchvision's `magnitude`).
+    pub rand_augment_magnitude: usize,
+    /// `ColorJitter`'s `[brightness, contrast, saturation, hue]`; 0 leaves one alone.
+    pub color_jitter: [f64; 4],
+    /// Probability of `RandomErasing` of a box of the normalised image; 0: off.
+    pub random_erasing: f64,
+    /// What erased boxes hold: `zero` (the mean colour) or `noise`.
+    pub erasing_fill: ErasingFill,
+    /// Order of the training images: `shuffle`, or `balanced` (each class equally likely).
+    pub sampler: Sampler,
     /// Threads decoding and augmenting images; 0: one per core.
     pub workers: usize,
     /// Skip or fail on an unreadable image.
@@ -183,6 +209,13 @@ impl Default for DataSection {
             augment: true,
             crop_scale_min: 0.08,
             hflip: 0.5,
+            auto_augment: AutoAugment::None,
+            rand_augment_ops: 2,
+            rand_augment_magnitude: 9,
+            color_jitter: [0.0; 4],
+            random_erasing: 0.0,
+            erasing_fill: ErasingFill::Zero,
+            sampler: Sampler::Shuffle,
             workers: 0,
             on_bad_image: BadImage::Skip,
         }
@@ -317,6 +350,8 @@ impl Default for TrainConfig {
             },
             init: InitSection::default(),
             prune: PruneSection::default(),
+            loss: LossSection::default(),
+            mixup: MixupSection::default(),
             run: RunSection::default(),
         }
     }
@@ -362,10 +397,36 @@ impl TrainConfig {
                 Closed(1.0),
             ),
             in_range("data.hflip", d.hflip, Closed(0.0), Closed(1.0)),
+            in_range(
+                "data.random_erasing",
+                d.random_erasing,
+                Closed(0.0),
+                Closed(1.0),
+            ),
+            in_range(
+                "model.drop_path",
+                self.model.drop_path,
+                Closed(0.0),
+                Open(1.0),
+            ),
         ]
         .into_iter()
         .collect::<Result<(), String>>()
         .map_err(TrainError::Config)?;
+        if d.rand_augment_magnitude > 30 {
+            return bad(format!(
+                "data.rand_augment_magnitude = {}: must be 0 to 30",
+                d.rand_augment_magnitude
+            ));
+        }
+        let [b, c, s, h] = d.color_jitter;
+        if [b, c, s].iter().any(|v| !(v.is_finite() && *v >= 0.0)) || !(0.0..=0.5).contains(&h) {
+            return bad(format!(
+                "data.color_jitter = {:?}: brightness, contrast and saturation must be 0 or \
+                 more, hue within [0, 0.5]",
+                d.color_jitter
+            ));
+        }
         if t.base_batch_size == 0 {
             return bad("train.base_batch_size must be at least 1".into());
         }
@@ -395,6 +456,8 @@ impl TrainConfig {
         }
         self.init.validate().map_err(TrainError::Config)?;
         self.prune.validate(t.epochs).map_err(TrainError::Config)?;
+        self.loss.validate().map_err(TrainError::Config)?;
+        self.mixup.validate().map_err(TrainError::Config)?;
         if t.unfreeze_every == 0 {
             return bad("train.unfreeze_every must be at least 1".into());
         }
@@ -471,6 +534,16 @@ mod tests {
         assert!(err.contains("epocs"), "{err}");
         let err = TrainConfig::from_toml("[trian]\n").unwrap_err();
         assert!(err.contains("trian"), "{err}");
+        let err = TrainConfig::from_toml("[data]\nsampler = \"weighted\"\n").unwrap_err();
+        assert!(
+            err.contains("weighted") && err.contains("balanced"),
+            "{err}"
+        );
+        let err = TrainConfig::from_toml("[mixup]\nalpha = 0.2\n").unwrap_err();
+        assert!(
+            err.contains("alpha") && err.contains("mixup_alpha"),
+            "{err}"
+        );
         let err = TrainConfig::from_toml("[model]\narch = \"resnet99\"\n").unwrap_err();
         assert!(
             err.contains("resnet99") && err.contains("resnet152"),
@@ -500,6 +573,21 @@ mod tests {
             ("[data]\nresize = 16\ncrop = 32", "crop"),
             ("[data]\ncrop = 0", "data.resize/data.crop"),
             ("[model]\nhead_dropout = 1.0", "head_dropout"),
+            ("[loss]\nlabel_smoothing = -0.1", "loss.label_smoothing"),
+            (
+                "[data]\nrand_augment_magnitude = 31",
+                "data.rand_augment_magnitude",
+            ),
+            (
+                "[data]\ncolor_jitter = [0.4, 0.4, 0.4, 0.7]",
+                "data.color_jitter",
+            ),
+            ("[data]\nrandom_erasing = 1.5", "data.random_erasing"),
+            ("[model]\ndrop_path = 1.0", "model.drop_path"),
+            ("[loss]\nclass_weights = [1.0, nan]", "loss.class_weights"),
+            ("[mixup]\nmixup_alpha = -1.0", "mixup.mixup_alpha"),
+            ("[mixup]\ncutmix_minmax = [0.6, 0.4]", "mixup.cutmix_minmax"),
+            ("[mixup]\nswitch_prob = 2.0", "mixup.switch_prob"),
         ] {
             let err = TrainConfig::from_toml(toml)
                 .unwrap()

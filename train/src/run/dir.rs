@@ -84,6 +84,11 @@ impl RunDir {
         self.root.join(format!("{name}.png"))
     }
 
+    /// The evaluation report of the exported model on the validation split.
+    pub fn eval(&self) -> PathBuf {
+        self.root.join("eval")
+    }
+
     /// The last epoch whose model, optimiser and scheduler checkpoints are all on disk.
     pub fn last_checkpoint(&self) -> Option<usize> {
         let entries = std::fs::read_dir(self.checkpoints()).ok()?;

@@ -16,8 +16,7 @@ use burn::train::Learner;
 use crate::catalog::schedule::{Per, ScheduleKind, ScheduleSection};
 use crate::catalog::scheduler::{RunShape, module_scheduler};
 use crate::config::TrainConfig;
-use crate::data::augment::Augment;
-use crate::data::loader::EpochLoader;
+use crate::data::loader::{EpochLoader, Training};
 use crate::error::TrainError;
 use crate::run::phase::trainee;
 use crate::run::plan::Plan;
@@ -94,7 +93,11 @@ pub fn lr_find(cfg: &TrainConfig, f: &LrFind) -> Result<Found, TrainError> {
         ));
     }
     let (net, preprocess) = start::open(cfg, data.class_names.len(), &device.clone().autodiff())?;
-    let model = trainee(cfg, &plan, &Trainee::new(net), phase);
+    let loss = cfg
+        .loss
+        .build(&data.class_counts())
+        .map_err(TrainError::Config)?;
+    let model = trainee(cfg, &plan, &Trainee::new(net), phase, loss);
     let groups = strategy::param_groups(&plan.groups, &model.net);
     let gamma = (f.end / f.start).powf(1.0 / (f.steps - 1) as f64);
     // Exponential growth per step: the catalog's exponential schedule with gamma > 1, which a
@@ -108,21 +111,14 @@ pub fn lr_find(cfg: &TrainConfig, f: &LrFind) -> Result<Found, TrainError> {
     let shape = Arc::new(RunShape::new(&[f.steps]));
     let scheduler = module_scheduler(&sweep, shape, f.start, &groups, &[]);
     let mut learner = Learner::new(model, cfg.optim.optimizer(), scheduler);
-    let d = &cfg.data;
-    let augment = d.augment.then_some(Augment {
-        size: preprocess.crop as u32,
-        scale_min: d.crop_scale_min,
-        hflip: d.hflip,
-    });
+    let training = Training::of(cfg, preprocess.crop, data.class_names.len(), 1);
     let loader = EpochLoader::train(
         data.clone(),
         data.train.clone(),
         phase.batch_size,
         preprocess,
-        augment,
-        cfg.train.seed,
-        1,
-        d.workers,
+        training,
+        cfg.data.workers,
         device,
     );
     let (mut points, mut stopped) = (Vec::new(), None);

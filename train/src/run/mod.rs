@@ -19,12 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use burn::tensor::Device;
-use rekindle_model::Preprocess;
+use rekindle_model::{Preprocess, load_model};
 
 use crate::catalog::prune::LayerSparsity;
 use crate::config::{Strategy, TrainConfig};
 use crate::data::dataset::Dataset;
 use crate::error::TrainError;
+use crate::eval::tta::Tta;
+use crate::eval::{self, Evaluation};
 use crate::report::log::{EpochRow, read_epochs};
 use crate::report::progress::Shared;
 use crate::run::dir::RunDir;
@@ -54,6 +56,8 @@ pub struct Outcome {
     pub plots: Vec<PathBuf>,
     /// Zeros per layer of the exported model, when the run pruned.
     pub sparsity: Option<Vec<LayerSparsity>>,
+    /// The exported model's evaluation on the validation split (files in `RUN/eval`).
+    pub report: Evaluation,
 }
 
 /// Runs (or, with `resume`, continues) the training `cfg` describes.
@@ -76,6 +80,10 @@ pub fn train_watched(
     std::fs::write(dir.config(), cfg.to_toml()).map_err(|e| TrainError::io(&dir.config(), e))?;
     let data = load_data(cfg)?;
     let plan = Plan::new(cfg, data.train.len())?;
+    let loss = cfg
+        .loss
+        .build(&data.class_counts())
+        .map_err(TrainError::Config)?;
     // Parameters must be created on the autodiff device to be tracked by the learner.
     let classes = data.class_names.clone();
     let (net, preprocess) = start::open(cfg, classes.len(), &devices[0].clone().autodiff())?;
@@ -93,6 +101,7 @@ pub fn train_watched(
             watch,
             ..Default::default()
         })),
+        loss,
     };
     for phase in plan.remaining(done) {
         if plan.phases.len() > 1 {
@@ -104,7 +113,10 @@ pub fn train_watched(
         }
     }
     let epochs = read_epochs(&dir).map_err(|e| TrainError::io(dir.path(), e))?;
+    let data = launcher.data.clone();
+    drop(launcher);
     let out = export::export(&dir, model, &epochs, plan.prune_final, classes, preprocess)?;
+    let report = final_report(&dir, &devices[0], &data)?;
     Ok(Outcome {
         model: dir.model(),
         dir: dir.path().to_path_buf(),
@@ -115,7 +127,14 @@ pub fn train_watched(
         sizes,
         plots: out.plots,
         sparsity: out.sparsity,
+        report,
     })
+}
+
+/// The evaluation report of the exported model on the validation split, in `RUN/eval`.
+fn final_report(dir: &RunDir, device: &Device, data: &Dataset) -> Result<Evaluation, TrainError> {
+    let (net, meta) = load_model(&dir.model(), device)?;
+    eval::report_on(&net, &meta, data, &data.val, Tta::None, &dir.eval())
 }
 
 /// Epochs already trained: the last complete checkpoint when resuming (which must exist and
@@ -236,6 +255,16 @@ pub fn summary(outcome: &Outcome) -> String {
             }
         );
     }
+    let m = &outcome.report.metrics;
+    s += &format!(
+        "report on the validation split: top-1 {:.2}%, top-5 {:.2}%, ECE {:.2}%, worst class \
+         F1 {:.3} -> {}\n",
+        100.0 * m.top1,
+        100.0 * m.top5,
+        100.0 * m.ece,
+        m.per_class.iter().map(|c| c.f1).fold(1.0, f64::min),
+        outcome.dir.join("eval").display()
+    );
     s += &format!(
         "best: epoch {} with {:.2}% validation accuracy -> {}\n",
         outcome.best_epoch,

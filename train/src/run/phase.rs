@@ -19,12 +19,12 @@ use rekindle_model::Preprocess;
 
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 
+use crate::catalog::loss::Loss;
 use crate::catalog::schedule::PlateauMetric;
 use crate::catalog::scheduler;
 use crate::config::TrainConfig;
-use crate::data::augment::Augment;
 use crate::data::dataset::Dataset;
-use crate::data::loader::EpochLoader;
+use crate::data::loader::{EpochLoader, Training};
 use crate::error::TrainError;
 use crate::report::log::read_epochs;
 use crate::report::progress::{Renderer, Shared};
@@ -58,6 +58,8 @@ pub struct Launcher<'a> {
     pub preprocess: &'a Preprocess,
     /// What the renderer tells the run (a non-finite loss).
     pub shared: Arc<Mutex<Shared>>,
+    /// The training loss.
+    pub loss: Loss,
 }
 
 impl Launcher<'_> {
@@ -104,7 +106,7 @@ impl Launcher<'_> {
 
     /// The network with the phase's stages frozen and the train step's rules.
     fn trainee(&self, model: &Trainee, phase: Phase) -> Trainee {
-        trainee(self.cfg, self.plan, model, phase)
+        trainee(self.cfg, self.plan, model, phase, self.loss.clone())
     }
 
     /// The learning-rate scheduler, positioned at the phase's first epoch.
@@ -130,20 +132,15 @@ impl Launcher<'_> {
     /// The training and validation loaders of the phase.
     fn loaders(&self, phase: Phase) -> (EpochLoader, EpochLoader) {
         let (d, data) = (&self.cfg.data, &self.data);
-        let augment = d.augment.then_some(Augment {
-            size: self.preprocess.crop as u32,
-            scale_min: d.crop_scale_min,
-            hflip: d.hflip,
-        });
+        let classes = data.class_names.len();
+        let training = Training::of(self.cfg, self.preprocess.crop, classes, phase.first);
         let device = self.devices[0].clone();
         let train = EpochLoader::train(
             data.clone(),
             data.train.clone(),
             phase.batch_size,
             self.preprocess.clone(),
-            augment,
-            self.cfg.train.seed,
-            phase.first,
+            training,
             d.workers,
             device.clone(),
         );
@@ -228,8 +225,15 @@ impl Launcher<'_> {
     }
 }
 
-/// `model` with `phase`'s stages frozen and the train step's rules of `cfg` and `plan`.
-pub fn trainee(cfg: &TrainConfig, plan: &Plan, model: &Trainee, phase: Phase) -> Trainee {
+/// `model` with `phase`'s stages frozen and the train step's rules of `cfg` and `plan`,
+/// minimising `loss`.
+pub fn trainee(
+    cfg: &TrainConfig,
+    plan: &Plan,
+    model: &Trainee,
+    phase: Phase,
+    loss: Loss,
+) -> Trainee {
     let rules = StepRules {
         accumulation: cfg.train.grad_accumulation,
         clip_grad_norm: cfg.optim.clip_grad_norm,
@@ -238,6 +242,7 @@ pub fn trainee(cfg: &TrainConfig, plan: &Plan, model: &Trainee, phase: Phase) ->
         prune_scope: cfg.prune.active().then_some(cfg.prune.scope),
         step: plan.shape.steps_before(phase.first - 1).into(),
         masks: Default::default(),
+        loss,
     };
     Trainee {
         net: model.net.clone().freeze_stages(phase.depth),

@@ -41,7 +41,10 @@ pub fn open(
     };
     // Loaded weights arrive untracked; every parameter trains until the strategy freezes some.
     // Fine-tuning replaces the classifier: a fresh head, sized for this dataset, seeded.
-    let net = net.unfreeze().with_head(&head, device);
+    let net = net
+        .unfreeze()
+        .with_head(&head, device)
+        .with_drop_path(cfg.model.drop_path);
     let net = initialise(net, cfg)?;
     Ok((net, cfg.data.preprocess(&pre)?))
 }

@@ -15,6 +15,7 @@ use burn::tensor::{Bool, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use rekindle_model::{PathMapper, PathVisitor, ResNet, map_with_paths, visit_with_paths};
 
+use crate::catalog::loss::{Loss, Targets};
 use crate::catalog::prune::{self, PruneScope};
 use crate::data::loader::Batch;
 
@@ -37,6 +38,8 @@ pub struct StepRules {
     /// Zero masks of the prunable weights, made at the first step of a launch and after each
     /// pruning (between them only pruned weights are zero, so the masks do not change).
     pub masks: Mutex<Option<ZeroMasks>>,
+    /// The training loss (validation reports plain cross-entropy, comparable across recipes).
+    pub loss: Loss,
 }
 
 /// Per prunable weight, flattened: true where the weight is pruned.
@@ -49,6 +52,7 @@ impl fmt::Debug for StepRules {
             .field("clip_grad_norm", &self.clip_grad_norm)
             .field("weight_clip", &self.weight_clip)
             .field("prune_scope", &self.prune_scope)
+            .field("loss", &self.loss)
             .finish()
     }
 }
@@ -76,7 +80,19 @@ impl Trainee {
         }
     }
 
-    /// Logits, loss and targets for one batch.
+    /// Logits, the run's training loss (on the mixed targets when the batch is mixed) and
+    /// targets for one batch.
+    pub fn forward_training(&self, batch: Batch) -> ClassificationOutput {
+        let logits = self.net.forward(batch.images);
+        let targets = match batch.mixed {
+            Some(p) => Targets::Soft(p),
+            None => Targets::Hard(batch.targets.clone()),
+        };
+        let loss = self.rules.loss.forward(logits.clone(), &targets);
+        ClassificationOutput::new(loss, logits, batch.targets)
+    }
+
+    /// Logits, plain cross-entropy and targets for one batch.
     pub fn forward_classification(&self, batch: Batch) -> ClassificationOutput {
         let logits = self.net.forward(batch.images);
         let loss = CrossEntropyLossConfig::new()
@@ -235,7 +251,7 @@ impl TrainStep for Trainee {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: Batch) -> TrainOutput<ClassificationOutput> {
-        let item = self.forward_classification(batch);
+        let item = self.forward_training(batch);
         let k = self.rules.accumulation.max(1);
         let grads = if k > 1 {
             item.loss.clone().div_scalar(k as f64).backward()
