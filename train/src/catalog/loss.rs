@@ -117,11 +117,12 @@ impl LossSection {
     }
 }
 
-/// scikit-learn's `compute_class_weight("balanced")`: n / (classes * count); a class with no
-/// image gets weight 0 (it cannot be a target).
+/// scikit-learn's `compute_class_weight("balanced")`: n / (classes * count). scikit-learn
+/// refuses a class with no image; here it gets weight 0 (it cannot be a target) and is not
+/// counted, so every class that has images still weighs n / classes in total.
 pub fn balanced(counts: &[usize]) -> Vec<f64> {
     let n: usize = counts.iter().sum();
-    let k = counts.len() as f64;
+    let k = counts.iter().filter(|&&c| c > 0).count() as f64;
     counts
         .iter()
         .map(|&c| {

@@ -257,7 +257,8 @@ mod tests {
             }
         }
         let t = mix_targets(&mix, &[0, 2, 1], 3);
-        assert_eq!(t, vec![0.7, 0.0, 0.3, 0.0, 1.0, 0.0, 0.3, 0.0, 0.7]);
+        // Image i is mixed with image n-1-i: labels [0, 2, 1] with [1, 2, 0].
+        assert_eq!(t, vec![0.7, 0.3, 0.0, 0.0, 0.0, 1.0, 0.3, 0.7, 0.0]);
     }
 
     #[test]
