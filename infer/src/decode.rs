@@ -1,10 +1,11 @@
 //! Turning untrusted bytes into an image: format sniffing, size limits checked from the header
-//! before any pixel is decoded (a 100-megapixel PNG can be a few kilobytes), and decoders that
-//! refuse truncated data.
+//! before any pixel is decoded (a 100-megapixel PNG can be a few kilobytes), decoders that
+//! refuse truncated data, and the model crate's conversion to the RGB8 the network sees.
 
 use std::io::Cursor;
 
 use image::{DynamicImage, ImageFormat, ImageReader};
+use rekindle_model::pixels::to_rgb;
 
 use crate::InferError;
 
@@ -32,7 +33,8 @@ impl Default for Limits {
 /// The formats this build decodes.
 pub const FORMATS: &str = "PNG, JPEG";
 
-/// Decodes `bytes` (named `source` in errors) within `limits`.
+/// Decodes `bytes` (named `source` in errors) within `limits` into an RGB8 image, converted by
+/// [`rekindle_model::pixels::to_rgb`]'s rules for gray, alpha, palette and 16-bit files.
 pub fn decode(bytes: &[u8], source: &str, limits: &Limits) -> Result<DynamicImage, InferError> {
     if bytes.is_empty() {
         return Err(InferError::bad_image(
@@ -99,8 +101,12 @@ pub fn decode(bytes: &[u8], source: &str, limits: &Limits) -> Result<DynamicImag
     // The decoded buffer (up to 16 bytes a pixel for 16-bit RGBA) plus the decoder's own.
     l.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
     r.limits(l);
-    r.decode()
-        .map_err(|e| InferError::bad_image(source, format!("corrupt or truncated {format:?}: {e}")))
+    let img = r.decode().map_err(|e| {
+        InferError::bad_image(source, format!("corrupt or truncated {format:?}: {e}"))
+    })?;
+    // Here rather than in preprocessing, so that whatever takes a decoded image sees what
+    // training's loader saw.
+    Ok(DynamicImage::ImageRgb8(to_rgb(img)))
 }
 
 /// Whether a JPEG's entropy-coded data ends with the end-of-image marker. `image` decodes a
@@ -128,7 +134,9 @@ fn jpeg_is_complete(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{GrayImage, RgbImage};
+    use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba};
+    use rekindle_model::Preprocess;
+    use rekindle_model::preprocess::eval_transform;
 
     fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
@@ -156,10 +164,56 @@ mod tests {
             image::Luma([(x * y) as u8])
         }));
         let bytes = encode(&gray, ImageFormat::Jpeg);
-        assert!(
-            decode(&bytes, "g", &Limits::default()).unwrap()
-                == image::load_from_memory(&bytes).unwrap()
+        let want = to_rgb(image::load_from_memory(&bytes).unwrap());
+        assert!(decode(&bytes, "g", &Limits::default()).unwrap() == DynamicImage::ImageRgb8(want));
+    }
+
+    #[test]
+    fn wide_and_transparent_pngs_decode_like_their_rgb8_twins() {
+        let rgb = gradient(23, 17).to_rgb8();
+        let wide = |v: u8| v as u16 * 257; // exactly the 8-bit value at 16 bits
+        let alpha = |x: u32, y: u32| ((x * 37 + y * 11) % 256) as u8;
+        let at = |x: u32, y: u32| rgb.get_pixel(x, y).0;
+        let (w, h) = rgb.dimensions();
+        let twins = [
+            DynamicImage::ImageRgb16(ImageBuffer::from_fn(w, h, |x, y| Rgb(at(x, y).map(wide)))),
+            DynamicImage::ImageRgba8(ImageBuffer::from_fn(w, h, |x, y| {
+                let [r, g, b] = at(x, y);
+                Rgba([r, g, b, alpha(x, y)])
+            })),
+            DynamicImage::ImageRgba16(ImageBuffer::from_fn(w, h, |x, y| {
+                let [r, g, b] = at(x, y).map(wide);
+                Rgba([r, g, b, wide(alpha(x, y))])
+            })),
+        ];
+        let l = Limits::default();
+        let want = decode(
+            &encode(&DynamicImage::ImageRgb8(rgb.clone()), ImageFormat::Png),
+            "rgb",
+            &l,
         );
+        let want = want.unwrap();
+        let pre = Preprocess {
+            resize: 12,
+            crop: 10,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        };
+        for twin in twins {
+            let got = decode(&encode(&twin, ImageFormat::Png), "twin", &l).unwrap();
+            assert!(got == want, "{:?}", twin.color());
+            assert_eq!(eval_transform(&got, &pre), eval_transform(&want, &pre));
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_gray_is_rounded_not_clipped() {
+        let samples = [0x0000u16, 0x00FF, 0x0100, 0x8080, 0xFF00, 0xFFFF];
+        let g16 = ImageBuffer::from_fn(6, 1, |x, _| Luma([samples[x as usize]]));
+        let bytes = encode(&DynamicImage::ImageLuma16(g16), ImageFormat::Png);
+        let got = decode(&bytes, "g16", &Limits::default()).unwrap();
+        let want = RgbImage::from_fn(6, 1, |x, _| Rgb([[0, 1, 1, 128, 254, 255][x as usize]; 3]));
+        assert!(got == DynamicImage::ImageRgb8(want), "{:?}", got.to_rgb8());
     }
 
     #[test]

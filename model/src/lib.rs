@@ -14,6 +14,7 @@ pub mod head;
 pub mod metadata;
 pub mod norm;
 pub mod params;
+pub mod pixels;
 pub mod pool;
 pub mod preprocess;
 pub mod remap;
@@ -31,6 +32,7 @@ pub use head::{Head, HeadConfig};
 pub use metadata::{ModelMetadata, Preprocess};
 pub use norm::Norm;
 pub use params::{PathMapper, PathVisitor, map_with_paths, visit_with_paths};
+pub use pixels::{as_rgb, to_rgb};
 pub use resnet::{ResNet, ResNetConfig};
 pub use stage::Stage;
 

@@ -1,11 +1,14 @@
-//! The evaluation transform (resize, centre crop, RGB, normalise), shared by training's
+//! The evaluation transform (RGB, resize, centre crop, normalise), shared by training's
 //! validation data and by inference, so that the two cannot drift apart.
+
+use std::borrow::Cow;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use image::imageops::FilterType;
 use image::{DynamicImage, RgbImage};
 
 use crate::Preprocess;
+use crate::pixels::as_rgb;
 
 /// Resizes so that the shorter side is `side` pixels, keeping the aspect ratio (torchvision's
 /// `Resize(int)`), with a bilinear filter that widens when shrinking (PIL's antialiasing).
@@ -33,9 +36,9 @@ pub fn center_crop(img: &DynamicImage, crop: u32) -> DynamicImage {
     let (w, h) = (img.width(), img.height());
     if w < crop || h < crop {
         let mut canvas = RgbImage::new(w.max(crop), h.max(crop));
-        let rgb = img.to_rgb8();
+        let rgb = as_rgb(img);
         let (ox, oy) = ((canvas.width() - w) / 2, (canvas.height() - h) / 2);
-        image::imageops::replace(&mut canvas, &rgb, ox as i64, oy as i64);
+        image::imageops::replace(&mut canvas, &*rgb, ox as i64, oy as i64);
         return center_crop(&DynamicImage::ImageRgb8(canvas), crop);
     }
     // torchvision's offset is Python's int(round((h - crop) / 2)): ties go to even.
@@ -45,9 +48,9 @@ pub fn center_crop(img: &DynamicImage, crop: u32) -> DynamicImage {
 }
 
 /// Appends the image as normalised CHW floats: pixels scaled to [0, 1], then
-/// `(x - mean) / std` per channel. Grayscale images become three equal channels.
+/// `(x - mean) / std` per channel. Other modes are converted by [`crate::pixels::to_rgb`]'s rules.
 pub fn normalize_into(img: &DynamicImage, p: &Preprocess, out: &mut Vec<f32>) {
-    let rgb = img.to_rgb8();
+    let rgb = as_rgb(img);
     let plane = (rgb.width() * rgb.height()) as usize;
     let start = out.len();
     out.resize(start + 3 * plane, 0.0);
@@ -63,11 +66,21 @@ pub fn normalize_into(img: &DynamicImage, p: &Preprocess, out: &mut Vec<f32>) {
 
 /// The full evaluation transform for one decoded image: CHW floats of side `p.crop`.
 pub fn eval_transform(img: &DynamicImage, p: &Preprocess) -> Vec<f32> {
-    let resized = resize_shorter(img, p.resize as u32);
+    let img = rgb8(img);
+    let resized = resize_shorter(&img, p.resize as u32);
     let cropped = center_crop(&resized, p.crop as u32);
     let mut out = Vec::with_capacity(3 * p.crop * p.crop);
     normalize_into(&cropped, p, &mut out);
     out
+}
+
+/// `img` in RGB8, converted before resizing as torchvision's loader does: resampling 16-bit
+/// samples and rounding afterwards gives other values.
+fn rgb8(img: &DynamicImage) -> Cow<'_, DynamicImage> {
+    match as_rgb(img) {
+        Cow::Borrowed(_) => Cow::Borrowed(img),
+        Cow::Owned(rgb) => Cow::Owned(DynamicImage::ImageRgb8(rgb)),
+    }
 }
 
 /// Stacks `n` transformed images (CHW floats back to back) into an `[n, 3, side, side]` tensor.
@@ -122,6 +135,22 @@ mod tests {
         for (a, b) in out.iter().zip(want) {
             assert!((a - b).abs() < 1e-6, "{out:?}");
         }
+    }
+
+    #[test]
+    fn sixteen_bit_is_converted_before_resizing() {
+        let img = DynamicImage::ImageRgb16(image::ImageBuffer::from_fn(9, 7, |x, y| {
+            let v = (x * 7919 + y * 104_729) as u16;
+            Rgb([v, v.rotate_left(7), !v])
+        }));
+        let pre = p(4, 3);
+        let rgb = DynamicImage::ImageRgb8(crate::pixels::to_rgb(img.clone()));
+        assert_eq!(eval_transform(&img, &pre), eval_transform(&rgb, &pre));
+        // the other order, resampling the 16-bit samples, would not give the same floats
+        let late = center_crop(&resize_shorter(&img, 4), 3);
+        let mut out = Vec::new();
+        normalize_into(&late, &pre, &mut out);
+        assert_ne!(eval_transform(&img, &pre), out);
     }
 
     #[test]

@@ -61,7 +61,9 @@ struct EvalArgs {
     /// A rekindle model file (model.bpk).
     #[arg(long)]
     model: PathBuf,
-    /// Labelled images: DATA/<class>/*.png|jpg, folders named as the model's classes.
+    /// Labelled images: DATA/<class>/*.png|jpg, folders named as the model's classes, or a
+    /// .csv/.jsonl manifest (path, label, optional split; every row is evaluated, whatever its
+    /// split; paths relative to the manifest's folder).
     #[arg(long)]
     data: PathBuf,
     /// Print the report as one JSON object on the last line of stdout.

@@ -18,10 +18,12 @@ use crate::config::check::{
     End::{Closed, Open},
     in_range, positive,
 };
+use crate::data::manifest::Format;
 use crate::data::mixup::MixupSection;
 use crate::data::policy::{AutoAugment, ErasingFill};
 use crate::data::sampler::Sampler;
 use crate::error::TrainError;
+use crate::run::ema::EmaSection;
 
 /// Everything a run needs; `TrainConfig::default()` is a sensible full fine-tune.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,6 +47,8 @@ pub struct TrainConfig {
     pub loss: LossSection,
     /// Mixup and cutmix of training batches.
     pub mixup: MixupSection,
+    /// An exponential moving average of the weights (timm's `ModelEmaV3`).
+    pub ema: EmaSection,
     /// Where the run writes, and on which backend it runs.
     pub run: RunSection,
 }
@@ -117,6 +121,8 @@ pub enum DataKind {
     Folder,
     /// The four IDX `.gz` files of Fashion-MNIST (Debian's `dataset-fashion-mnist`).
     FashionMnist,
+    /// A `.csv` or `.jsonl` file listing `path`, `label` and optional `split` (train, val).
+    Manifest,
 }
 
 /// What to do with an image that cannot be decoded.
@@ -135,9 +141,13 @@ pub enum BadImage {
 pub struct DataSection {
     /// Dataset layout.
     pub kind: DataKind,
-    /// Dataset directory.
+    /// Dataset directory, or manifest file for `kind = "manifest"`.
     pub root: PathBuf,
-    /// Use only these classes (names, or indices for Fashion-MNIST); empty: all.
+    /// More datasets of the same kind merged with `root` (folders: union of class names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub roots: Vec<PathBuf>,
+    /// Use only these classes (names, or indices for Fashion-MNIST); empty: all. Manifests:
+    /// the full class list in label order, every label must be one of them.
     pub classes: Vec<String>,
     /// At most this many training images per class (few-label fine-tuning); 0: all.
     pub train_per_class: usize,
@@ -176,6 +186,27 @@ pub struct DataSection {
 }
 
 impl DataSection {
+    /// `root`, then every extra one of `roots`.
+    pub fn all_roots(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.root.as_path()).chain(self.roots.iter().map(PathBuf::as_path))
+    }
+
+    /// Refuses roots the kind cannot read, before anything is loaded.
+    fn check_roots(&self) -> Result<(), String> {
+        match self.kind {
+            DataKind::FashionMnist if !self.roots.is_empty() => Err(
+                "data.roots merges folder or manifest datasets; data.kind = \"fashion-mnist\" \
+                 reads data.root alone"
+                    .into(),
+            ),
+            DataKind::Manifest => self
+                .all_roots()
+                .try_for_each(|p| Format::of(p).map(drop))
+                .map_err(|e| format!("data.root/data.roots: {e}")),
+            _ => Ok(()),
+        }
+    }
+
     /// A model's preprocessing at the input size asked for here: `crop` alone keeps the model's
     /// resize/crop ratio (256/224 stays 256/224 at the new size). Checked by the model's rule.
     pub fn preprocess(&self, model: &Preprocess) -> Result<Preprocess, TrainError> {
@@ -200,6 +231,7 @@ impl Default for DataSection {
         Self {
             kind: DataKind::FashionMnist,
             root: PathBuf::from("/usr/share/datasets/fashion-mnist"),
+            roots: Vec::new(),
             classes: Vec::new(),
             train_per_class: 0,
             val_per_class: 0,
@@ -352,6 +384,7 @@ impl Default for TrainConfig {
             prune: PruneSection::default(),
             loss: LossSection::default(),
             mixup: MixupSection::default(),
+            ema: EmaSection::default(),
             run: RunSection::default(),
         }
     }
@@ -385,6 +418,7 @@ impl TrainConfig {
             return bad("train.batch_size must be at least 1".into());
         }
         let d = &self.data;
+        d.check_roots().map_err(TrainError::Config)?;
         [
             in_range("train.lr", t.lr, Open(0.0), Closed(1.0)),
             positive("train.backbone_lr_mult", t.backbone_lr_mult),
@@ -458,6 +492,14 @@ impl TrainConfig {
         self.prune.validate(t.epochs).map_err(TrainError::Config)?;
         self.loss.validate().map_err(TrainError::Config)?;
         self.mixup.validate().map_err(TrainError::Config)?;
+        self.ema.validate().map_err(TrainError::Config)?;
+        if self.ema.active() && self.prune.active() {
+            return bad(
+                "ema.decay with [prune]: an average of pruned weights is not sparse; use one \
+                 or the other"
+                    .into(),
+            );
+        }
         if t.unfreeze_every == 0 {
             return bad("train.unfreeze_every must be at least 1".into());
         }
@@ -508,6 +550,18 @@ mod tests {
         // An empty arch is "detect", as it always was.
         let c = TrainConfig::from_toml("[model]\narch = \"\"").unwrap();
         assert_eq!(c.model.arch, None);
+    }
+
+    #[test]
+    fn extra_roots_are_optional_and_written_only_when_set() {
+        let c = TrainConfig::from_toml("[data]\nkind = \"folder\"\nroot = \"a\"").unwrap();
+        assert!(c.data.roots.is_empty() && !c.to_toml().contains("roots"));
+        let text = "[data]\nkind = \"manifest\"\nroot = \"a.csv\"\nroots = [\"b.jsonl\"]";
+        let c = TrainConfig::from_toml(text).unwrap();
+        c.validate().unwrap();
+        let all: Vec<&Path> = c.data.all_roots().collect();
+        assert_eq!(all, [Path::new("a.csv"), Path::new("b.jsonl")]);
+        assert_eq!(TrainConfig::from_toml(&c.to_toml()).unwrap(), c);
     }
 
     #[test]
@@ -583,6 +637,15 @@ mod tests {
                 "data.color_jitter",
             ),
             ("[data]\nrandom_erasing = 1.5", "data.random_erasing"),
+            (
+                "[data]\nkind = \"manifest\"\nroot = \"list.txt\"",
+                "list.txt",
+            ),
+            (
+                "[data]\nkind = \"manifest\"\nroot = \"a.csv\"\nroots = [\"b.tsv\"]",
+                "b.tsv",
+            ),
+            ("[data]\nroots = [\"more\"]", "data.roots"),
             ("[model]\ndrop_path = 1.0", "model.drop_path"),
             ("[loss]\nclass_weights = [1.0, nan]", "loss.class_weights"),
             ("[mixup]\nmixup_alpha = -1.0", "mixup.mixup_alpha"),

@@ -1,6 +1,7 @@
-//! Labelled images: image folders and Fashion-MNIST's IDX files, split into train and
-//! validation, class-filtered and subsampled with the run's seed.
+//! Labelled images: image folders, manifests and Fashion-MNIST's IDX files, split into train
+//! and validation, class-filtered and subsampled with the run's seed.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use rayon::prelude::*;
 
 use crate::config::{BadImage, DataKind, DataSection};
 use crate::data::fashion_mnist;
+use crate::data::manifest::{self, Format, Manifest, Split};
 use crate::error::TrainError;
 
 /// File extensions read from image folders (case-insensitive).
@@ -56,6 +58,7 @@ impl Dataset {
         let mut ds = match cfg.kind {
             DataKind::FashionMnist => fashion_mnist::load(&cfg.root)?,
             DataKind::Folder => folder(cfg, seed)?,
+            DataKind::Manifest => manifests(cfg, seed)?,
         };
         ds.select_classes(&cfg.classes, &cfg.root)?;
         let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_da7a);
@@ -216,70 +219,87 @@ pub(crate) fn class_folders(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, T
     Ok(classes)
 }
 
-fn folder(cfg: &DataSection, seed: u64) -> Result<Dataset, TrainError> {
-    let root = &cfg.root;
-    if !root.is_dir() {
-        return Err(TrainError::data(root, "not a directory"));
-    }
-    let (train_dir, val_dir) = (root.join("train"), root.join("val"));
-    let split_dirs = train_dir.is_dir() && val_dir.is_dir();
-    let train_classes = class_folders(if split_dirs { &train_dir } else { root })?;
-    if train_classes.is_empty() {
-        return Err(TrainError::data(
-            root,
-            "no class folders: expected root/<class>/*.png|jpg or root/train/<class>/..",
-        ));
-    }
-    for (name, files) in &train_classes {
-        if files.is_empty() {
-            let dir = if split_dirs { &train_dir } else { root };
+/// Class folders of every root before the split: files that a root's `train/` and `val/`
+/// folders already place, and those of flat roots, left to the stratified split.
+#[derive(Default)]
+struct Folders {
+    /// Training files by class name, from `root/train/<class>/`.
+    train: BTreeMap<String, Vec<PathBuf>>,
+    /// Validation class folders: the folder, its class name and its files.
+    val: Vec<(PathBuf, String, Vec<PathBuf>)>,
+    /// Files by class name from `root/<class>/`, to split by `data.val_split`.
+    to_split: BTreeMap<String, Vec<PathBuf>>,
+}
+
+impl Folders {
+    /// Adds the class folders of one root (either layout).
+    fn add(&mut self, root: &Path) -> Result<(), TrainError> {
+        if !root.is_dir() {
+            let hint = match Format::of(root) {
+                Ok(_) => " (a manifest? set data.kind = \"manifest\")",
+                Err(_) => "",
+            };
+            return Err(TrainError::data(root, format!("not a directory{hint}")));
+        }
+        let (train_dir, val_dir) = (root.join("train"), root.join("val"));
+        let split_dirs = train_dir.is_dir() && val_dir.is_dir();
+        let dir = if split_dirs { &train_dir } else { root };
+        let classes = class_folders(dir)?;
+        if classes.is_empty() {
             return Err(TrainError::data(
-                &dir.join(name),
-                "class folder with no images (png, jpg, jpeg)",
+                root,
+                "no class folders: expected root/<class>/*.png|jpg or root/train/<class>/..",
             ));
         }
-    }
-    let class_names: Vec<String> = train_classes.iter().map(|(n, _)| n.clone()).collect();
-    let mut train = Vec::new();
-    let mut val = Vec::new();
-    if split_dirs {
-        for (label, (_, files)) in train_classes.into_iter().enumerate() {
-            train.extend(files.into_iter().map(|f| Item {
-                image: ImageRef::File(f),
-                label,
-            }));
+        let into = if split_dirs {
+            &mut self.train
+        } else {
+            &mut self.to_split
+        };
+        for (name, files) in classes {
+            if files.is_empty() {
+                return Err(TrainError::data(
+                    &dir.join(&name),
+                    "class folder with no images (png, jpg, jpeg)",
+                ));
+            }
+            into.entry(name).or_default().extend(files);
         }
-        for (name, files) in class_folders(&val_dir)? {
-            let label = class_names.iter().position(|n| *n == name).ok_or_else(|| {
-                TrainError::data(
-                    &val_dir.join(&name),
-                    format!("validation class `{name}` has no training folder"),
-                )
-            })?;
-            val.extend(files.into_iter().map(|f| Item {
-                image: ImageRef::File(f),
-                label,
-            }));
-        }
-    } else {
-        // A stratified split: the same fraction of every class, chosen by the seed.
-        let mut rng = StdRng::seed_from_u64(seed ^ 0x0005_9117);
-        for (label, (_, mut files)) in train_classes.into_iter().enumerate() {
-            files.shuffle(&mut rng);
-            let n_val = ((files.len() as f64) * cfg.val_split).round() as usize;
-            let n_val = n_val.min(files.len().saturating_sub(1));
-            for (i, f) in files.into_iter().enumerate() {
-                let item = Item {
-                    image: ImageRef::File(f),
-                    label,
-                };
-                if i < n_val {
-                    val.push(item)
-                } else {
-                    train.push(item)
-                }
+        if split_dirs {
+            for (name, files) in class_folders(&val_dir)? {
+                self.val.push((val_dir.join(&name), name, files));
             }
         }
+        Ok(())
+    }
+}
+
+/// Image folders under `data.root` and every one of `data.roots`, merged by class name.
+fn folder(cfg: &DataSection, seed: u64) -> Result<Dataset, TrainError> {
+    let mut f = Folders::default();
+    for root in cfg.all_roots() {
+        f.add(root)?;
+    }
+    let names: BTreeSet<&String> = f.train.keys().chain(f.to_split.keys()).collect();
+    let class_names: Vec<String> = names.into_iter().cloned().collect();
+    let label = |name: &str| class_names.iter().position(|n| n == name);
+    let mut by_label = vec![Vec::new(); class_names.len()];
+    for (name, files) in f.to_split {
+        by_label[label(&name).unwrap_or_default()] = files;
+    }
+    let (mut train, mut val) = stratified_split(by_label, cfg.val_split, seed);
+    for (name, files) in f.train {
+        let label = label(&name).unwrap_or_default();
+        train.extend(files.into_iter().map(|f| file_item(f, label)));
+    }
+    for (dir, name, files) in f.val {
+        let label = label(&name).ok_or_else(|| {
+            TrainError::data(
+                &dir,
+                format!("validation class `{name}` has no training folder"),
+            )
+        })?;
+        val.extend(files.into_iter().map(|f| file_item(f, label)));
     }
     let mut ds = Dataset {
         class_names,
@@ -292,7 +312,100 @@ fn folder(cfg: &DataSection, seed: u64) -> Result<Dataset, TrainError> {
     Ok(ds)
 }
 
+/// An image file with its label.
+fn file_item(path: PathBuf, label: usize) -> Item {
+    Item {
+        image: ImageRef::File(path),
+        label,
+    }
+}
+
+/// Splits each class's files (`by_label[label]`) into training and validation items: the same
+/// fraction `val_split` of every class, rounded, at least one left to train, chosen by `seed`.
+fn stratified_split(
+    by_label: Vec<Vec<PathBuf>>,
+    val_split: f64,
+    seed: u64,
+) -> (Vec<Item>, Vec<Item>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0005_9117);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for (label, mut files) in by_label.into_iter().enumerate() {
+        files.shuffle(&mut rng);
+        let n_val = ((files.len() as f64) * val_split).round() as usize;
+        let n_val = n_val.min(files.len().saturating_sub(1));
+        for (i, f) in files.into_iter().enumerate() {
+            let part = if i < n_val { &mut val } else { &mut train };
+            part.push(file_item(f, label));
+        }
+    }
+    (train, val)
+}
+
+/// The images listed in `data.root` and every one of `data.roots`, all manifests: split by
+/// their `split` column when rows have one, by `data.val_split` otherwise.
+fn manifests(cfg: &DataSection, seed: u64) -> Result<Dataset, TrainError> {
+    let manifests = cfg
+        .all_roots()
+        .map(Manifest::read)
+        .collect::<Result<Vec<_>, _>>()?;
+    let split = manifest::has_splits(&manifests)?;
+    // Without data.classes, labels sorted as class folders are; with it, its order is kept
+    // so that label indices can match a head trained before.
+    let class_names = if cfg.classes.is_empty() {
+        manifest::labels(&manifests)
+    } else {
+        cfg.classes.clone()
+    };
+    let (mut train, mut val, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let mut by_label = vec![Vec::new(); class_names.len()];
+    for m in &manifests {
+        for row in &m.rows {
+            let label = m.label_index(row, &class_names, "data.classes")?;
+            if let Some(why) = m.missing(row) {
+                if cfg.on_bad_image == BadImage::Fail {
+                    let hint = " (set data.on_bad_image = \"skip\" to leave such files out)";
+                    return Err(m.missing_error(row, hint));
+                }
+                skipped.push((row.path.clone(), why));
+                continue;
+            }
+            let path = row.path.clone();
+            match row.split {
+                Some(Split::Train) => train.push(file_item(path, label)),
+                Some(Split::Val) => val.push(file_item(path, label)),
+                None => by_label[label].push(path),
+            }
+        }
+    }
+    if !split {
+        (train, val) = stratified_split(by_label, cfg.val_split, seed);
+    }
+    let mut ds = Dataset {
+        class_names,
+        train,
+        val,
+        memory: Arc::new(Vec::new()),
+        skipped,
+    };
+    ds.every_class_trains(&cfg.root)?;
+    ds.drop_unreadable(cfg.on_bad_image)?;
+    Ok(ds)
+}
+
 impl Dataset {
+    /// Refuses a class without training images (a manifest's label seen only in `val` rows,
+    /// or a `data.classes` name no row carries), which a classifier could never learn.
+    fn every_class_trains(&self, root: &Path) -> Result<(), TrainError> {
+        let counts = self.class_counts();
+        match counts.iter().position(|&n| n == 0) {
+            Some(i) => Err(TrainError::data(
+                root,
+                format!("class `{}` has no training images", self.class_names[i]),
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// Decodes every file once (in parallel) so that a corrupt image is found before training,
     /// not in the middle of an epoch; skips or fails as configured.
     fn drop_unreadable(&mut self, policy: BadImage) -> Result<(), TrainError> {

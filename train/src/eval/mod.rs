@@ -17,6 +17,7 @@ use rayon::prelude::*;
 use rekindle_model::{Backend, ModelMetadata, ResNet, load_model};
 
 use crate::data::dataset::{Dataset, ImageRef, Item, class_folders};
+use crate::data::manifest::Manifest;
 use crate::error::TrainError;
 use crate::eval::metrics::{Metrics, metrics};
 use crate::eval::tta::Tta;
@@ -29,7 +30,8 @@ const BATCH: usize = 32;
 pub struct EvalOptions {
     /// A rekindle model file.
     pub model: PathBuf,
-    /// Labelled images: `DATA/<class>/*.png|jpg`, class names as the model's.
+    /// Labelled images: `DATA/<class>/*.png|jpg` or a `.csv`/`.jsonl` manifest (every row),
+    /// class names as the model's.
     pub data: PathBuf,
     /// The report's folder.
     pub out: PathBuf,
@@ -48,11 +50,11 @@ pub struct Evaluation {
     pub files: Vec<PathBuf>,
 }
 
-/// Evaluates the model file on the images under `opts.data` and writes the report.
+/// Evaluates the model file on the images `opts.data` names and writes the report.
 pub fn evaluate(opts: &EvalOptions) -> Result<Evaluation, TrainError> {
     let device = opts.backend.device_at(0)?;
     let (net, meta) = load_model(&opts.model, &device)?;
-    let data = Arc::new(labelled_folder(&opts.data, &meta.class_names)?);
+    let data = Arc::new(labelled(&opts.data, &meta.class_names)?);
     let items = data.val.clone();
     report_on(&net, &meta, &data, &items, opts.tta, &opts.out)
 }
@@ -121,6 +123,49 @@ fn unreadable(image: &ImageRef, e: String) -> TrainError {
         ImageRef::File(p) => TrainError::data(p, format!("unreadable image: {e}")),
         ImageRef::Memory(i) => TrainError::Stopped(format!("in-memory image {i}: {e}")),
     }
+}
+
+/// The labelled images of `data`: a class-folder tree ([`labelled_folder`]) or a manifest
+/// file ([`labelled_manifest`]).
+pub fn labelled(data: &Path, classes: &[String]) -> Result<Dataset, TrainError> {
+    if data.is_dir() {
+        labelled_folder(data, classes)
+    } else if data.exists() {
+        labelled_manifest(data, classes)
+    } else {
+        Err(TrainError::data(
+            data,
+            "no such folder or manifest (.csv or .jsonl) file",
+        ))
+    }
+}
+
+/// Every row of a `.csv`/`.jsonl` manifest, whatever its `split`, labelled by the model's
+/// `classes`; a label not among them, or a listed file that does not exist, is an error
+/// naming the manifest and the line.
+pub fn labelled_manifest(file: &Path, classes: &[String]) -> Result<Dataset, TrainError> {
+    let m = Manifest::read(file)?;
+    let mut items = Vec::with_capacity(m.rows.len());
+    for row in &m.rows {
+        let label = m.label_index(row, classes, "the model's classes")?;
+        if m.missing(row).is_some() {
+            return Err(m.missing_error(row, ""));
+        }
+        items.push(Item {
+            image: ImageRef::File(row.path.clone()),
+            label,
+        });
+    }
+    if items.is_empty() {
+        return Err(TrainError::data(file, "no rows: nothing to evaluate"));
+    }
+    Ok(Dataset {
+        class_names: classes.to_vec(),
+        train: Vec::new(),
+        val: items,
+        memory: Arc::new(Vec::new()),
+        skipped: Vec::new(),
+    })
 }
 
 /// Every image under `root/<class>/`, labelled by the model's `classes`; a folder whose name is

@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::report::log::{EpochRow, MetricsLog};
 use crate::run::dir::RunDir;
+use crate::run::ema::EmaWatch;
 use crate::run::watch::Watch;
 
 /// State shared between the renderer (on Burn's event thread) and the run.
@@ -32,6 +33,8 @@ pub struct Shared {
     pub watch: Option<Box<dyn Watch>>,
     /// Why the watch halted the run, if it did.
     pub halted: Option<String>,
+    /// The weight average's validation, logged after the raw weights'.
+    pub ema: Option<Arc<EmaWatch>>,
 }
 
 /// Burn's renderer for a run: progress bars, CSV logs, NaN guard.
@@ -253,6 +256,9 @@ impl TrainingProgressLogger for Renderer {
         );
         self.say(line);
         if interrupted {
+            if let Some(ema) = &self.shared.lock().unwrap_or_else(|e| e.into_inner()).ema {
+                ema.take(); // a partial validation: the resumed run validates again
+            }
             self.log.flush();
             return;
         }
@@ -263,6 +269,16 @@ impl TrainingProgressLogger for Renderer {
             _ => None,
         };
         shared.epochs.push(row);
+        if let (false, Some(ema)) = (train, shared.ema.clone()) {
+            let row = ema.take().row(self.epoch, seconds);
+            ema.record(row.epoch, row.accuracy);
+            self.say(format!(
+                "epoch {:>2}/{} {:<5}  loss {:.4}  acc {:5.1}%  top-5 {:5.1}%  (weight average)",
+                row.epoch, self.total_epochs, "ema", row.loss, row.accuracy, row.top5
+            ));
+            self.log.epoch(&row);
+            shared.epochs.push(row);
+        }
         if let Some(reason) = halt {
             self.interrupter.stop(Some(&reason));
             shared.halted = Some(reason);

@@ -11,6 +11,7 @@ use crate::error::TrainError;
 use crate::report::log::EpochRow;
 use crate::report::plot;
 use crate::run::dir::{Checkpoint, RunDir};
+use crate::run::ema;
 use crate::run::trainee::Trainee;
 
 /// What the export wrote.
@@ -20,6 +21,8 @@ pub struct Exported {
     pub epoch: usize,
     /// Its validation accuracy, in percent.
     pub accuracy: f64,
+    /// Whether the weight average was exported (it beat the raw weights).
+    pub averaged: bool,
     /// Zeros per layer of the exported model, when the run pruned.
     pub sparsity: Option<Vec<LayerSparsity>>,
     /// Plots written.
@@ -27,30 +30,39 @@ pub struct Exported {
 }
 
 /// The epoch with the highest validation accuracy among those whose checkpoint is on disk
-/// (and, when the run prunes, that are at the final sparsity from `prune_final` on).
+/// (and, when the run prunes, that are at the final sparsity from `prune_final` on), and
+/// whether it is the weight average's (only when strictly better than the raw weights').
 pub fn best_epoch(
     dir: &RunDir,
     epochs: &[EpochRow],
     prune_final: Option<usize>,
-) -> Result<(usize, f64), TrainError> {
-    let (epoch, accuracy) = epochs
-        .iter()
-        .filter(|r| r.split == "valid")
-        .filter(|r| prune_final.is_none_or(|f| r.epoch >= f))
-        .filter(|r| dir.checkpoint(Checkpoint::Model, r.epoch).exists())
-        .fold((0, f64::MIN), |best, r| {
-            if r.accuracy > best.1 {
-                (r.epoch, r.accuracy)
-            } else {
-                best
-            }
-        });
+) -> Result<(usize, f64, bool), TrainError> {
+    let best = |split: &str| {
+        epochs
+            .iter()
+            .filter(|r| r.split == split)
+            .filter(|r| prune_final.is_none_or(|f| r.epoch >= f))
+            .filter(|r| dir.checkpoint(Checkpoint::Model, r.epoch).exists())
+            .fold((0, f64::MIN), |best, r| {
+                if r.accuracy > best.1 {
+                    (r.epoch, r.accuracy)
+                } else {
+                    best
+                }
+            })
+    };
+    let (raw, ema) = (best("valid"), best(ema::SPLIT));
+    let (epoch, accuracy, averaged) = if ema.0 > 0 && ema.1 > raw.1 {
+        (ema.0, ema.1, true)
+    } else {
+        (raw.0, raw.1, false)
+    };
     if epoch == 0 {
         return Err(TrainError::Stopped(
             "no validation result with a checkpoint to export".into(),
         ));
     }
-    Ok((epoch, accuracy))
+    Ok((epoch, accuracy, averaged))
 }
 
 /// Writes the best epoch of `epochs` as the run's model file, with `classes` and `preprocess`
@@ -63,11 +75,17 @@ pub fn export(
     classes: Vec<String>,
     preprocess: Preprocess,
 ) -> Result<Exported, TrainError> {
-    let (epoch, accuracy) = best_epoch(dir, epochs, prune_final)?;
+    let (epoch, accuracy, averaged) = best_epoch(dir, epochs, prune_final)?;
     let ckpt = dir.checkpoint(Checkpoint::Model, epoch);
     let record = ModuleRecord::load(&ckpt)
         .map_err(|e| TrainError::Stopped(format!("{}: {e}", ckpt.display())))?;
-    let best = model.load_record(record).net;
+    let trained = model
+        .try_load_record(record)
+        .map_err(|e| TrainError::Stopped(format!("{}: {e}", ckpt.display())))?;
+    let best = match (averaged, trained.ema) {
+        (true, Some(ema)) => ema,
+        _ => trained.net,
+    };
     let sparsity = prune_final.map(|_| prune::sparsity(&best));
     let metadata = ModelMetadata::new(best.config(), classes, preprocess);
     rekindle_model::save_model(&dir.model(), &best, &metadata)?;
@@ -78,6 +96,7 @@ pub fn export(
     Ok(Exported {
         epoch,
         accuracy,
+        averaged,
         sparsity,
         plots,
     })

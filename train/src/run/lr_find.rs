@@ -97,7 +97,7 @@ pub fn lr_find(cfg: &TrainConfig, f: &LrFind) -> Result<Found, TrainError> {
         .loss
         .build(&data.class_counts())
         .map_err(TrainError::Config)?;
-    let model = trainee(cfg, &plan, &Trainee::new(net), phase, loss);
+    let model = trainee(cfg, &plan, &Trainee::new(net), phase, (loss, None));
     let groups = strategy::param_groups(&plan.groups, &model.net);
     let gamma = (f.end / f.start).powf(1.0 / (f.steps - 1) as f64);
     // Exponential growth per step: the catalog's exponential schedule with gamma > 1, which a

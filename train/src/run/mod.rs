@@ -4,6 +4,7 @@
 //! file). Everything it writes is named by [`dir::RunDir`]; a run resumes from its directory.
 
 pub mod dir;
+pub mod ema;
 pub mod evaluate;
 pub mod export;
 pub mod lr_find;
@@ -30,6 +31,7 @@ use crate::eval::{self, Evaluation};
 use crate::report::log::{EpochRow, read_epochs};
 use crate::report::progress::Shared;
 use crate::run::dir::RunDir;
+use crate::run::ema::EmaWatch;
 use crate::run::phase::{Launcher, PhaseEnd};
 use crate::run::plan::{Plan, effective_batch};
 use crate::run::trainee::Trainee;
@@ -46,6 +48,8 @@ pub struct Outcome {
     pub best_epoch: usize,
     /// That accuracy, in percent.
     pub best_accuracy: f64,
+    /// Whether the exported weights are the weight average (it beat the raw weights).
+    pub averaged: bool,
     /// Every epoch's train and validation row.
     pub epochs: Vec<EpochRow>,
     /// Wall time of this process's part of the run.
@@ -87,7 +91,16 @@ pub fn train_watched(
     // Parameters must be created on the autodiff device to be tracked by the learner.
     let classes = data.class_names.clone();
     let (net, preprocess) = start::open(cfg, classes.len(), &devices[0].clone().autodiff())?;
-    let model = Trainee::new(net);
+    let model = Trainee::with_average(net, cfg.ema.active());
+    let logged = if done > 0 {
+        read_epochs(&dir).map_err(|e| TrainError::io(dir.path(), e))?
+    } else {
+        Vec::new()
+    };
+    let ema = cfg
+        .ema
+        .active()
+        .then(|| EmaWatch::new(cfg.ema.clone(), &logged));
     announce(cfg, &plan, &model, &data, &preprocess);
     let sizes = (data.train.len(), data.val.len());
     let launcher = Launcher {
@@ -99,9 +112,11 @@ pub fn train_watched(
         preprocess: &preprocess,
         shared: Arc::new(Mutex::new(Shared {
             watch,
+            ema: ema.clone(),
             ..Default::default()
         })),
         loss,
+        ema,
     };
     for phase in plan.remaining(done) {
         if plan.phases.len() > 1 {
@@ -122,6 +137,7 @@ pub fn train_watched(
         dir: dir.path().to_path_buf(),
         best_epoch: out.epoch,
         best_accuracy: out.accuracy,
+        averaged: out.averaged,
         epochs,
         seconds: started.elapsed().as_secs_f64(),
         sizes,
@@ -222,10 +238,13 @@ fn announce(cfg: &TrainConfig, plan: &Plan, model: &Trainee, data: &Dataset, pre
 
 /// The end-of-run table: one line per epoch, the best marked.
 pub fn summary(outcome: &Outcome) -> String {
+    let averaging = outcome.epochs.iter().any(|r| r.split == ema::SPLIT);
     let mut s = String::from(
-        "epoch | train loss | train acc | valid loss | valid acc | top-5 |      lr | img/s\n\
-         ------+------------+-----------+------------+-----------+-------+---------+------\n",
+        "epoch | train loss | train acc | valid loss | valid acc | top-5 |      lr | img/s",
     );
+    s += if averaging { " | EMA acc\n" } else { "\n" };
+    s += "------+------------+-----------+------------+-----------+-------+---------+------";
+    s += if averaging { "-+--------\n" } else { "\n" };
     let max_epoch = outcome.epochs.iter().map(|r| r.epoch).max().unwrap_or(0);
     for e in 1..=max_epoch {
         let row = |split: &str| {
@@ -239,7 +258,7 @@ pub fn summary(outcome: &Outcome) -> String {
             continue;
         };
         s += &format!(
-            "{:>5} | {:>10.4} | {:>8.2}% | {:>10.4} | {:>8.2}% | {:>4.1}% | {:>7.1e} | {:>5.0}{}\n",
+            "{:>5} | {:>10.4} | {:>8.2}% | {:>10.4} | {:>8.2}% | {:>4.1}% | {:>7.1e} | {:>5.0}{}{}\n",
             e,
             tr.loss,
             tr.accuracy,
@@ -248,10 +267,14 @@ pub fn summary(outcome: &Outcome) -> String {
             va.top5,
             tr.lr,
             tr.images_per_sec,
-            if e == outcome.best_epoch {
-                "  <- best"
-            } else {
-                ""
+            match row(ema::SPLIT) {
+                Some(a) => format!(" | {:>6.2}%", a.accuracy),
+                None => String::new(),
+            },
+            match (e == outcome.best_epoch, outcome.averaged) {
+                (true, true) => "  <- best (EMA)",
+                (true, false) => "  <- best",
+                _ => "",
             }
         );
     }
@@ -266,8 +289,13 @@ pub fn summary(outcome: &Outcome) -> String {
         outcome.dir.join("eval").display()
     );
     s += &format!(
-        "best: epoch {} with {:.2}% validation accuracy -> {}\n",
+        "best: epoch {}{} with {:.2}% validation accuracy -> {}\n",
         outcome.best_epoch,
+        if outcome.averaged {
+            " (weight average)"
+        } else {
+            ""
+        },
         outcome.best_accuracy,
         outcome.model.display()
     );

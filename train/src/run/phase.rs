@@ -29,6 +29,7 @@ use crate::error::TrainError;
 use crate::report::log::read_epochs;
 use crate::report::progress::{Renderer, Shared};
 use crate::run::dir::RunDir;
+use crate::run::ema::{BestEma, EmaWatch};
 use crate::run::plan::Plan;
 use crate::run::strategy::{self, Phase};
 use crate::run::trainee::{StepRules, Trainee};
@@ -60,6 +61,8 @@ pub struct Launcher<'a> {
     pub shared: Arc<Mutex<Shared>>,
     /// The training loss.
     pub loss: Loss,
+    /// The weight average's watch, when the run keeps one.
+    pub ema: Option<Arc<EmaWatch>>,
 }
 
 impl Launcher<'_> {
@@ -106,7 +109,8 @@ impl Launcher<'_> {
 
     /// The network with the phase's stages frozen and the train step's rules.
     fn trainee(&self, model: &Trainee, phase: Phase) -> Trainee {
-        trainee(self.cfg, self.plan, model, phase, self.loss.clone())
+        let rules = (self.loss.clone(), self.ema.clone());
+        trainee(self.cfg, self.plan, model, phase, rules)
     }
 
     /// The learning-rate scheduler, positioned at the phase's first epoch.
@@ -180,6 +184,15 @@ impl Launcher<'_> {
                 Split::Valid,
             )
         };
+        let mut keep = ComposedCheckpointingStrategy::builder()
+            .add(KeepLastNCheckpoints::new(1))
+            .add(best());
+        if let Some(watch) = &self.ema {
+            keep = keep.add(BestEma {
+                current: watch.best(),
+                watch: watch.clone(),
+            });
+        }
         let mut training =
             SupervisedTraining::new(self.dir.path(), Arc::new(train), Arc::new(valid))
                 .metrics((
@@ -189,12 +202,7 @@ impl Launcher<'_> {
                 ))
                 .metric_train_numeric(LearningRateMetric::new())
                 .with_default_checkpointers()
-                .with_checkpointing_strategy(
-                    ComposedCheckpointingStrategy::builder()
-                        .add(KeepLastNCheckpoints::new(1))
-                        .add(best())
-                        .build(),
-                )
+                .with_checkpointing_strategy(keep.build())
                 .renderer(Box::new(renderer))
                 .with_interrupter(interrupter.clone())
                 .num_epochs(phase.last);
@@ -226,13 +234,13 @@ impl Launcher<'_> {
 }
 
 /// `model` with `phase`'s stages frozen and the train step's rules of `cfg` and `plan`,
-/// minimising `loss`.
+/// minimising `loss`, its weight average (if any) reporting to `ema`.
 pub fn trainee(
     cfg: &TrainConfig,
     plan: &Plan,
     model: &Trainee,
     phase: Phase,
-    loss: Loss,
+    (loss, ema): (Loss, Option<Arc<EmaWatch>>),
 ) -> Trainee {
     let rules = StepRules {
         accumulation: cfg.train.grad_accumulation,
@@ -243,9 +251,11 @@ pub fn trainee(
         step: plan.shape.steps_before(phase.first - 1).into(),
         masks: Default::default(),
         loss,
+        ema: ema.filter(|_| model.ema.is_some()),
     };
     Trainee {
         net: model.net.clone().freeze_stages(phase.depth),
+        ema: model.ema.clone(),
         rules: Arc::new(rules),
     }
 }

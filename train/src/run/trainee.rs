@@ -18,6 +18,7 @@ use rekindle_model::{PathMapper, PathVisitor, ResNet, map_with_paths, visit_with
 use crate::catalog::loss::{Loss, Targets};
 use crate::catalog::prune::{self, PruneScope};
 use crate::data::loader::Batch;
+use crate::run::ema::{self, EmaWatch};
 
 /// What happens around every optimiser step, shared by the clones Burn makes of the model.
 #[derive(Default)]
@@ -40,6 +41,8 @@ pub struct StepRules {
     pub masks: Mutex<Option<ZeroMasks>>,
     /// The training loss (validation reports plain cross-entropy, comparable across recipes).
     pub loss: Loss,
+    /// The weight average's settings and validation, when the run keeps one.
+    pub ema: Option<Arc<EmaWatch>>,
 }
 
 /// Per prunable weight, flattened: true where the weight is pruned.
@@ -63,6 +66,8 @@ impl fmt::Debug for StepRules {
 pub struct Trainee {
     /// The network; parameter paths start with `net.`.
     pub net: ResNet,
+    /// The exponential moving average of `net`'s weights, when the run keeps one.
+    pub ema: Option<ResNet>,
     /// The step rules (not parameters).
     #[module(skip)]
     pub rules: Arc<StepRules>,
@@ -73,6 +78,7 @@ impl Trainee {
     pub fn new(net: ResNet) -> Self {
         Self {
             net,
+            ema: None,
             rules: Arc::new(StepRules {
                 accumulation: 1,
                 ..Default::default()
@@ -128,8 +134,35 @@ impl Trainee {
         (this, masks)
     }
 
-    /// Pruned weights back to zero, then weight clipping.
+    /// A network trained with plain optimiser steps and, when `ema`, a weight average starting
+    /// from its weights.
+    pub fn with_average(net: ResNet, ema: bool) -> Self {
+        let ema = ema.then(|| ema::fresh_copy(&net));
+        Self {
+            ema,
+            ..Self::new(net)
+        }
+    }
+
+    /// Pruned weights back to zero, then weight clipping, then the average's step.
     fn after_step(self, masks: Option<ZeroMasks>) -> Self {
+        self.constrain(masks).average()
+    }
+
+    /// The weight average moved towards the network, with timm's decay for this step.
+    fn average(mut self) -> Self {
+        if let (Some(ema), Some(watch)) = (self.ema.take(), &self.rules.ema) {
+            // `before_step` counted this step: the count is timm's 1-based `num_updates`.
+            let decay = watch
+                .section
+                .decay_at(self.rules.step.load(Ordering::SeqCst));
+            self.ema = Some(ema::update(ema, &self.net, decay));
+        }
+        self
+    }
+
+    /// Pruned weights back to zero, then weight clipping.
+    fn constrain(self, masks: Option<ZeroMasks>) -> Self {
         if masks.is_none() && self.rules.weight_clip.is_none() {
             return self;
         }
@@ -291,6 +324,11 @@ impl InferenceStep for Trainee {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: Batch) -> ClassificationOutput {
+        if let (Some(ema), Some(watch)) = (&self.ema, &self.rules.ema) {
+            let logits = ema.forward(batch.images.clone());
+            let k = logits.dims()[1].min(5);
+            watch.add(logits, batch.targets.clone(), k);
+        }
         self.forward_classification(batch)
     }
 }
