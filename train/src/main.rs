@@ -161,10 +161,10 @@ struct RunArgs {
     /// Architecture for random init, or to check a file against (model.arch).
     #[arg(long, value_parser = parse_name::<Arch>)]
     arch: Option<Arch>,
-    /// Dataset directory (data.root).
+    /// Dataset folder or manifest file (data.root; replaces data.roots).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Dataset layout: folder or fashion-mnist (data.kind).
+    /// Dataset layout: folder, manifest (a .csv or .jsonl listing) or fashion-mnist (data.kind).
     #[arg(long, value_parser = parse_kind)]
     data_kind: Option<DataKind>,
     /// Epochs (train.epochs).
@@ -228,7 +228,9 @@ fn parse_name<T: std::str::FromStr<Err: std::fmt::Display>>(s: &str) -> Result<T
 fn parse_kind(s: &str) -> Result<DataKind, String> {
     TrainConfig::from_toml(&format!("[data]\nkind = \"{s}\""))
         .map(|c| c.data.kind)
-        .map_err(|_| format!("unknown data kind `{s}`; valid ones: folder, fashion-mnist"))
+        .map_err(|_| {
+            format!("unknown data kind `{s}`; valid ones: folder, manifest, fashion-mnist")
+        })
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -305,7 +307,9 @@ fn effective_config(a: &RunArgs) -> Result<TrainConfig> {
         c.model.arch = Some(v);
     }
     if let Some(v) = &a.data {
+        // The command line names the whole dataset: the config's extra roots go with its root.
         c.data.root = v.clone();
+        c.data.roots.clear();
     }
     if let Some(v) = a.data_kind {
         c.data.kind = v;

@@ -10,14 +10,8 @@ use burn::tensor::Device;
 use image::{Rgb, RgbImage};
 use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_model};
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_rekindle-train"));
-    c.env(
-        "REKINDLE_CACHE",
-        std::env::temp_dir().join("rekindle-train-tests"),
-    );
-    c
-}
+mod common;
+use common::{bin, random_model};
 
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("start rekindle-train");
@@ -202,23 +196,6 @@ fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
     );
 }
 
-/// A random ResNet-18 saved as a model file for the three colour classes at 16 px.
-fn random_model(path: &Path) {
-    let device = Device::flex();
-    let net = ResNetConfig::new(
-        rekindle_model::Arch::Resnet18,
-        rekindle_model::HeadConfig::new(3),
-    )
-    .init(&device);
-    let pre = Preprocess {
-        resize: 16,
-        crop: 16,
-        ..Preprocess::imagenet()
-    };
-    let names = ["blue", "green", "red"].map(String::from).to_vec();
-    save_model(path, &net, &ModelMetadata::new(net.config(), names, pre)).unwrap();
-}
-
 #[test]
 fn eval_writes_the_report_and_names_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
@@ -339,7 +316,8 @@ fn a_run_killed_mid_epoch_resumes_exactly() {
 
 /// The regularisation recipes draw at random every step (the balanced sampler's order, the
 /// augmentation policy's operations, the jitter, the erased box, mixup's and cutmix's lam and
-/// box, stochastic depth's mask): a resumed run draws the same.
+/// box, stochastic depth's mask) and the weights' moving average carries on: a resumed run
+/// draws and averages the same.
 #[test]
 fn a_run_with_every_recipe_killed_mid_epoch_resumes_exactly() {
     killed_mid_epoch_resumes_exactly(|run| {
@@ -347,7 +325,7 @@ fn a_run_with_every_recipe_killed_mid_epoch_resumes_exactly() {
             run,
             "[loss]\nlabel_smoothing = 0.1\nclass_weights = [1.0, 2.0]\n\
              [mixup]\nmixup_alpha = 0.4\ncutmix_alpha = 1.0\nprob = 0.8\n\
-             [model]\ndrop_path = 0.2\n",
+             [model]\ndrop_path = 0.2\n[ema]\ndecay = 0.9\n",
         )
         .replace(
             "[train]\n",

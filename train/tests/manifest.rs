@@ -3,13 +3,13 @@
 //! named by its file, line and value.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use burn::tensor::Device;
 use image::{Rgb, RgbImage};
-use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, save_model};
 use rekindle_train::config::{BadImage, DataKind, DataSection};
 use rekindle_train::data::dataset::{Dataset, ImageRef};
+
+mod common;
+use common::{bin, random_model};
 
 /// A tiny PNG at `dir/rel`, shaded by `shade`.
 fn png(dir: &Path, rel: &str, shade: u8) {
@@ -245,29 +245,8 @@ fn a_missing_file_is_skipped_and_counted_when_asked() {
     assert_eq!(ds.train.len() + ds.val.len(), 6);
 }
 
-/// A random ResNet-18 model file for the classes `blue, green, red` at 16 px.
-fn random_model(path: &Path) {
-    let device = Device::flex();
-    let net = ResNetConfig::new(
-        rekindle_model::Arch::Resnet18,
-        rekindle_model::HeadConfig::new(3),
-    )
-    .init(&device);
-    let pre = Preprocess {
-        resize: 16,
-        crop: 16,
-        ..Preprocess::imagenet()
-    };
-    let names = ["blue", "green", "red"].map(String::from).to_vec();
-    save_model(path, &net, &ModelMetadata::new(net.config(), names, pre)).unwrap();
-}
-
 fn eval_cmd(model: &Path, data: &Path, out: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_rekindle-train"))
-        .env(
-            "REKINDLE_CACHE",
-            std::env::temp_dir().join("rekindle-train-tests"),
-        )
+    bin()
         .args(["eval", "--json", "--model"])
         .arg(model)
         .arg("--data")

@@ -32,7 +32,8 @@ impl Augment {
     }
 
     /// torchvision's `RandomResizedCrop.get_params`: ten tries at an area in
-    /// `[scale_min, 1]` and a log-uniform ratio in `[3/4, 4/3]`, else a centre crop.
+    /// `[scale_min, 1]` and a log-uniform ratio in `[3/4, 4/3]`, else the centred whole image,
+    /// its aspect ratio clamped into that range.
     pub fn crop_box(&self, width: u32, height: u32, rng: &mut impl Rng) -> (u32, u32, u32, u32) {
         let area = (width * height) as f64;
         let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
@@ -47,9 +48,28 @@ impl Augment {
                 return (x, y, w, h);
             }
         }
-        let side = width.min(height);
-        ((width - side) / 2, (height - side) / 2, side, side)
+        fallback_box(width, height, (3.0 / 4.0, 4.0 / 3.0))
     }
+}
+
+/// torchvision's fallback when no try fits: the whole image if its aspect ratio is in range,
+/// else the largest centred box whose ratio is the nearest bound.
+fn fallback_box(width: u32, height: u32, (min, max): (f64, f64)) -> (u32, u32, u32, u32) {
+    let in_ratio = f64::from(width) / f64::from(height);
+    let (w, h) = if in_ratio < min {
+        (
+            width,
+            ((f64::from(width) / min).round() as u32).clamp(1, height),
+        )
+    } else if in_ratio > max {
+        (
+            ((f64::from(height) * max).round() as u32).clamp(1, width),
+            height,
+        )
+    } else {
+        (width, height)
+    };
+    ((width - w) / 2, (height - h) / 2, w, h)
 }
 
 #[cfg(test)]
@@ -67,6 +87,16 @@ mod tests {
             let (x, y, cw, ch) = aug.crop_box(w, h, &mut rng);
             prop_assert!(cw >= 1 && ch >= 1 && x + cw <= w && y + ch <= h);
         }
+    }
+
+    #[test]
+    fn fallback_is_torchvisions() {
+        // torchvision 0.24 `RandomResizedCrop.get_params(img, scale=(1, 1))` on 300x20 and 20x300
+        // images (every try misses) gives (i, j, h, w) = (0, 136, 20, 27) and (136, 0, 27, 20).
+        assert_eq!(fallback_box(300, 20, (0.75, 4.0 / 3.0)), (136, 0, 27, 20));
+        assert_eq!(fallback_box(20, 300, (0.75, 4.0 / 3.0)), (0, 136, 20, 27));
+        // An image whose ratio is in range falls back to all of itself.
+        assert_eq!(fallback_box(30, 28, (0.75, 4.0 / 3.0)), (0, 0, 30, 28));
     }
 
     #[test]

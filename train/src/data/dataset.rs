@@ -181,14 +181,17 @@ fn per_class(mut items: Vec<Item>, n: usize, rng: &mut StdRng) -> Vec<Item> {
     items
 }
 
-/// Decodes an image file, with the reason when it cannot.
+/// Decodes an image file to 8-bit RGB by the model's pixel rules, with the reason when it cannot.
+///
+/// Converting before any resize or crop keeps training, evaluation and inference on the same pixels.
 pub fn decode_file(path: &Path) -> Result<DynamicImage, String> {
-    image::ImageReader::open(path)
+    let img = image::ImageReader::open(path)
         .map_err(|e| e.to_string())?
         .with_guessed_format()
         .map_err(|e| e.to_string())?
         .decode()
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(DynamicImage::ImageRgb8(rekindle_model::pixels::to_rgb(img)))
 }
 
 /// Class folders under `dir`, sorted, each with its image files (sorted).
@@ -505,6 +508,24 @@ mod tests {
             err.contains("bad.png") && err.contains("unreadable"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn files_decode_to_rgb_by_the_model_pixel_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let (gray_alpha, gray16) = (dir.path().join("la.png"), dir.path().join("g16.png"));
+        image::GrayAlphaImage::from_pixel(3, 2, image::LumaA([77, 0]))
+            .save(&gray_alpha)
+            .unwrap();
+        image::ImageBuffer::<image::Luma<u16>, _>::from_pixel(3, 2, image::Luma([257 * 200 + 100]))
+            .save(&gray16)
+            .unwrap();
+        // Alpha is dropped, not composited; 16 bits scale by round(v / 257); gray gives R=G=B.
+        for (path, want) in [(gray_alpha, 77), (gray16, 200)] {
+            let img = decode_file(&path).unwrap();
+            let rgb = img.as_rgb8().expect("decoded files are 8-bit RGB");
+            assert!(rgb.pixels().all(|p| p.0 == [want; 3]), "{path:?}");
+        }
     }
 
     #[test]

@@ -311,7 +311,20 @@ impl Iterator for EpochIter {
     type Item = Result<Batch, DatasetError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.rx.recv().ok()?;
+        let Ok(item) = self.rx.recv() else {
+            // The producer hung up. At the end that is the epoch's end; before it, the decoding
+            // thread died (a panic), and a short epoch must not pass for a whole one.
+            if self.step >= self.sizes.len() {
+                return None;
+            }
+            let msg = format!(
+                "the loader's decoding thread stopped after {} of {} batches",
+                self.step,
+                self.sizes.len()
+            );
+            self.step = self.sizes.len();
+            return Some(Err(DatasetError::new(std::io::Error::other(msg))));
+        };
         self.done += self.sizes.get(self.step).copied().unwrap_or(0);
         self.step += 1;
         Some(item)
@@ -385,5 +398,36 @@ impl DataLoader<Batch> for EpochLoader {
         // A slice (one device's share) counts its own epochs.
         me.next_epoch = Arc::new(AtomicUsize::new(self.next_epoch.load(Ordering::SeqCst)));
         Arc::new(me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iter_after(sent: usize, batches: usize) -> EpochIter {
+        let (tx, rx) = std::sync::mpsc::sync_channel(batches);
+        for i in 0..sent {
+            let e = std::io::Error::other(format!("batch {i}"));
+            tx.send(Err(DatasetError::new(e))).unwrap();
+        }
+        EpochIter {
+            rx,
+            sizes: vec![4; batches],
+            done: 0,
+            total: 4 * batches,
+            step: 0,
+        }
+    }
+
+    #[test]
+    fn a_dead_decoder_is_an_error_not_a_short_epoch() {
+        let got: Vec<String> = iter_after(1, 3)
+            .map(|b| b.err().map(|e| e.to_string()).unwrap_or_default())
+            .collect();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got[0].contains("batch 0"), "{got:?}");
+        assert!(got[1].contains("stopped after 1 of 3 batches"), "{got:?}");
+        assert_eq!(iter_after(3, 3).count(), 3);
     }
 }

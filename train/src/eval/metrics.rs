@@ -5,7 +5,8 @@
 
 use serde::Serialize;
 
-/// Confidence bins of the calibration error and the reliability diagram (torchmetrics' default).
+/// Confidence bins of the calibration error and the reliability diagram (torchmetrics' default
+/// count). Each bin is (lo, hi] as in Guo et al.; a confidence of exactly 0 goes in the first.
 pub const BINS: usize = 15;
 
 /// One class's scores.
@@ -62,9 +63,10 @@ pub fn metrics(probs: &[Vec<f32>], labels: &[usize], classes: &[String]) -> Metr
     for (p, &y) in probs.iter().zip(labels) {
         let predicted = argmax(p);
         confusion[y][predicted] += 1;
-        // Rank of the true class: how many classes score strictly higher (ties favour it).
+        // Rank of the true class: how many classes score strictly higher (ties favour it). A NaN
+        // probability ranks nowhere: nothing compares above it, so it must not count as a hit.
         let above = p.iter().filter(|&&q| q > p[y]).count();
-        top5 += usize::from(above < 5.min(k));
+        top5 += usize::from(!p[y].is_nan() && above < 5.min(k));
         let conf = f64::from(p[predicted]);
         let b = bin_of(conf);
         bins[b].0 += 1;
@@ -175,6 +177,12 @@ mod tests {
             / 5.0;
         assert!((m.ece - want).abs() < 1e-6, "{} vs {want}", m.ece);
         assert_eq!(m.bins.iter().map(|b| b.count).sum::<usize>(), 5);
+    }
+
+    #[test]
+    fn a_nan_probability_is_never_a_hit() {
+        let m = metrics(&[vec![0.5, f32::NAN, 0.2]], &[1], &names(3));
+        assert_eq!((m.top1, m.top5), (0.0, 0.0));
     }
 
     #[test]

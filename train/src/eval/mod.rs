@@ -159,13 +159,7 @@ pub fn labelled_manifest(file: &Path, classes: &[String]) -> Result<Dataset, Tra
     if items.is_empty() {
         return Err(TrainError::data(file, "no rows: nothing to evaluate"));
     }
-    Ok(Dataset {
-        class_names: classes.to_vec(),
-        train: Vec::new(),
-        val: items,
-        memory: Arc::new(Vec::new()),
-        skipped: Vec::new(),
-    })
+    Ok(to_evaluate(classes, items))
 }
 
 /// Every image under `root/<class>/`, labelled by the model's `classes`; a folder whose name is
@@ -196,11 +190,16 @@ pub fn labelled_folder(root: &Path, classes: &[String]) -> Result<Dataset, Train
             "no images: expected DATA/<class>/*.png|jpg with the model's class names",
         ));
     }
-    Ok(Dataset {
+    Ok(to_evaluate(classes, items))
+}
+
+/// An evaluation-only dataset: every item in `val`, labelled by the model's `classes`.
+fn to_evaluate(classes: &[String], items: Vec<Item>) -> Dataset {
+    Dataset {
         class_names: classes.to_vec(),
         train: Vec::new(),
         val: items,
         memory: Arc::new(Vec::new()),
         skipped: Vec::new(),
-    })
+    }
 }

@@ -13,6 +13,9 @@ use crate::report::plot::font;
 
 /// Classes beyond which the confusion matrix's cells lose their numbers (too small to read).
 const NUMBERED: usize = 30;
+/// Classes beyond which no confusion picture is drawn: six-pixel cells would make it tens of
+/// megapixels that no one can read; `confusion.csv` still has every count.
+pub const DRAWN: usize = 300;
 
 /// Saves an RGB buffer as a PNG.
 fn save(path: &Path, buf: &[u8], (w, h): (u32, u32)) -> Result<(), String> {
@@ -26,6 +29,11 @@ pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, Str
     let k = names.len();
     if k == 0 || m.images == 0 {
         return Ok(false);
+    }
+    if k > DRAWN {
+        return Err(format!(
+            "{k} classes, more than the {DRAWN} a readable picture holds; confusion.csv has the counts"
+        ));
     }
     font()?;
     let cell = (560 / k as u32).clamp(6, 80);
@@ -53,7 +61,10 @@ pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, Str
             .x_labels(k.min(NUMBERED))
             .y_labels(k.min(NUMBERED))
             .x_label_formatter(&label)
-            .y_label_formatter(&|i: &usize| label(&(k - 1 - *i)))
+            .y_label_formatter(&|i: &usize| {
+                k.checked_sub(1 + *i)
+                    .map_or_else(String::new, |t| label(&t))
+            })
             .x_desc("predicted")
             .y_desc("true")
             .x_label_style(
