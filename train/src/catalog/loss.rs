@@ -182,7 +182,13 @@ impl Loss {
         };
         let total = (per_class * log_p).sum().neg();
         match (targets, weights) {
-            (Targets::Hard(y), Some(w)) => total / w.select(0, y.clone()).sum(),
+            (Targets::Hard(y), Some(w)) => {
+                // A batch whose targets all weigh 0 has nothing to learn: PyTorch divides by 0
+                // (NaN or inf, which would stop the run); here it is a loss of 0, no gradient.
+                let den = w.select(0, y.clone()).sum();
+                let empty = den.clone().equal_elem(0.0);
+                (total / den.mask_fill(empty.clone(), 1.0)).mask_fill(empty, 0.0)
+            }
             _ => total.div_scalar(n as f64),
         }
     }
@@ -191,6 +197,31 @@ impl Loss {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_of_zero_weight_targets_is_a_loss_of_zero() {
+        let device = burn::tensor::Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, -2.0, 0.5, 3.0], [2, 2]),
+            &device,
+        );
+        let targets = Targets::Hard(Tensor::from_data(
+            TensorData::new(vec![0i64, 0], [2]),
+            &device,
+        ));
+        for smoothing in [0.0, 0.1] {
+            let loss = Loss {
+                smoothing,
+                weights: Some(vec![0.0, 1.0]),
+            };
+            let v = loss
+                .forward(logits.clone(), &targets)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            assert_eq!(v, [0.0], "smoothing {smoothing}");
+        }
+    }
 
     #[test]
     fn balanced_weights_are_scikit_learns() {

@@ -6,6 +6,7 @@ use std::path::Path;
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::data::dataset::{Dataset, Item};
 use crate::eval::metrics::Metrics;
@@ -27,7 +28,7 @@ fn save(path: &Path, buf: &[u8], (w, h): (u32, u32)) -> Result<(), String> {
 /// counts written in the cells. `Ok(false)`: nothing to draw.
 pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, String> {
     let k = names.len();
-    if k == 0 || m.images == 0 {
+    if k < 2 || m.images == 0 {
         return Ok(false);
     }
     if k > DRAWN {
@@ -48,32 +49,53 @@ pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, Str
             m.images,
             100.0 * m.top1
         );
+        // Segments put each class's label at the centre of its cell, not on a cell border.
         let mut c = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
-            .x_label_area_size(110)
+            .x_label_area_size(130)
             .y_label_area_size(130)
-            .build_cartesian_2d(0..k, 0..k)
+            .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
             .map_err(|x| e(&x))?;
-        let label = |i: &usize| names.get(*i).cloned().unwrap_or_default();
+        let label = |i: usize| names.get(i).cloned().unwrap_or_default();
+        // Rows run top to bottom in class order: segment y holds class k - 1 - y.
+        let row_label = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(y) => k.checked_sub(1 + y).map_or_else(String::new, label),
+            _ => String::new(),
+        };
         c.configure_mesh()
             .disable_mesh()
             .x_labels(k.min(NUMBERED))
             .y_labels(k.min(NUMBERED))
-            .x_label_formatter(&label)
-            .y_label_formatter(&|i: &usize| {
-                k.checked_sub(1 + *i)
-                    .map_or_else(String::new, |t| label(&t))
-            })
+            // Plotters centres an axis label on its tick, so a rotated one would stand half inside
+            // the chart: the column names are drawn below instead.
+            .x_label_formatter(&|_| String::new())
+            .y_label_formatter(&row_label)
             .x_desc("predicted")
             .y_desc("true")
-            .x_label_style(
-                ("sans-serif", 12)
-                    .into_font()
-                    .transform(FontTransform::Rotate90),
-            )
+            .axis_desc_style(("sans-serif", 14))
             .draw()
             .map_err(|x| e(&x))?;
+        if k <= NUMBERED {
+            let style = ("sans-serif", 12)
+                .into_font()
+                .transform(FontTransform::Rotate90)
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Left, VPos::Center));
+            for p in 0..k {
+                let (x, y) = c.backend_coord(&(SegmentValue::CenterOf(p), SegmentValue::Exact(0)));
+                root.draw(&Text::new(label(p), (x, y + 10), style.clone()))
+                    .map_err(|x| e(&x))?;
+            }
+        }
+        // The far edge of segment i: the next one's start, or the chart's end after the last.
+        let edge = |i: usize| {
+            if i + 1 < k {
+                SegmentValue::Exact(i + 1)
+            } else {
+                SegmentValue::Last
+            }
+        };
         for (t, row) in m.confusion.iter().enumerate() {
             let total = row.iter().sum::<usize>().max(1) as f64;
             for (p, &count) in row.iter().enumerate() {
@@ -83,7 +105,10 @@ pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, Str
                 let color = RGBColor(shade(20.0), shade(60.0), shade(160.0));
                 let y = k - 1 - t;
                 c.draw_series(std::iter::once(Rectangle::new(
-                    [(p, y), (p + 1, y + 1)],
+                    [
+                        (SegmentValue::Exact(p), SegmentValue::Exact(y)),
+                        (edge(p), edge(y)),
+                    ],
                     color.filled(),
                 )))
                 .map_err(|x| e(&x))?;
@@ -91,10 +116,11 @@ pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, Str
                     let ink = if share > 0.5 { WHITE } else { BLACK };
                     let style = ("sans-serif", (cell as f64 * 0.35).clamp(8.0, 18.0))
                         .into_font()
-                        .color(&ink);
+                        .color(&ink)
+                        .pos(Pos::new(HPos::Center, VPos::Center));
                     c.draw_series(std::iter::once(Text::new(
                         count.to_string(),
-                        (p, y + 1),
+                        (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
                         style,
                     )))
                     .map_err(|x| e(&x))?;
@@ -143,7 +169,7 @@ pub fn reliability(path: &Path, m: &Metrics) -> Result<bool, String> {
         .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BLUE.mix(0.6).filled()));
         c.draw_series(bars.map(|(_, b)| Circle::new((b.confidence, b.accuracy), 4, RED.filled())))
             .map_err(|x| e(&x))?
-            .label("mean confidence of the bin")
+            .label("accuracy at the bin's mean confidence")
             .legend(|(x, y)| Circle::new((x + 7, y), 4, RED.filled()));
         c.draw_series(LineSeries::new(
             [(0.0, 0.0), (1.0, 1.0)],

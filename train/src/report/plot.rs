@@ -9,6 +9,7 @@ use plotters::style::{FontStyle, register_font};
 
 use crate::report::log::{EpochRow, read_epochs, read_steps};
 use crate::run::dir::RunDir;
+use crate::run::ema::SPLIT as EMA_SPLIT;
 
 /// Fonts tried for the plot labels (Debian's fonts-dejavu-core, installed by `cargo xtask setup`).
 const FONTS: [&str; 3] = [
@@ -129,6 +130,12 @@ fn epoch_series(
     }
 }
 
+/// The weights' average on validation, when the run keeps one.
+fn ema_series(rows: &[EpochRow], f: fn(&EpochRow) -> f64) -> Option<Series> {
+    let s = epoch_series(rows, EMA_SPLIT, "validation (EMA weights)", MAGENTA, f);
+    (!s.points.is_empty()).then_some(s)
+}
+
 /// Writes `loss.png`, `accuracy.png` and `lr.png` into the run directory; returns their paths.
 pub fn plot_run(dir: &RunDir) -> Result<Vec<PathBuf>, String> {
     font()?;
@@ -153,7 +160,10 @@ pub fn plot_run(dir: &RunDir) -> Result<Vec<PathBuf>, String> {
             },
             epoch_series(&epochs, "train", "train (epoch mean)", BLUE, |r| r.loss),
             epoch_series(&epochs, "valid", "validation", RED, |r| r.loss),
-        ],
+        ]
+        .into_iter()
+        .chain(ema_series(&epochs, |r| r.loss))
+        .collect::<Vec<_>>(),
     )?;
     out.push(loss);
     let acc = dir.plot("accuracy");
@@ -165,7 +175,10 @@ pub fn plot_run(dir: &RunDir) -> Result<Vec<PathBuf>, String> {
         &[
             epoch_series(&epochs, "train", "train", BLUE, |r| r.accuracy),
             epoch_series(&epochs, "valid", "validation", RED, |r| r.accuracy),
-        ],
+        ]
+        .into_iter()
+        .chain(ema_series(&epochs, |r| r.accuracy))
+        .collect::<Vec<_>>(),
     )?;
     out.push(acc);
     let lr = dir.plot("lr");
