@@ -54,7 +54,8 @@ pub struct Metrics {
     pub bins: Vec<Bin>,
 }
 
-/// The metrics of `probs` (one row of class probabilities per image) against `labels`.
+/// The metrics of `probs` (one row of class probabilities per image) against `labels`. The
+/// probabilities must be numbers: evaluation refuses a model whose outputs are NaN.
 pub fn metrics(probs: &[Vec<f32>], labels: &[usize], classes: &[String]) -> Metrics {
     let k = classes.len();
     let n = labels.len();

@@ -72,6 +72,25 @@ pub fn report_on(
         return Err(TrainError::data(out, "no images to evaluate"));
     }
     let probs = predict(net, meta, data, items, tta)?;
+    // A NaN anywhere means weights that are not finite: no metric of it would mean anything.
+    let nan = probs
+        .iter()
+        .filter(|p| p.iter().any(|v| v.is_nan()))
+        .count();
+    if let Some(first) = probs.iter().position(|p| p.iter().any(|v| v.is_nan())) {
+        let at = match &items[first].image {
+            ImageRef::File(path) => path.display().to_string(),
+            ImageRef::Memory(i) => format!("in-memory image {i}"),
+        };
+        return Err(TrainError::data(
+            out,
+            format!(
+                "the model's class probabilities are NaN for {nan} of {} images (first: {at}); \
+                 its weights are not finite",
+                items.len()
+            ),
+        ));
+    }
     let labels: Vec<usize> = items.iter().map(|i| i.label).collect();
     let m = metrics(&probs, &labels, &meta.class_names);
     let files = report::write(out, &m, data, items, &probs, tta)?;
@@ -201,5 +220,54 @@ fn to_evaluate(classes: &[String], items: Vec<Item>) -> Dataset {
         val: items,
         memory: Arc::new(Vec::new()),
         skipped: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rekindle_model::{Arch, HeadConfig, PathMapper, Preprocess, ResNetConfig, map_with_paths};
+
+    /// Every weight set to NaN, as a diverged run would leave them.
+    struct Poison;
+
+    impl PathMapper for Poison {
+        fn map<const D: usize>(
+            &mut self,
+            _: &[String],
+            p: burn::module::Param<burn::tensor::Tensor<D>>,
+        ) -> burn::module::Param<burn::tensor::Tensor<D>> {
+            p.map(|t| t.mul_scalar(f32::NAN))
+        }
+    }
+
+    #[test]
+    fn a_model_that_outputs_nan_is_refused_naming_the_image() {
+        let device = burn::tensor::Device::flex();
+        let net = ResNetConfig::new(Arch::Resnet18, HeadConfig::new(2)).init(&device);
+        let net = map_with_paths(net, &mut Poison);
+        let names = vec!["a".to_string(), "b".to_string()];
+        let pre = Preprocess {
+            resize: 16,
+            crop: 16,
+            ..Preprocess::imagenet()
+        };
+        let meta = ModelMetadata::new(net.config(), names.clone(), pre);
+        let mut data = to_evaluate(
+            &names,
+            vec![Item {
+                image: ImageRef::Memory(0),
+                label: 1,
+            }],
+        );
+        data.memory = Arc::new(vec![image::GrayImage::new(20, 20)]);
+        let out = tempfile::tempdir().unwrap();
+        let err = report_on(&net, &meta, &data, &data.val, Tta::None, out.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("NaN for 1 of 1") && err.contains("in-memory image 0"),
+            "{err}"
+        );
     }
 }

@@ -120,6 +120,9 @@ impl PathMapper for Untracked {
 /// `ema` moved towards `net` by one step: `e + (1 - decay) * (w - e)` for every float parameter
 /// and running statistic, as `torch.lerp` (timm's `_foreach_lerp_`) computes it.
 pub fn update(ema: ResNet, net: &ResNet, decay: f64) -> ResNet {
+    // The step's new BatchNorm statistics wait, per thread, for the next forward; `valid` folds
+    // them in, so that the average moves towards this step's statistics, as timm's does.
+    let _ = net.valid();
     let mut weights = Weights::default();
     visit_with_paths(net, &mut weights);
     map_with_paths(
@@ -161,8 +164,16 @@ impl PathMapper for Lerp {
         };
         let weight = self.weight;
         param.map(|e| {
-            let w = w.reshape(e.shape());
-            (e.clone() + (w - e).mul_scalar(weight)).detach()
+            // With several devices each worker holds its own clone: meet on the average's.
+            let w = w.reshape(e.shape()).to_device(&e.device());
+            // torch.lerp's two forms: from the far end when weight >= 0.5, so that a weight of
+            // 1 (timm's first step, a copy) gives w exactly.
+            let out = if weight >= 0.5 {
+                w.clone() - (w - e).mul_scalar(1.0 - weight)
+            } else {
+                e.clone() + (w - e).mul_scalar(weight)
+            };
+            out.detach()
         })
     }
 }
@@ -172,7 +183,7 @@ impl PathMapper for Lerp {
 pub struct Tally {
     /// Sum of the per-image cross-entropies.
     pub loss: f64,
-    /// Images whose label has the highest logit.
+    /// Images whose label is the arg-max (Burn's `AccuracyMetric`); a NaN logit is a miss.
     pub top1: usize,
     /// Images whose label is among the `k` highest logits.
     pub topk: usize,
@@ -185,7 +196,10 @@ impl Tally {
     pub fn add(&mut self, logits: Tensor<2>, targets: Tensor<1, Int>, k: usize) {
         let [n, c] = logits.dims();
         let targets = targets.reshape([n, 1]);
+        let hits = logits.clone().argmax(1).equal(targets.clone());
         let own = logits.clone().gather(1, targets.clone());
+        // NaN compares below nothing: its rank would be 0, a hit, unless counted out.
+        let finite = own.clone().is_nan().bool_not();
         // Classes scoring above the label's: 0 for a top-1 hit, under k for a top-k hit.
         let above = logits
             .clone()
@@ -196,13 +210,16 @@ impl Tally {
             .gather(1, targets)
             .sum()
             .into_scalar::<f32>();
-        let rank: Vec<i64> = above
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec()
-            .unwrap_or_default();
+        let host = |t: Tensor<2, Int>| -> Vec<i64> {
+            t.into_data()
+                .convert::<i64>()
+                .try_into_vec()
+                .unwrap_or_default()
+        };
+        let rank = host(above.mask_fill(finite.clone().bool_not(), c as i64));
+        let top1 = host(hits.bool_and(finite).int());
         self.loss += f64::from(loss);
-        self.top1 += rank.iter().filter(|&&r| r == 0).count();
+        self.top1 += top1.iter().filter(|&&h| h == 1).count();
         self.topk += rank.iter().filter(|&&r| (r as usize) < k).count();
         self.images += n;
     }
@@ -415,6 +432,37 @@ mod tests {
         let row = t.row(4, 1.0);
         assert_eq!((row.epoch, row.split.as_str()), (4, SPLIT));
         assert!((row.accuracy - 100.0 / 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn tally_counts_a_nan_logit_as_a_miss() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_data(
+            TensorData::new(vec![f32::NAN, 1.0, 0.0, 3.0, 1.0, 2.0], [2, 3]),
+            &device,
+        );
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 0], [2]), &device);
+        let mut t = Tally::default();
+        t.add(logits, targets, 3);
+        assert_eq!((t.top1, t.topk, t.images), (1, 1, 2));
+    }
+
+    /// A training step leaves its new statistics pending until the next forward: the average
+    /// must take them now, as timm's takes the buffers right after the step.
+    #[test]
+    fn the_average_takes_this_steps_running_statistics() {
+        let device = Device::flex().autodiff();
+        let net = ResNetConfig::new(Arch::Resnet18, HeadConfig::new(2)).init(&device);
+        let ema = fresh_copy(&net);
+        let x = Tensor::<4>::random([2, 3, 32, 32], burn::tensor::Distribution::Default, &device);
+        let _ = net.forward(x);
+        let ema = update(ema, &net, 0.0);
+        let synced = net.valid();
+        assert_eq!(
+            to_f64(ema.bn1.running_mean.value()),
+            to_f64(synced.bn1.running_mean.value())
+        );
+        assert_ne!(to_f64(ema.bn1.running_mean.value()), vec![0.0; 64]);
     }
 
     #[test]
