@@ -75,17 +75,28 @@ impl Plan {
     }
 }
 
-/// Optimiser steps per epoch over the run (batch-size schedule and accumulation included).
+/// Optimiser steps per epoch over the run (batch-size schedule, devices and accumulation
+/// included).
 pub fn run_shape(cfg: &TrainConfig, n_train: usize) -> RunShape {
     let t = &cfg.train;
+    let share = largest_share(n_train, cfg.run.devices.len());
     let steps: Vec<usize> = (1..=t.epochs)
         .map(|e| {
-            n_train
+            share
                 .div_ceil(strategy::batch_size(t, e))
                 .div_ceil(t.grad_accumulation)
         })
         .collect();
     RunShape::new(&steps)
+}
+
+/// The most images one device trains on per epoch. Burn's multi-device strategy gives each of
+/// `devices` an equal slice (`split_dataloader`: `n / devices`, the last one the rest) and makes
+/// one optimiser step of a batch from every device still holding some, so the largest slice
+/// sets the steps.
+fn largest_share(n: usize, devices: usize) -> usize {
+    let d = devices.max(1);
+    n - (d - 1) * (n / d)
 }
 
 /// Images behind one optimiser step at the start of the run.
@@ -121,6 +132,24 @@ mod tests {
         assert_eq!(plan.remaining(6).count(), 0);
         // 100 images at batch 32: 4 steps an epoch.
         assert_eq!(plan.shape.total_steps(), 24);
+    }
+
+    #[test]
+    fn devices_share_the_epoch_as_burn_splits_it() {
+        let mut cfg = TrainConfig::default();
+        cfg.train.epochs = 1;
+        cfg.train.batch_size = 10;
+        let steps = |cfg: &TrainConfig, devices: usize, n: usize| {
+            let mut c = cfg.clone();
+            c.run.devices = vec![0; devices];
+            run_shape(&c, n).total_steps()
+        };
+        assert_eq!(steps(&cfg, 1, 120), 12);
+        assert_eq!(steps(&cfg, 2, 120), 6);
+        // 125 over 3 devices: 41, 41 and 43 images, the last in 5 batches.
+        assert_eq!(steps(&cfg, 3, 125), 5);
+        cfg.train.grad_accumulation = 2;
+        assert_eq!(steps(&cfg, 2, 120), 3);
     }
 
     #[test]
