@@ -28,6 +28,15 @@ pub enum ImageRef {
     File(PathBuf),
 }
 
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory(i) => write!(f, "in-memory image {i}"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// One labelled image.
 #[derive(Clone, Debug)]
 pub struct Item {

@@ -285,7 +285,7 @@ fn eval_crop(img: &DynamicImage, p: &Preprocess) -> DynamicImage {
 fn describe(image: &ImageRef, err: &str) -> String {
     match image {
         ImageRef::File(p) => format!("{}: unreadable image: {err}", p.display()),
-        ImageRef::Memory(i) => format!("in-memory image {i}: {err}"),
+        ImageRef::Memory(_) => format!("{image}: {err}"),
     }
 }
 

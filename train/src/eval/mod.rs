@@ -73,21 +73,18 @@ pub fn report_on(
     }
     let probs = predict(net, meta, data, items, tta)?;
     // A NaN anywhere means weights that are not finite: no metric of it would mean anything.
-    let nan = probs
-        .iter()
-        .filter(|p| p.iter().any(|v| v.is_nan()))
-        .count();
-    if let Some(first) = probs.iter().position(|p| p.iter().any(|v| v.is_nan())) {
-        let at = match &items[first].image {
-            ImageRef::File(path) => path.display().to_string(),
-            ImageRef::Memory(i) => format!("in-memory image {i}"),
-        };
+    let nan: Vec<usize> = (0..probs.len())
+        .filter(|&i| probs[i].iter().any(|v| v.is_nan()))
+        .collect();
+    if let Some(&first) = nan.first() {
         return Err(TrainError::data(
             out,
             format!(
-                "the model's class probabilities are NaN for {nan} of {} images (first: {at}); \
+                "the model's class probabilities are NaN for {} of {} images (first: {}); \
                  its weights are not finite",
-                items.len()
+                nan.len(),
+                items.len(),
+                items[first].image
             ),
         ));
     }

@@ -199,7 +199,7 @@ impl Tally {
         let hits = logits.clone().argmax(1).equal(targets.clone());
         let own = logits.clone().gather(1, targets.clone());
         // NaN compares below nothing: its rank would be 0, a hit, unless counted out.
-        let finite = own.clone().is_nan().bool_not();
+        let nan = own.clone().is_nan();
         // Classes scoring above the label's: 0 for a top-1 hit, under k for a top-k hit.
         let above = logits
             .clone()
@@ -216,8 +216,8 @@ impl Tally {
                 .try_into_vec()
                 .unwrap_or_default()
         };
-        let rank = host(above.mask_fill(finite.clone().bool_not(), c as i64));
-        let top1 = host(hits.bool_and(finite).int());
+        let rank = host(above.mask_fill(nan.clone(), c as i64));
+        let top1 = host(hits.bool_and(nan.bool_not()).int());
         self.loss += f64::from(loss);
         self.top1 += top1.iter().filter(|&&h| h == 1).count();
         self.topk += rank.iter().filter(|&&r| (r as usize) < k).count();
