@@ -38,6 +38,19 @@ pub enum TrainError {
         /// Why.
         message: String,
     },
+    /// Another process is training in the run directory (it holds the directory's lock).
+    #[error(
+        "run directory {} is in use by another rekindle process{}; wait for it to end or stop \
+         it (the lock is released when that process exits)",
+        path.display(),
+        holder.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The run directory.
+        path: PathBuf,
+        /// The process holding the lock, when it could be read.
+        holder: Option<u32>,
+    },
     /// Training stopped on an error (failed checkpoint, unreadable batch).
     #[error("training stopped: {0}")]
     Stopped(String),

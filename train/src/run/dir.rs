@@ -18,7 +18,7 @@ impl Checkpoint {
     pub const ALL: [Checkpoint; 3] = [Self::Model, Self::Optim, Self::Scheduler];
 
     /// Burn's prefix for this kind.
-    fn stem(self) -> &'static str {
+    pub fn stem(self) -> &'static str {
         match self {
             Self::Model => "model",
             Self::Optim => "optim",
@@ -67,6 +67,22 @@ impl RunDir {
     pub fn checkpoint(&self, kind: Checkpoint, epoch: usize) -> PathBuf {
         self.checkpoints()
             .join(format!("{}-{epoch}.bpk", kind.stem()))
+    }
+
+    /// The checksums of one epoch's checkpoint files, written once all three are on disk.
+    pub fn checksums(&self, epoch: usize) -> PathBuf {
+        self.checkpoints().join(format!("checksums-{epoch}.txt"))
+    }
+
+    /// The lock a training process holds on the directory while it writes there.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    /// Where the export writes the model before it is published as [`Self::model`]; a model
+    /// file at that name therefore means the run finished.
+    pub fn model_staging(&self) -> PathBuf {
+        self.root.join("model.bpk.tmp")
     }
 
     /// The per-step log.

@@ -1,5 +1,6 @@
 //! The end of a run: the best epoch's checkpoint exported as a rekindle model file, and plots.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 use burn::module::Module;
@@ -11,8 +12,8 @@ use crate::error::TrainError;
 use crate::report::log::EpochRow;
 use crate::report::plot;
 use crate::run::dir::{Checkpoint, RunDir};
-use crate::run::ema;
 use crate::run::trainee::Trainee;
+use crate::run::{checksum, ema, resume};
 
 /// What the export wrote.
 #[derive(Debug)]
@@ -29,20 +30,25 @@ pub struct Exported {
     pub plots: Vec<PathBuf>,
 }
 
-/// The epoch with the highest validation accuracy among those whose checkpoint is on disk
-/// (and, when the run prunes, that are at the final sparsity from `prune_final` on), and
-/// whether it is the weight average's (only when strictly better than the raw weights').
+/// The epoch with the highest validation accuracy among those whose checkpoint is on disk and
+/// verifies (and, when the run prunes, that are at the final sparsity from `prune_final` on),
+/// and whether it is the weight average's (only when strictly better than the raw weights').
 pub fn best_epoch(
     dir: &RunDir,
     epochs: &[EpochRow],
     prune_final: Option<usize>,
 ) -> Result<(usize, f64, bool), TrainError> {
+    let checksummed = checksum::any(dir);
+    let usable: HashSet<usize> = resume::on_disk(dir)
+        .into_iter()
+        .filter(|&e| resume::usable(dir, e, checksummed).is_ok())
+        .collect();
     let best = |split: &str| {
         epochs
             .iter()
             .filter(|r| r.split == split)
             .filter(|r| prune_final.is_none_or(|f| r.epoch >= f))
-            .filter(|r| dir.checkpoint(Checkpoint::Model, r.epoch).exists())
+            .filter(|r| usable.contains(&r.epoch))
             .fold((0, f64::MIN), |best, r| {
                 if r.accuracy > best.1 {
                     (r.epoch, r.accuracy)
@@ -65,8 +71,9 @@ pub fn best_epoch(
     Ok((epoch, accuracy, averaged))
 }
 
-/// Writes the best epoch of `epochs` as the run's model file, with `classes` and `preprocess`
-/// as its metadata, then the plots. `model` gives the module structure the checkpoint fills.
+/// Writes the best epoch of `epochs` as the run's model file (to [`RunDir::model_staging`]:
+/// the run publishes it once its report is done), with `classes` and `preprocess` as its
+/// metadata, then the plots. `model` gives the module structure the checkpoint fills.
 pub fn export(
     dir: &RunDir,
     model: Trainee,
@@ -88,7 +95,7 @@ pub fn export(
     };
     let sparsity = prune_final.map(|_| prune::sparsity(&best));
     let metadata = ModelMetadata::new(best.config(), classes, preprocess);
-    rekindle_model::save_model(&dir.model(), &best, &metadata)?;
+    rekindle_model::save_model(&dir.model_staging(), &best, &metadata)?;
     let plots = plot::plot_run(dir).unwrap_or_else(|e| {
         eprintln!("warning: no plots: {e}");
         Vec::new()

@@ -2,14 +2,24 @@
 //! config -> [`plan::Plan`] (pure) -> [`start::open`] (the starting network) -> one
 //! [`phase::Launcher::launch`] per phase -> [`export::export`] (the best epoch as a model
 //! file). Everything it writes is named by [`dir::RunDir`]; a run resumes from its directory.
+//!
+//! Crash safety: one process per directory ([`lock`]); every checkpoint written atomically
+//! with checksums ([`checkpointer`]); a resume continues from the newest epoch that verifies
+//! ([`resume`]); the model file is published last, so `model.bpk` means the run finished.
 
+pub mod atomic;
+pub mod checkpointer;
+pub mod checksum;
 pub mod dir;
 pub mod ema;
 pub mod evaluate;
 pub mod export;
+pub mod fault;
+pub mod lock;
 pub mod lr_find;
 pub mod phase;
 pub mod plan;
+pub mod resume;
 pub mod start;
 pub mod strategy;
 pub mod trainee;
@@ -32,6 +42,7 @@ use crate::report::log::{EpochRow, read_epochs};
 use crate::report::progress::Shared;
 use crate::run::dir::RunDir;
 use crate::run::ema::EmaWatch;
+use crate::run::lock::RunLock;
 use crate::run::phase::{Launcher, PhaseEnd};
 use crate::run::plan::{Plan, effective_batch};
 use crate::run::trainee::Trainee;
@@ -78,10 +89,14 @@ pub fn train_watched(
     cfg.validate()?;
     let started = Instant::now();
     let dir = RunDir::new(&cfg.run.dir);
+    let _lock = RunLock::acquire(&dir)?;
+    // Held lock: any temporary file here is a dead process's.
+    atomic::remove_leftovers(dir.path());
+    atomic::remove_leftovers(&dir.checkpoints());
     let done = epochs_done(&dir, cfg.train.epochs, resume)?;
     let devices = devices(cfg)?;
-    std::fs::create_dir_all(dir.path()).map_err(|e| TrainError::io(dir.path(), e))?;
-    std::fs::write(dir.config(), cfg.to_toml()).map_err(|e| TrainError::io(&dir.config(), e))?;
+    atomic::write(&dir.config(), cfg.to_toml().as_bytes())
+        .map_err(|e| TrainError::io(&dir.config(), e))?;
     let data = load_data(cfg)?;
     let plan = Plan::new(cfg, data.train.len())?;
     let loss = cfg
@@ -131,7 +146,10 @@ pub fn train_watched(
     let data = launcher.data.clone();
     drop(launcher);
     let out = export::export(&dir, model, &epochs, plan.prune_final, classes, preprocess)?;
+    fault::point("export", None);
     let report = final_report(&dir, &devices[0], &data)?;
+    atomic::commit(&dir.model_staging(), &dir.model())
+        .map_err(|e| TrainError::io(&dir.model(), e))?;
     Ok(Outcome {
         model: dir.model(),
         dir: dir.path().to_path_buf(),
@@ -147,18 +165,19 @@ pub fn train_watched(
     })
 }
 
-/// The evaluation report of the exported model on the validation split, in `RUN/eval`.
+/// The evaluation report of the exported model (not yet published) on the validation split,
+/// in `RUN/eval`.
 fn final_report(dir: &RunDir, device: &Device, data: &Dataset) -> Result<Evaluation, TrainError> {
-    let (net, meta) = load_model(&dir.model(), device)?;
+    let (net, meta) = load_model(&dir.model_staging(), device)?;
     eval::report_on(&net, &meta, data, &data.val, Tta::None, &dir.eval())
 }
 
-/// Epochs already trained: the last complete checkpoint when resuming (which must exist and
-/// leave something to do), else 0 (and the directory must hold no run).
+/// Epochs already trained: when resuming, the newest checkpoint that verifies (0 if none; it
+/// must leave something to do unless the run stopped before publishing its model), else 0
+/// (and the directory must hold no run).
 fn epochs_done(dir: &RunDir, epochs: usize, resume: bool) -> Result<usize, TrainError> {
-    let last = dir.last_checkpoint();
     if !resume {
-        if last.is_some() {
+        if dir.last_checkpoint().is_some() || !resume::on_disk(dir).is_empty() {
             return Err(TrainError::Config(format!(
                 "{} already holds a run's checkpoints; continue it with --resume {0} or choose \
                  another run.dir",
@@ -167,17 +186,27 @@ fn epochs_done(dir: &RunDir, epochs: usize, resume: bool) -> Result<usize, Train
         }
         return Ok(0);
     }
-    let e = last.ok_or_else(|| TrainError::Resume {
-        path: dir.path().to_path_buf(),
-        message: "no complete checkpoint (checkpoint/model-N.bpk, optim-N.bpk, \
-                  scheduler-N.bpk) to resume from"
-            .into(),
-    })?;
+    let Some(e) = resume::pick(dir) else {
+        // Killed before its first checkpoint was whole: nothing is lost by starting over.
+        eprintln!(
+            "warning: {} holds no usable checkpoint (checkpoint/model-N.bpk, optim-N.bpk, \
+             scheduler-N.bpk matching checksums-N.txt); training from the start",
+            dir.path().display()
+        );
+        return Ok(0);
+    };
     if e >= epochs {
-        return Err(TrainError::Resume {
-            path: dir.path().to_path_buf(),
-            message: format!("already finished all {epochs} epochs"),
-        });
+        if dir.model().exists() {
+            return Err(TrainError::Resume {
+                path: dir.path().to_path_buf(),
+                message: format!("already finished all {epochs} epochs"),
+            });
+        }
+        eprintln!(
+            "{}: all {epochs} epochs trained, the model not yet exported; exporting",
+            dir.path().display()
+        );
+        return Ok(e);
     }
     eprintln!("resuming {} after epoch {e}", dir.path().display());
     Ok(e)

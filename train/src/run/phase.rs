@@ -28,6 +28,7 @@ use crate::data::loader::{EpochLoader, Training};
 use crate::error::TrainError;
 use crate::report::log::read_epochs;
 use crate::report::progress::{Renderer, Shared};
+use crate::run::checkpointer::checkpointers;
 use crate::run::dir::RunDir;
 use crate::run::ema::{BestEma, EmaWatch};
 use crate::run::plan::Plan;
@@ -159,8 +160,8 @@ impl Launcher<'_> {
         (train, valid)
     }
 
-    /// Burn's `SupervisedTraining` for the phase: metrics, checkpoints (the last, and the best
-    /// by validation accuracy), our renderer, early stopping, devices and the resume point.
+    /// Burn's `SupervisedTraining` for the phase: metrics, checkpoints (the last two, and the
+    /// best by validation accuracy; written atomically with checksums), our renderer, early stopping, devices and the resume point.
     fn training(
         &self,
         phase: Phase,
@@ -184,8 +185,11 @@ impl Launcher<'_> {
                 Split::Valid,
             )
         };
+        // The last two: while epoch N is being written (or if it turns out corrupted), epoch
+        // N-1 is whole on disk. With one, Burn deletes N-1 as soon as model-N is written,
+        // while optim-N may still be in progress.
         let mut keep = ComposedCheckpointingStrategy::builder()
-            .add(KeepLastNCheckpoints::new(1))
+            .add(KeepLastNCheckpoints::new(2))
             .add(best());
         if let Some(watch) = &self.ema {
             keep = keep.add(BestEma {
@@ -193,6 +197,7 @@ impl Launcher<'_> {
                 watch: watch.clone(),
             });
         }
+        let [model_ckpt, optim_ckpt, scheduler_ckpt] = checkpointers(self.dir);
         let mut training =
             SupervisedTraining::new(self.dir.path(), Arc::new(train), Arc::new(valid))
                 .metrics((
@@ -201,7 +206,7 @@ impl Launcher<'_> {
                     TopKAccuracyMetric::new(top_k),
                 ))
                 .metric_train_numeric(LearningRateMetric::new())
-                .with_default_checkpointers()
+                .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
                 .with_checkpointing_strategy(keep.build())
                 .renderer(Box::new(renderer))
                 .with_interrupter(interrupter.clone())

@@ -19,6 +19,7 @@ use crate::catalog::loss::{Loss, Targets};
 use crate::catalog::prune::{self, PruneScope};
 use crate::data::loader::Batch;
 use crate::run::ema::{self, EmaWatch};
+use crate::run::fault;
 
 /// What happens around every optimiser step, shared by the clones Burn makes of the model.
 #[derive(Default)]
@@ -111,6 +112,7 @@ impl Trainee {
     /// are exactly zero), or none when the run does not prune.
     fn before_step(self) -> (Self, Option<ZeroMasks>) {
         let step = self.rules.step.fetch_add(1, Ordering::SeqCst);
+        fault::point("step", Some(step + 1));
         let Some(scope) = self.rules.prune_scope else {
             return (self, None);
         };
