@@ -16,6 +16,7 @@ use rekindle_model::burn::tensor::TensorData;
 use rekindle_model::{Arch, BlockKind, Stage};
 
 use crate::error::Error;
+use crate::source::MAX_TENSOR_BYTES;
 
 /// PyTorch's BatchNorm epsilon, for the identity BatchNorm that carries a folded bias.
 const BN_EPS: f32 = 1e-5;
@@ -65,6 +66,7 @@ pub fn read_onnx(path: &Path) -> Result<OnnxWeights, Error> {
         message: "an ONNX model without a graph".into(),
     })?;
     let nodes = graph.node;
+    check_arity(path, &nodes)?;
     let mut producer = HashMap::new();
     let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, n) in nodes.iter().enumerate() {
@@ -95,6 +97,33 @@ pub fn read_onnx(path: &Path) -> Result<OnnxWeights, Error> {
         external: HashMap::new(),
     };
     g.walk(&input)
+}
+
+/// Refuses a node with fewer inputs or outputs than its operator takes, so the walk can name
+/// them by position.
+fn check_arity(path: &Path, nodes: &[NodeProto]) -> Result<(), Error> {
+    for (i, n) in nodes.iter().enumerate() {
+        let inputs = match n.op_type.as_str() {
+            "BatchNormalization" => 5,
+            "Conv" | "Gemm" | "MatMul" | "Add" => 2,
+            "Constant" => 0,
+            _ => 1,
+        };
+        if n.input.len() < inputs || n.output.is_empty() {
+            return Err(bad(
+                path,
+                format!(
+                    "node {i} (`{}`, {}) has {} inputs and {} outputs; it needs at least {inputs} \
+                     and 1",
+                    n.name,
+                    n.op_type,
+                    n.input.len(),
+                    n.output.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The attribute `name` of `node` as a float or an int.
@@ -129,6 +158,17 @@ impl Graph {
     /// The constant behind a node input: an initializer, a `Constant` node, or either through
     /// `Identity` or a 2-D `Transpose`.
     fn constant(&mut self, name: &str) -> Result<Arr, Error> {
+        self.constant_within(name, 16)
+    }
+
+    /// [`Self::constant`] through at most `depth` more `Identity`/`Transpose` nodes: a graph
+    /// whose nodes feed each other in a cycle must end in an error, not a stack overflow.
+    fn constant_within(&mut self, name: &str, depth: usize) -> Result<Arr, Error> {
+        if depth == 0 {
+            return Err(self.err(format!(
+                "`{name}`: too many Identity/Transpose nodes in front of a weight (a cycle?)"
+            )));
+        }
         if let Some(t) = self.inits.get(name).cloned() {
             return self.tensor(&t, name);
         }
@@ -149,9 +189,9 @@ impl Graph {
                     .ok_or_else(|| self.err(format!("constant `{name}` has no tensor value")))?;
                 self.tensor(&t, name)
             }
-            "Identity" => self.constant(&node.input[0]),
+            "Identity" => self.constant_within(&node.input[0], depth - 1),
             "Transpose" => {
-                let a = self.constant(&node.input[0])?;
+                let a = self.constant_within(&node.input[0], depth - 1)?;
                 if a.dims.len() != 2 {
                     return Err(self.err(format!(
                         "`{name}`: transpose of a {}-D weight",
@@ -164,16 +204,62 @@ impl Graph {
         }
     }
 
+    /// The file an initializer's external data names, which must lie in the graph's folder
+    /// (as ONNX's own checker requires): a graph from a stranger must not read
+    /// `/etc/shadow` or `../../secrets` through its weights.
+    fn external_file(&self, location: &str, name: &str) -> Result<PathBuf, Error> {
+        let relative = Path::new(location);
+        let inside = !location.is_empty()
+            && relative
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(self.err(format!(
+                "`{name}`: external data at `{location}`, outside the graph's folder (only \
+                 relative paths below it are read)"
+            )));
+        }
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let file = dir.join(relative);
+        // A symbolic link below the folder may still point out of it.
+        if let (Ok(real), Ok(real_dir)) = (file.canonicalize(), dir.canonicalize())
+            && !real.starts_with(&real_dir)
+        {
+            return Err(self.err(format!(
+                "`{name}`: external data `{location}` links to {}, outside the graph's folder",
+                real.display()
+            )));
+        }
+        Ok(file)
+    }
+
+    /// A constant that must be 2-D (the classifier's weight).
+    fn matrix(&mut self, name: &str) -> Result<Arr, Error> {
+        let a = self.constant(name)?;
+        if a.dims.len() != 2 {
+            return Err(self.err(format!(
+                "the classifier's weight `{name}` is {}-D, not 2-D",
+                a.dims.len()
+            )));
+        }
+        Ok(a)
+    }
+
     /// Float32 values of an initializer, from the file or its external data.
     fn tensor(&mut self, t: &TensorProto, name: &str) -> Result<Arr, Error> {
         let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let n: usize = dims.iter().product();
-        if t.data_type != 1 {
-            return Err(self.err(format!(
-                "`{name}` is stored as ONNX data type {} (only float32 weights are read)",
-                t.data_type
-            )));
-        }
+        // Declared sizes are checked before anything is read or allocated for them.
+        let bytes = dims
+            .iter()
+            .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+            .filter(|&b| b <= MAX_TENSOR_BYTES)
+            .ok_or_else(|| {
+                self.err(format!(
+                    "`{name}` declares shape {dims:?}, more than the {} GiB a weight may hold",
+                    MAX_TENSOR_BYTES >> 30
+                ))
+            })?;
+        let n = bytes / 4;
         let raw: Vec<u8> = if !t.external_data.is_empty() {
             let entry = |k: &str| {
                 t.external_data
@@ -184,7 +270,7 @@ impl Graph {
             let location = entry("location")
                 .ok_or_else(|| self.err(format!("`{name}`: external data without a location")))?;
             let offset: usize = entry("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let file = self.path.parent().unwrap_or(Path::new(".")).join(&location);
+            let file = self.external_file(&location, name)?;
             if !self.external.contains_key(&location) {
                 let bytes = std::fs::read(&file).map_err(|e| Error::Io {
                     path: file.clone(),
@@ -196,14 +282,16 @@ impl Graph {
             let length: usize = entry("length")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(n * 4);
-            data.get(offset..offset + length)
+            offset
+                .checked_add(length)
+                .and_then(|end| data.get(offset..end))
                 .ok_or_else(|| {
                     self.err(format!(
                         "`{name}`: {} holds {} bytes, the tensor needs {}..{} (truncated?)",
                         file.display(),
                         data.len(),
                         offset,
-                        offset + length
+                        offset.saturating_add(length)
                     ))
                 })?
                 .to_vec()
@@ -458,7 +546,7 @@ impl Graph {
             }
         };
         let (weight, bias) = if fc.op_type == "Gemm" {
-            let b = self.constant(&fc.input[1])?;
+            let b = self.matrix(&fc.input[1])?;
             let w = if attr_i(&fc, "transB").unwrap_or(0) == 1 {
                 b
             } else {
@@ -473,7 +561,7 @@ impl Graph {
             };
             (w, bias)
         } else {
-            let w = transpose(&self.constant(&fc.input[1])?);
+            let w = transpose(&self.matrix(&fc.input[1])?);
             let add = self.next(&fc.output[0], "Add", "the classifier")?;
             let c = add
                 .input
@@ -492,6 +580,7 @@ impl Graph {
     }
 }
 
+/// A 2-D array transposed; the walk checks the rank first.
 fn transpose(a: &Arr) -> Arr {
     let (r, c) = (a.dims[0], a.dims[1]);
     let mut data = vec![0.0; r * c];

@@ -61,7 +61,33 @@ pub fn read_metadata(path: &Path) -> Result<ModelMetadata, Error> {
     metadata
         .validate()
         .map_err(|e| file_error(path, e.to_string()))?;
+    let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
+    check_head_fits(&metadata, file_len).map_err(|m| file_error(path, m))?;
     Ok(metadata)
+}
+
+/// The head the metadata describes has its weights in the file: the model is built before its
+/// weights are read, and a few bytes saying "a hidden layer of 10^9 units" must not allocate
+/// terabytes first. Two bytes a parameter is the least any stored float takes.
+fn check_head_fits(metadata: &ModelMetadata, file_len: u64) -> Result<(), String> {
+    let head = metadata.head();
+    let (f, c) = (metadata.arch().feature_dim() as u64, head.num_classes as u64);
+    let params = match head.hidden {
+        Some(h) => {
+            let h = h as u64;
+            f.checked_mul(h)
+                .and_then(|p| p.checked_add(h.checked_mul(c)?))
+                .and_then(|p| p.checked_add(h + c))
+        }
+        None => f.checked_mul(c).and_then(|p| p.checked_add(c)),
+    };
+    match params.and_then(|p| p.checked_mul(2)) {
+        Some(bytes) if bytes <= file_len => Ok(()),
+        _ => Err(format!(
+            "its metadata declares a head ({head:?}) with more weights than the file's \
+             {file_len} bytes can hold (a damaged or hostile file)"
+        )),
+    }
 }
 
 /// Loads a model file onto `device`: rebuilds the module its metadata describes, then its weights.

@@ -84,6 +84,12 @@ pub const COMMANDS: &[PassThrough] = &[
         subcommand: "serve",
         about: "serve a model file over HTTP",
     },
+    PassThrough {
+        name: "fuzz",
+        package: "rekindle-fuzz",
+        subcommand: "run",
+        about: "fuzz importers, model files, images, configs and requests: `fuzz [TARGET] [--seconds N]`",
+    },
 ];
 
 /// The pass-through table for `cargo xtask --help`.
@@ -129,10 +135,11 @@ fn train_args(args: &[String], backend: &str) -> Vec<String> {
     }
 }
 
-/// `tune STUDY ...` runs a study; `tune report|demo ...` are the binary's own subcommands.
-fn tune_args(args: &[String]) -> Vec<String> {
+/// `tune STUDY ...` runs a study and `fuzz [TARGET]...` fuzzes; the subcommands in `own`
+/// (`tune report|demo`, `fuzz replay|list`) are the binary's, passed as they are.
+fn run_unless_own(args: &[String], own: &[&str]) -> Vec<String> {
     match args.first().map(String::as_str) {
-        Some("report" | "demo" | "--help" | "-h" | "help") => args.to_vec(),
+        Some(a) if own.contains(&a) || matches!(a, "--help" | "-h" | "help") => args.to_vec(),
         _ => [vec!["run".to_string()], args.to_vec()].concat(),
     }
 }
@@ -160,7 +167,9 @@ pub fn run_command(args: &[String]) -> Result<()> {
         install::system_packages()?;
     }
     let args = if cmd.name == "tune" {
-        tune_args(rest)
+        run_unless_own(rest, &["report", "demo"])
+    } else if cmd.name == "fuzz" {
+        run_unless_own(rest, &["replay", "list"])
     } else if cmd.name == "train" && !help {
         train_args(rest, &backend)
     } else {
@@ -212,15 +221,23 @@ mod tests {
     }
 
     #[test]
-    fn tune_runs_a_study_unless_a_subcommand_is_named() {
+    fn tune_and_fuzz_run_unless_a_subcommand_is_named() {
+        let tune = ["report", "demo"];
         assert_eq!(
-            tune_args(&strings(&["s.toml", "--workers", "2"])),
+            run_unless_own(&strings(&["s.toml", "--workers", "2"]), &tune),
             strings(&["run", "s.toml", "--workers", "2"])
         );
         assert_eq!(
-            tune_args(&strings(&["report", "d"])),
+            run_unless_own(&strings(&["report", "d"]), &tune),
             strings(&["report", "d"])
         );
+        let fuzz = ["replay", "list"];
+        assert_eq!(
+            run_unless_own(&strings(&["onnx", "--seconds", "5"]), &fuzz),
+            strings(&["run", "onnx", "--seconds", "5"])
+        );
+        assert_eq!(run_unless_own(&strings(&[]), &fuzz), strings(&["run"]));
+        assert_eq!(run_unless_own(&strings(&["list"]), &fuzz), strings(&["list"]));
     }
 
     #[test]
