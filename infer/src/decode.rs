@@ -1,142 +1,38 @@
-//! Turning untrusted bytes into an image: format sniffing, size limits checked from the header
-//! before any pixel is decoded (a 100-megapixel PNG can be a few kilobytes), decoders that
-//! refuse truncated data, and the model crate's conversion to the RGB8 the network sees.
+//! Turning untrusted bytes into an image, by the model crate's [`rekindle_model::decode`], the
+//! decoding training uses too: format sniffing, size limits checked from the header before any
+//! pixel is decoded (a 100-megapixel PNG can be a few kilobytes), decoders that refuse
+//! truncated data, the EXIF orientation applied, and the conversion to the RGB8 the network
+//! sees. Here its errors become [`InferError`]s naming the input.
 
-use std::io::Cursor;
+use image::DynamicImage;
+use rekindle_model::decode::DecodeError;
 
-use image::{DynamicImage, ImageFormat, ImageReader};
-use rekindle_model::pixels::to_rgb;
+pub use rekindle_model::decode::{FORMATS, Limits};
 
 use crate::InferError;
 
-/// How large an input may be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Encoded size in bytes.
-    pub max_bytes: usize,
-    /// Decoded width x height.
-    pub max_pixels: u64,
-    /// Width or height.
-    pub max_side: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_bytes: 32 << 20,
-            max_pixels: 40_000_000,
-            max_side: 16_384,
-        }
-    }
-}
-
-/// The formats this build decodes.
-pub const FORMATS: &str = "PNG, JPEG";
-
-/// Decodes `bytes` (named `source` in errors) within `limits` into an RGB8 image, converted by
-/// [`rekindle_model::pixels::to_rgb`]'s rules for gray, alpha, palette and 16-bit files.
+/// Decodes `bytes` (named `source` in errors) within `limits` into an upright RGB8 image, by
+/// [`rekindle_model::decode::decode`]'s rules for orientation, gray, alpha, palette and 16-bit.
 pub fn decode(bytes: &[u8], source: &str, limits: &Limits) -> Result<DynamicImage, InferError> {
-    if bytes.is_empty() {
-        return Err(InferError::bad_image(
-            source,
-            "empty input, expected an image",
-        ));
-    }
-    if bytes.len() > limits.max_bytes {
-        return Err(InferError::TooLarge {
-            source_name: source.into(),
-            message: format!(
-                "{} bytes is over the limit of {} bytes",
-                bytes.len(),
-                limits.max_bytes
-            ),
-        });
-    }
-    let reader = || {
-        ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| InferError::bad_image(source, e))
-    };
-    let format = reader()?.format().ok_or_else(|| {
-        InferError::bad_image(
-            source,
-            format!("not an image this build reads ({FORMATS}): unrecognised content"),
-        )
-    })?;
-    if !matches!(format, ImageFormat::Png | ImageFormat::Jpeg) {
-        return Err(InferError::bad_image(
-            source,
-            format!("{format:?} images are not supported; send {FORMATS}"),
-        ));
-    }
-    let (w, h) = reader()?.into_dimensions().map_err(|e| {
-        InferError::bad_image(
-            source,
-            format!("corrupt or truncated {format:?} header: {e}"),
-        )
-    })?;
-    let pixels = w as u64 * h as u64;
-    if w > limits.max_side || h > limits.max_side || pixels > limits.max_pixels {
-        return Err(InferError::TooLarge {
-            source_name: source.into(),
-            message: format!(
-                "{w}x{h} image ({:.1} megapixels) is over the limit of {:.1} megapixels and \
-                 {} pixels a side",
-                pixels as f64 / 1e6,
-                limits.max_pixels as f64 / 1e6,
-                limits.max_side
-            ),
-        });
-    }
-    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(InferError::bad_image(
-            source,
-            "corrupt or truncated Jpeg: the data ends before the end-of-image marker",
-        ));
-    }
-    let mut r = reader()?;
-    let mut l = image::Limits::default();
-    l.max_image_width = Some(limits.max_side);
-    l.max_image_height = Some(limits.max_side);
-    // The decoded buffer (up to 16 bytes a pixel for 16-bit RGBA) plus the decoder's own.
-    l.max_alloc = Some(pixels.saturating_mul(16).saturating_add(64 << 20));
-    r.limits(l);
-    let img = r.decode().map_err(|e| {
-        InferError::bad_image(source, format!("corrupt or truncated {format:?}: {e}"))
-    })?;
-    // Here rather than in preprocessing, so that whatever takes a decoded image sees what
-    // training's loader saw.
-    Ok(DynamicImage::ImageRgb8(to_rgb(img)))
-}
-
-/// Whether a JPEG's entropy-coded data ends with the end-of-image marker. `image` decodes a
-/// truncated JPEG without an error (the missing rows come out grey, as in a browser); a service
-/// must refuse it rather than classify half an image. The header segments are skipped by their
-/// lengths, so an EXIF thumbnail's own end marker does not count.
-fn jpeg_is_complete(bytes: &[u8]) -> bool {
-    let mut i = 2; // after SOI
-    while i + 4 <= bytes.len() {
-        if bytes[i] != 0xFF {
-            return false;
-        }
-        match bytes[i + 1] {
-            0xFF => i += 1, // fill byte
-            0xDA => {
-                // Start of scan: the image data follows; FF D9 cannot occur inside it.
-                return bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]);
-            }
-            _ => i += 2 + u16::from_be_bytes([bytes[i + 2], bytes[i + 3]]) as usize,
-        }
-    }
-    false
+    rekindle_model::decode::decode(bytes, limits)
+        .map(DynamicImage::ImageRgb8)
+        .map_err(|e| match e {
+            DecodeError::TooLarge(message) => InferError::TooLarge {
+                source_name: source.into(),
+                message,
+            },
+            other => InferError::bad_image(source, other),
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{GrayImage, ImageBuffer, Luma, Rgb, RgbImage, Rgba};
+    use image::{GrayImage, ImageBuffer, ImageFormat, Luma, Rgb, RgbImage, Rgba};
     use rekindle_model::Preprocess;
+    use rekindle_model::pixels::to_rgb;
     use rekindle_model::preprocess::eval_transform;
+    use std::io::Cursor;
 
     fn encode(img: &DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());

@@ -6,6 +6,7 @@ pub mod arch;
 pub mod backend;
 pub mod block;
 pub mod conv;
+pub mod decode;
 pub mod drop_path;
 pub mod error;
 pub mod file;

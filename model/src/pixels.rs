@@ -1,6 +1,6 @@
 //! The one conversion from a decoded image, whatever its mode, to the 8-bit RGB the network sees.
-//! Training and inference both call it right after decoding, so a grayscale, transparent,
-//! palette or 16-bit file cannot look different to the two.
+//! Training and inference both reach it through [`crate::decode::decode`], so a grayscale,
+//! transparent, palette or 16-bit file cannot look different to the two.
 
 use std::borrow::Cow;
 
@@ -26,8 +26,9 @@ use image::{DynamicImage, RgbImage};
 /// a 16-bit gray photo comes out nearly blank (Pillow issues 2574 and 3011 call it a long-standing
 /// limitation, not a choice); `round(v / 257)` is the exact rescale, and the one `image` uses.
 ///
-/// No file is rotated by its EXIF orientation (neither `Image.open` nor torchvision's loader
-/// does), and no ICC profile is applied (nor does PIL apply one).
+/// No ICC profile is applied (nor does PIL apply one). Turning a photo upright by its EXIF
+/// orientation is the decoder's step before this one, [`crate::decode::decode`], which also
+/// differs from torchvision's loader there (its documentation says why).
 pub fn to_rgb(img: DynamicImage) -> RgbImage {
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb,

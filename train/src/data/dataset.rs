@@ -3,13 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use image::{DynamicImage, GrayImage};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
+use rekindle_model::decode::Limits;
 
 use crate::config::{BadImage, DataKind, DataSection};
 use crate::data::fashion_mnist;
@@ -57,8 +58,59 @@ pub struct Dataset {
     pub val: Vec<Item>,
     /// In-memory images ([`ImageRef::Memory`]).
     pub memory: Arc<Vec<GrayImage>>,
-    /// Files left out because they could not be decoded, with the reason.
+    /// Files left out before training (empty, unreadable, not PNG or JPEG, over the size
+    /// limit by their header, symbolic-link loops), with the reason.
     pub skipped: Vec<(PathBuf, String)>,
+    /// Skip or fail when a file fails to decode while a batch is built.
+    pub on_bad_image: BadImage,
+    /// Files that passed the scan but failed to decode while a batch was built.
+    pub load_failures: LoadFailures,
+}
+
+/// Files that failed to decode while batches were built, each counted once however many
+/// epochs it fails in; shared by every loader of the dataset.
+#[derive(Debug, Default)]
+pub struct LoadFailures(Mutex<BTreeMap<PathBuf, String>>);
+
+impl LoadFailures {
+    /// Records that `path` failed with `why`; true the first time it does.
+    pub fn record(&self, path: &Path, why: &str) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(path.to_path_buf(), why.to_string()).is_none()
+    }
+
+    /// The files and why, sorted by path.
+    pub fn list(&self) -> Vec<(PathBuf, String)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(p, w)| (p.clone(), w.clone())).collect()
+    }
+
+    /// Whether `path` failed.
+    pub fn contains(&self, path: &Path) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(path)
+    }
+
+    /// How many files.
+    pub fn count(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A warning for files left out: the count, and the first few with their reasons.
+pub fn skip_warning(what: &str, files: &[(PathBuf, String)]) -> Option<String> {
+    const SHOWN: usize = 3;
+    if files.is_empty() {
+        return None;
+    }
+    let mut msg = format!("warning: {what} {} image file(s):", files.len());
+    for (path, why) in files.iter().take(SHOWN) {
+        msg.push_str(&format!("\n  {}: {why}", path.display()));
+    }
+    if files.len() > SHOWN {
+        msg.push_str(&format!("\n  and {} more", files.len() - SHOWN));
+    }
+    Some(msg)
 }
 
 impl Dataset {
@@ -175,6 +227,15 @@ impl Dataset {
     }
 }
 
+/// How much of each file [`Dataset::scan`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// The header: format, declared size.
+    Header,
+    /// The whole image, decoded.
+    Decode,
+}
+
 /// Keeps at most `n` items per class (all when `n` is 0), chosen at random, in a shuffled order.
 fn per_class(mut items: Vec<Item>, n: usize, rng: &mut StdRng) -> Vec<Item> {
     items.shuffle(rng);
@@ -190,22 +251,32 @@ fn per_class(mut items: Vec<Item>, n: usize, rng: &mut StdRng) -> Vec<Item> {
     items
 }
 
-/// Decodes an image file to 8-bit RGB by the model's pixel rules, with the reason when it cannot.
-///
-/// Converting before any resize or crop keeps training, evaluation and inference on the same pixels.
+/// Decodes an image file to upright 8-bit RGB, with the reason when it cannot: the model
+/// crate's [`rekindle_model::decode::decode_file`] within [`Limits::TRAINING`], the decoding
+/// inference uses too, so both see the same pixels (EXIF orientation, pixel rules).
 pub fn decode_file(path: &Path) -> Result<DynamicImage, String> {
-    let img = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?;
-    Ok(DynamicImage::ImageRgb8(rekindle_model::pixels::to_rgb(img)))
+    rekindle_model::decode::decode_file(path, &Limits::TRAINING)
+        .map(DynamicImage::ImageRgb8)
+        .map_err(|e| e.to_string())
 }
 
-/// Class folders under `dir`, sorted, each with its image files (sorted).
-pub(crate) fn class_folders(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, TrainError> {
+/// Reads only the header of an image file: empty, not PNG or JPEG, unreadable (a broken or
+/// looping symbolic link), or over [`Limits::TRAINING`] by its declared size; the reason.
+pub fn check_file(path: &Path) -> Result<(), String> {
+    rekindle_model::decode::check_file(path, &Limits::TRAINING)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Class folders under `dir`, sorted, each with its image files (sorted). Subfolders of a class
+/// folder are not searched, so no symbolic link can make the walk endless; a class folder that
+/// is a link back to `dir` or above it is left out and pushed to `skipped`.
+pub(crate) fn class_folders(
+    dir: &Path,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> Result<Vec<(String, Vec<PathBuf>)>, TrainError> {
     let entries = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
+    let top = dir.canonicalize().map_err(|e| TrainError::io(dir, e))?;
     let mut classes = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| TrainError::io(dir, e))?;
@@ -213,22 +284,38 @@ pub(crate) fn class_folders(dir: &Path) -> Result<Vec<(String, Vec<PathBuf>)>, T
         if !path.is_dir() {
             continue;
         }
+        if path.canonicalize().is_ok_and(|real| top.starts_with(real)) {
+            let why = "symbolic link loop: leads back to the folder it is in; left out";
+            skipped.push((path, why.into()));
+            continue;
+        }
         let name = entry.file_name().to_string_lossy().into_owned();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
             .map_err(|e| TrainError::io(&path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension().is_some_and(|x| {
-                        EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str())
-                    })
-            })
+            .filter(|p| is_image_name(p) && is_file_or_dangling(p))
             .collect();
         files.sort();
         classes.push((name, files));
     }
     classes.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(classes)
+}
+
+/// Whether `p` ends in an image extension; the name need not be UTF-8.
+fn is_image_name(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str()))
+}
+
+/// A regular file, or a symbolic link that leads nowhere (broken, or a loop): kept so that the
+/// scan names it among the skipped files instead of it vanishing. Folders, pipes and devices
+/// are not images (opening a pipe would block).
+fn is_file_or_dangling(p: &Path) -> bool {
+    match std::fs::metadata(p) {
+        Ok(m) => m.is_file(),
+        Err(_) => p.symlink_metadata().is_ok_and(|m| m.is_symlink()),
+    }
 }
 
 /// Class folders of every root before the split: files that a root's `train/` and `val/`
@@ -241,6 +328,8 @@ struct Folders {
     val: Vec<(PathBuf, String, Vec<PathBuf>)>,
     /// Files by class name from `root/<class>/`, to split by `data.val_split`.
     to_split: BTreeMap<String, Vec<PathBuf>>,
+    /// Class folders left out (symbolic-link loops), with the reason.
+    skipped: Vec<(PathBuf, String)>,
 }
 
 impl Folders {
@@ -256,7 +345,7 @@ impl Folders {
         let (train_dir, val_dir) = (root.join("train"), root.join("val"));
         let split_dirs = train_dir.is_dir() && val_dir.is_dir();
         let dir = if split_dirs { &train_dir } else { root };
-        let classes = class_folders(dir)?;
+        let classes = class_folders(dir, &mut self.skipped)?;
         if classes.is_empty() {
             return Err(TrainError::data(
                 root,
@@ -278,7 +367,7 @@ impl Folders {
             into.entry(name).or_default().extend(files);
         }
         if split_dirs {
-            for (name, files) in class_folders(&val_dir)? {
+            for (name, files) in class_folders(&val_dir, &mut self.skipped)? {
                 self.val.push((val_dir.join(&name), name, files));
             }
         }
@@ -318,9 +407,11 @@ fn folder(cfg: &DataSection, seed: u64) -> Result<Dataset, TrainError> {
         train,
         val,
         memory: Arc::new(Vec::new()),
-        skipped: Vec::new(),
+        skipped: f.skipped,
+        on_bad_image: cfg.on_bad_image,
+        load_failures: LoadFailures::default(),
     };
-    ds.drop_unreadable(cfg.on_bad_image)?;
+    ds.scan(cfg.on_bad_image, Scan::Header)?;
     Ok(ds)
 }
 
@@ -398,9 +489,11 @@ fn manifests(cfg: &DataSection, seed: u64) -> Result<Dataset, TrainError> {
         val,
         memory: Arc::new(Vec::new()),
         skipped,
+        on_bad_image: cfg.on_bad_image,
+        load_failures: LoadFailures::default(),
     };
     ds.every_class_trains(&cfg.root)?;
-    ds.drop_unreadable(cfg.on_bad_image)?;
+    ds.scan(cfg.on_bad_image, Scan::Header)?;
     Ok(ds)
 }
 
@@ -418,15 +511,22 @@ impl Dataset {
         }
     }
 
-    /// Decodes every file once (in parallel) so that a corrupt image is found before training,
-    /// not in the middle of an epoch; skips or fails as configured.
-    fn drop_unreadable(&mut self, policy: BadImage) -> Result<(), TrainError> {
+    /// Checks every file (in parallel) so that a bad image is found before training, not in
+    /// the middle of an epoch; skips (listed in `skipped`) or fails as `policy` says.
+    ///
+    /// Training reads headers only ([`Scan::Header`]): cheap for a million images, and it
+    /// catches empty, truncated-header, non-image and oversized files. What only a full decode
+    /// finds (a corrupt body) is left out when its batch is built, and counted in
+    /// `load_failures`. Evaluation decodes ([`Scan::Decode`]), so that its metrics are over a
+    /// fixed, known set of images.
+    pub fn scan(&mut self, policy: BadImage, how: Scan) -> Result<(), TrainError> {
         let check = |items: &[Item]| -> Vec<Option<String>> {
             items
                 .par_iter()
-                .map(|it| match &it.image {
-                    ImageRef::File(p) => decode_file(p).err(),
-                    ImageRef::Memory(_) => None,
+                .map(|it| match (&it.image, how) {
+                    (ImageRef::File(p), Scan::Header) => check_file(p).err(),
+                    (ImageRef::File(p), Scan::Decode) => decode_file(p).err(),
+                    (ImageRef::Memory(_), _) => None,
                 })
                 .collect()
         };
@@ -440,7 +540,8 @@ impl Dataset {
                             return Err(TrainError::data(
                                 p,
                                 format!(
-                                    "unreadable image: {e} (set data.on_bad_image = \"skip\" to leave such files out)"
+                                    "unreadable image: {e} (set data.on_bad_image = \"skip\" to \
+                                     leave such files out)"
                                 ),
                             ));
                         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use image::GrayImage;
 
+use crate::config::BadImage;
 use crate::data::dataset::{Dataset, ImageRef, Item};
 use crate::error::TrainError;
 
@@ -52,6 +53,8 @@ pub fn load(root: &Path) -> Result<Dataset, TrainError> {
         val,
         memory: Arc::new(memory),
         skipped: Vec::new(),
+        on_bad_image: BadImage::Fail,
+        load_failures: Default::default(),
     })
 }
 

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use rekindle_model::Preprocess;
 use rekindle_model::preprocess::{center_crop, eval_transform, normalize_into, resize_shorter};
 
-use crate::config::TrainConfig;
+use crate::config::{BadImage, TrainConfig};
 use crate::data::augment::Augment;
 use crate::data::dataset::{Dataset, ImageRef, Item};
 use crate::data::mixup::{Mixup, mix_images, mix_targets};
@@ -213,20 +213,53 @@ impl EpochLoader {
                 })
                 .collect()
         });
-        let n = prepared.len();
-        let mut pixels = Vec::with_capacity(n * 3 * side * side);
-        let mut labels = Vec::with_capacity(n);
-        for p in prepared {
-            let (px, label) = p.map_err(|e| DatasetError::new(std::io::Error::other(e)))?;
-            pixels.extend_from_slice(&px);
-            labels.push(label);
+        let mut pixels = Vec::with_capacity(prepared.len() * 3 * side * side);
+        let mut labels = Vec::with_capacity(prepared.len());
+        let mut failed = Vec::new();
+        for (p, &(_, index)) in prepared.into_iter().zip(positions) {
+            match p {
+                Ok((px, label)) => {
+                    pixels.extend_from_slice(&px);
+                    labels.push(label);
+                }
+                Err(e) => failed.push((&self.items[index].image, e)),
+            }
         }
+        self.leave_out(&failed, labels.is_empty())?;
+        let n = labels.len();
         let mixed = self.mix(epoch, step, &mut pixels, &labels);
         Ok(Batch {
             images: Tensor::from_data(TensorData::new(pixels, [n, 3, side, side]), &self.device),
             targets: Tensor::from_data(TensorData::new(labels, [n]), &self.device),
             mixed,
         })
+    }
+
+    /// Leaves the images that failed to decode out of their batch (counted in the dataset's
+    /// `load_failures`, a warning the first time each fails), or fails as `on_bad_image` says;
+    /// a batch with nothing left (`empty`) is an error too, as there is nothing to step on.
+    fn leave_out(&self, failed: &[(&ImageRef, String)], empty: bool) -> Result<(), DatasetError> {
+        let Some((_, first)) = failed.first() else {
+            return Ok(());
+        };
+        let fail = |e: &str| Err(DatasetError::new(std::io::Error::other(e.to_string())));
+        if self.data.on_bad_image == BadImage::Fail {
+            return fail(first);
+        }
+        for (image, why) in failed {
+            let ImageRef::File(path) = image else {
+                return fail(why);
+            };
+            if self.data.load_failures.record(path, why) {
+                eprintln!("warning: {why}; left out of its batch");
+            }
+        }
+        if empty {
+            return fail(&format!(
+                "every image of a batch failed to decode, the first: {first}"
+            ));
+        }
+        Ok(())
     }
 
     /// The training transform of the image at `pos` of `epoch`: crop and flip (or the

@@ -16,7 +16,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 use rekindle_model::{Backend, ModelMetadata, ResNet, load_model};
 
-use crate::data::dataset::{Dataset, ImageRef, Item, class_folders};
+use crate::config::BadImage;
+use crate::data::dataset::{Dataset, ImageRef, Item, Scan, class_folders, skip_warning};
 use crate::data::manifest::Manifest;
 use crate::error::TrainError;
 use crate::eval::metrics::{Metrics, metrics};
@@ -55,6 +56,9 @@ pub fn evaluate(opts: &EvalOptions) -> Result<Evaluation, TrainError> {
     let device = opts.backend.device_at(0)?;
     let (net, meta) = load_model(&opts.model, &device)?;
     let data = Arc::new(labelled(&opts.data, &meta.class_names)?);
+    if let Some(warning) = skip_warning("left out", &data.skipped) {
+        eprintln!("{warning}");
+    }
     let items = data.val.clone();
     report_on(&net, &meta, &data, &items, opts.tta, &opts.out)
 }
@@ -68,6 +72,13 @@ pub fn report_on(
     tta: Tta,
     out: &Path,
 ) -> Result<Evaluation, TrainError> {
+    // The files that failed to decode while training are left out of its report too.
+    let items: Vec<Item> = items
+        .iter()
+        .filter(|it| !matches!(&it.image, ImageRef::File(p) if data.load_failures.contains(p)))
+        .cloned()
+        .collect();
+    let items = &items[..];
     if items.is_empty() {
         return Err(TrainError::data(out, "no images to evaluate"));
     }
@@ -175,7 +186,7 @@ pub fn labelled_manifest(file: &Path, classes: &[String]) -> Result<Dataset, Tra
     if items.is_empty() {
         return Err(TrainError::data(file, "no rows: nothing to evaluate"));
     }
-    Ok(to_evaluate(classes, items))
+    to_evaluate(classes, items, Vec::new(), file)
 }
 
 /// Every image under `root/<class>/`, labelled by the model's `classes`; a folder whose name is
@@ -184,8 +195,8 @@ pub fn labelled_folder(root: &Path, classes: &[String]) -> Result<Dataset, Train
     if !root.is_dir() {
         return Err(TrainError::data(root, "not a directory"));
     }
-    let mut items = Vec::new();
-    for (name, files) in class_folders(root)? {
+    let (mut items, mut skipped) = (Vec::new(), Vec::new());
+    for (name, files) in class_folders(root, &mut skipped)? {
         let label = classes.iter().position(|c| *c == name).ok_or_else(|| {
             TrainError::data(
                 &root.join(&name),
@@ -206,17 +217,39 @@ pub fn labelled_folder(root: &Path, classes: &[String]) -> Result<Dataset, Train
             "no images: expected DATA/<class>/*.png|jpg with the model's class names",
         ));
     }
-    Ok(to_evaluate(classes, items))
+    to_evaluate(classes, items, skipped, root)
 }
 
-/// An evaluation-only dataset: every item in `val`, labelled by the model's `classes`.
-fn to_evaluate(classes: &[String], items: Vec<Item>) -> Dataset {
+/// An evaluation-only dataset: every item in `val`, labelled by the model's `classes`, less
+/// the files that do not decode (left out with a count, as training leaves them out).
+fn to_evaluate(
+    classes: &[String],
+    items: Vec<Item>,
+    skipped: Vec<(PathBuf, String)>,
+    data: &Path,
+) -> Result<Dataset, TrainError> {
+    let mut ds = unscanned(classes, items);
+    ds.skipped = skipped;
+    ds.scan(BadImage::Skip, Scan::Decode)?;
+    if ds.val.is_empty() {
+        return Err(TrainError::data(
+            data,
+            format!("none of the images decode ({} left out)", ds.skipped.len()),
+        ));
+    }
+    Ok(ds)
+}
+
+/// [`to_evaluate`]'s dataset before the scan.
+fn unscanned(classes: &[String], items: Vec<Item>) -> Dataset {
     Dataset {
         class_names: classes.to_vec(),
         train: Vec::new(),
         val: items,
         memory: Arc::new(Vec::new()),
         skipped: Vec::new(),
+        on_bad_image: BadImage::Skip,
+        load_failures: Default::default(),
     }
 }
 
@@ -250,7 +283,7 @@ mod tests {
             ..Preprocess::imagenet()
         };
         let meta = ModelMetadata::new(net.config(), names.clone(), pre);
-        let mut data = to_evaluate(
+        let mut data = unscanned(
             &names,
             vec![Item {
                 image: ImageRef::Memory(0),
