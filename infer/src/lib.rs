@@ -1,10 +1,12 @@
 //! rekindle-infer: loading a fine-tuned rekindle model file and predicting, as a library, a CLI
 //! and an HTTP service. Depends on the model crate only, never on training.
 
+pub mod auth;
 pub mod batcher;
 pub mod classifier;
 pub mod decode;
 pub mod error;
+pub mod limits;
 pub mod server;
 
 pub use classifier::{Classifier, Label, Prediction};

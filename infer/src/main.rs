@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rekindle_infer::auth::Token;
 use rekindle_infer::batcher::Batcher;
+use rekindle_infer::limits::{Counters, ServiceLimits};
 use rekindle_infer::server::{App, serve, shutdown_signal};
 use rekindle_infer::{Classifier, Limits, Prediction};
 use rekindle_model::Backend;
@@ -112,7 +114,87 @@ struct ServeArgs {
     /// Logs as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
+    /// Bearer token clients must send (`Authorization: Bearer TOKEN`) on every route but
+    /// /healthz. Visible in `ps`: prefer --token-file or the REKINDLE_TOKEN variable.
+    #[arg(long, conflicts_with = "token_file")]
+    token: Option<String>,
+    /// File holding the bearer token (a trailing newline is ignored).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Serve a non-loopback address without a token: anyone who reaches it may use it.
+    #[arg(long)]
+    insecure_no_token: bool,
+    /// Connections served at once; further ones wait, unaccepted, until one closes.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Requests admitted at once (decoding, queued or in a forward pass); more get 503.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_queue: u64,
+    /// Longest wait, in milliseconds, for a request's headers (and on an idle keep-alive
+    /// connection).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Longest wait, in milliseconds, for a request's body once its headers are in (then 408).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_ms: u64,
+    /// Longest time, in milliseconds, from a request's body read to its answer (then 504).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    request_timeout_ms: u64,
+    /// Seconds a shed request (503) is told to wait before retrying.
+    #[arg(long, default_value_t = 1)]
+    retry_after_s: u64,
 }
+
+impl ServeArgs {
+    fn service_limits(&self) -> ServiceLimits {
+        ServiceLimits {
+            max_connections: self.max_connections as usize,
+            header_timeout: Duration::from_millis(self.header_timeout_ms),
+            body_timeout: Duration::from_millis(self.body_timeout_ms),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            retry_after_s: self.retry_after_s,
+        }
+    }
+
+    /// The token from --token, --token-file or REKINDLE_TOKEN, in that order; `None` if
+    /// none is set.
+    fn token(&self) -> Result<Option<Token>, Refusal> {
+        let refuse = |e: rekindle_infer::auth::TokenError| Refusal(e.to_string());
+        if let Some(t) = &self.token {
+            return Token::new(t, "--token").map(Some).map_err(refuse);
+        }
+        if let Some(path) = &self.token_file {
+            return Token::from_file(path).map(Some).map_err(refuse);
+        }
+        match std::env::var("REKINDLE_TOKEN") {
+            Ok(t) => Token::new(&t, "the REKINDLE_TOKEN environment variable")
+                .map(Some)
+                .map_err(refuse),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(Refusal(
+                "the REKINDLE_TOKEN environment variable is not valid UTF-8".into(),
+            )),
+        }
+    }
+
+    /// Refuses to expose the service beyond this machine without a token.
+    fn check_exposure(&self, token: &Option<Token>) -> Result<(), Refusal> {
+        if token.is_some() || self.addr.ip().is_loopback() || self.insecure_no_token {
+            return Ok(());
+        }
+        Err(Refusal(format!(
+            "refusing to serve {} without a token: any machine that reaches it could use the \
+             model. Set one with --token-file FILE, REKINDLE_TOKEN or --token, listen on \
+             127.0.0.1, or pass --insecure-no-token to serve it open",
+            self.addr
+        )))
+    }
+}
+
+/// A configuration the service refuses to start with (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refusal(String);
 
 fn is_image(p: &Path) -> bool {
     p.extension()
@@ -240,6 +322,11 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
     } else {
         logs.init();
     }
+    let token = a.token()?;
+    a.check_exposure(&token)?;
+    if token.is_none() {
+        tracing::warn!(addr = %a.addr, "serving without a token: anyone who reaches the address may use it");
+    }
     let classifier = a.model.load()?;
     let metadata = classifier.metadata().clone();
     let limits = *classifier.limits();
@@ -248,6 +335,7 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
         classifier,
         a.max_batch,
         Duration::from_millis(a.max_wait_ms),
+        a.max_queue as usize,
     );
     let app = Arc::new(App {
         batcher,
@@ -256,6 +344,9 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
         backend: a.model.backend.clone(),
         folded,
         default_top_k: a.top_k.clamp(1, 1_000_000),
+        token,
+        service: a.service_limits(),
+        counters: Counters::default(),
     });
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
@@ -269,6 +360,9 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
             arch = %app.metadata.arch(),
             classes = app.metadata.class_names.len(),
             backend = %a.model.backend,
+            auth = if app.token.is_some() { "bearer" } else { "none" },
+            max_connections = app.service.max_connections,
+            max_queue = app.batcher.max_queue,
             "serving"
         );
         println!("listening on http://{addr}");
@@ -293,7 +387,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if e.downcast_ref::<Refusal>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -1,28 +1,37 @@
 //! The HTTP service: `POST /v1/predict` (raw image body or multipart), `GET /v1/model`,
-//! `GET /healthz`, on axum. Every failure is a JSON error with a 4xx/5xx status; the service
-//! keeps serving.
+//! `GET /healthz`, on axum over hyper's HTTP/1 connections. Every failure is a JSON error with a
+//! 4xx/5xx status; the service keeps serving. Its defences: a bearer token on every route but
+//! `/healthz`, a header timeout, a body timeout (408), a request deadline (504), a bounded queue
+//! in front of the model (503 with `Retry-After`) and a cap on connections served at once.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use rekindle_model::ModelMetadata;
 use rekindle_model::preprocess::eval_transform;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::InferError;
-use crate::batcher::{BatchError, Batcher};
+use crate::auth::{Check, Token};
+use crate::batcher::{Admission, BatchError, Batcher, Full, Preparing};
 use crate::decode::{Limits, decode};
+use crate::limits::{Counters, ServiceLimits};
 
 /// What the handlers share.
 pub struct App {
@@ -38,6 +47,29 @@ pub struct App {
     pub folded: bool,
     /// Top-k when the request does not say.
     pub default_top_k: usize,
+    /// The bearer token every route but `/healthz` wants; `None` serves without one.
+    pub token: Option<Token>,
+    /// Timeouts and the connection cap.
+    pub service: ServiceLimits,
+    /// What was refused, and the connections open.
+    pub counters: Counters,
+}
+
+impl App {
+    /// An app over `batcher` with no token, the default service limits and top-k 5.
+    pub fn new(batcher: Batcher, metadata: ModelMetadata, limits: Limits) -> Self {
+        Self {
+            batcher,
+            metadata,
+            limits,
+            backend: String::new(),
+            folded: false,
+            default_top_k: 5,
+            token: None,
+            service: ServiceLimits::default(),
+            counters: Counters::default(),
+        }
+    }
 }
 
 /// A JSON error response: `{"error": {"status": .., "kind": .., "message": ..}}`.
@@ -46,6 +78,7 @@ pub struct ApiError {
     status: StatusCode,
     kind: &'static str,
     message: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -54,7 +87,28 @@ impl ApiError {
             status,
             kind,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
+        self.headers.push((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    /// 503: the queue in front of the model is full; try again after `Retry-After` seconds.
+    fn overloaded(app: &App, full: Full) -> Self {
+        Counters::bump(&app.counters.shed);
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            full.to_string(),
+        );
+        e.headers.push((
+            header::RETRY_AFTER,
+            HeaderValue::from(app.service.retry_after_s),
+        ));
+        e
     }
 }
 
@@ -80,7 +134,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         tracing::warn!(status = self.status.as_u16(), kind = self.kind, error = %self.message, "request refused");
         let body = json!({"error": {"status": self.status.as_u16(), "kind": self.kind, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        response.headers_mut().extend(self.headers);
+        response
     }
 }
 
@@ -91,14 +147,14 @@ pub struct PredictQuery {
     pub top_k: Option<usize>,
 }
 
-/// The service's routes over `app`.
+/// The service's routes over `app`. `/healthz` is open (liveness probes carry no token); the
+/// other routes, unknown ones included, want the token when `app.token` is set.
 pub fn router(app: Arc<App>) -> Router {
     // Room for multipart framing around an image of the maximum size.
     let body_limit = app.limits.max_bytes + 64 * 1024;
     Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/model", get(model))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -106,19 +162,117 @@ pub fn router(app: Arc<App>) -> Router {
                 "no such route; try POST /v1/predict, GET /v1/model, GET /healthz",
             )
         })
+        // Routes added after this layer are outside it.
+        .layer(middleware::from_fn_with_state(app.clone(), authenticate))
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in flight.
+/// 401 unless the request carries the app's token (when it has one).
+async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let Some(token) = &app.token else {
+        return next.run(req).await;
+    };
+    let presented = req.headers().get(header::AUTHORIZATION);
+    let (message, challenge) = match token.admits(presented.map(|v| v.as_bytes())) {
+        Check::Ok => return next.run(req).await,
+        Check::Missing => (
+            "this service wants `Authorization: Bearer TOKEN`",
+            "Bearer realm=\"rekindle\"",
+        ),
+        Check::Wrong => (
+            "the bearer token is not the service's",
+            "Bearer realm=\"rekindle\", error=\"invalid_token\"",
+        ),
+    };
+    Counters::bump(&app.counters.unauthorized);
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        .with_header(header::WWW_AUTHENTICATE, challenge)
+        .into_response()
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in flight
+/// (for at most the body and request timeouts). At most `app.service.max_connections` are
+/// served at once: the next connection stays in the listen backlog, unaccepted, until one
+/// closes. Headers must arrive within `app.service.header_timeout`.
 pub async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
+    let routes = router(app.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(app.service.header_timeout);
+    let slots = Arc::new(Semaphore::new(app.service.max_connections.max(1)));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                Counters::bump(&app.counters.connection_waits);
+                tracing::warn!(
+                    max_connections = app.service.max_connections,
+                    "connection cap reached: new connections wait until one closes"
+                );
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut shutdown => break,
+                }
+            }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, or a connection reset before accept: not fatal.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Small JSON answers: Nagle's algorithm would hold them back on keep-alive connections.
+        let _ = stream.set_nodelay(true);
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            TowerToHyperService::new(routes.clone()),
+        );
+        let conn = graceful.watch(conn);
+        let app = app.clone();
+        Counters::bump(&app.counters.connections_accepted);
+        Counters::bump(&app.counters.connections_open);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                if e.is_timeout() {
+                    Counters::bump(&app.counters.header_timeouts);
+                }
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            app.counters
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let grace = app.service.body_timeout + app.service.request_timeout;
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
+        .is_err()
+    {
+        tracing::warn!(
+            seconds = grace.as_secs_f64(),
+            "connections still open after the grace period; closing them"
+        );
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -161,18 +315,65 @@ async fn model(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
             "batches": s.batches.load(Ordering::Relaxed),
             "images": s.images.load(Ordering::Relaxed),
             "largest_batch": s.largest_batch.load(Ordering::Relaxed),
+            "abandoned": s.abandoned.load(Ordering::Relaxed),
         },
+        "service": service_json(&app),
     }))
 }
 
-/// The image bytes of a request: the raw body, or the first file part of a multipart form.
-async fn image_bytes(app: &Arc<App>, req: Request) -> Result<Bytes, ApiError> {
+/// The service limits, the queue and connections now, and the refusal counts.
+fn service_json(app: &App) -> serde_json::Value {
+    let mut v = app.service.to_json();
+    let c = &app.counters;
+    v["auth"] = json!(if app.token.is_some() {
+        "bearer"
+    } else {
+        "none"
+    });
+    v["max_queue"] = json!(app.batcher.max_queue);
+    v["queue_depth"] = json!(app.batcher.queue_depth());
+    v["connections_open"] = json!(c.connections_open.load(Ordering::Relaxed));
+    v["connections_accepted"] = json!(c.connections_accepted.load(Ordering::Relaxed));
+    v["refused"] = c.to_json();
+    v
+}
+
+/// How a request's body carries the image.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Raw,
+    Multipart,
+}
+
+/// The body kind from the `Content-Type`, or 415.
+fn body_kind(req: &Request) -> Result<BodyKind, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    if content_type.starts_with("multipart/form-data") {
+        return Ok(BodyKind::Multipart);
+    }
+    if content_type.is_empty()
+        || content_type.starts_with("image/")
+        || content_type.starts_with("application/octet-stream")
+    {
+        return Ok(BodyKind::Raw);
+    }
+    Err(ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "content type `{content_type}` is not an image; send the image body as \
+             image/png, image/jpeg or application/octet-stream, or as multipart/form-data"
+        ),
+    ))
+}
+
+/// The image bytes of a request: the raw body, or the first file part of a multipart form.
+async fn image_bytes(app: &Arc<App>, req: Request, kind: BodyKind) -> Result<Bytes, ApiError> {
     let too_large = |status: StatusCode, text: String| {
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -187,7 +388,7 @@ async fn image_bytes(app: &Arc<App>, req: Request) -> Result<Bytes, ApiError> {
             ApiError::new(status, "bad_request", text)
         }
     };
-    if content_type.starts_with("multipart/form-data") {
+    if kind == BodyKind::Multipart {
         let mut form = Multipart::from_request(req, app)
             .await
             .map_err(|e| too_large(e.status(), e.body_text()))?;
@@ -209,22 +410,60 @@ async fn image_bytes(app: &Arc<App>, req: Request) -> Result<Bytes, ApiError> {
             "the multipart form has no file part (send the image as a file, or a part named `image`)",
         ));
     }
-    let raw = content_type.is_empty()
-        || content_type.starts_with("image/")
-        || content_type.starts_with("application/octet-stream");
-    if !raw {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            format!(
-                "content type `{content_type}` is not an image; send the image body as \
-                 image/png, image/jpeg or application/octet-stream, or as multipart/form-data"
-            ),
-        ));
-    }
     Bytes::from_request(req, app)
         .await
         .map_err(|e| too_large(e.status(), e.body_text()))
+}
+
+/// The body within the body timeout: 408 (and the connection closed) when it stalls.
+async fn read_body(app: &Arc<App>, req: Request, kind: BodyKind) -> Result<Bytes, ApiError> {
+    let timeout = app.service.body_timeout;
+    match tokio::time::timeout(timeout, image_bytes(app, req, kind)).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            Counters::bump(&app.counters.body_timeouts);
+            Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    timeout.as_millis()
+                ),
+            )
+            .with_header(header::CONNECTION, "close"))
+        }
+    }
+}
+
+/// Decodes `bytes` off the async threads and has the model predict them. `place` travels with
+/// the work, so it stays taken until the work ends even if the caller stops waiting.
+async fn infer(
+    app: &Arc<App>,
+    bytes: Bytes,
+    top_k: usize,
+    guard: Preparing,
+    place: Admission,
+) -> Result<crate::batcher::Batched, ApiError> {
+    let (limits, pre) = (app.limits, app.metadata.preprocess.clone());
+    let (pixels, place) = tokio::task::spawn_blocking(move || {
+        let pixels = decode(&bytes, "request body", &limits).map(|img| eval_transform(&img, &pre));
+        (pixels, place)
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    app.batcher
+        .predict(pixels?, top_k, guard, place)
+        .await
+        .map_err(|e| match e {
+            BatchError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                e.to_string(),
+            ),
+            BatchError::Failed(_) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            }
+        })
 }
 
 async fn predict(
@@ -244,30 +483,30 @@ async fn predict(
             format!("top_k must be between 1 and {classes} (the model's classes), got {top_k}"),
         ));
     }
-    let guard = app.batcher.preparing();
-    let bytes = image_bytes(&app, req).await?;
+    let kind = body_kind(&req)?;
+    // The body is read even when the queue is full: a client that writes all of it before
+    // reading (most do) would otherwise meet a reset connection instead of the 503.
+    let bytes = read_body(&app, req, kind).await?;
     let size = bytes.len();
-    let (limits, pre) = (app.limits, app.metadata.preprocess.clone());
-    // Decoding and resizing are CPU work: off the async threads, several at once.
-    let pixels = tokio::task::spawn_blocking(move || {
-        decode(&bytes, "request body", &limits).map(|img| eval_transform(&img, &pre))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
-    let out = app
+    let place = app
         .batcher
-        .predict(pixels, top_k, guard)
+        .admit()
+        .map_err(|full| ApiError::overloaded(&app, full))?;
+    let guard = app.batcher.preparing();
+    let deadline = app.service.request_timeout;
+    let out = tokio::time::timeout(deadline, infer(&app, bytes, top_k, guard, place))
         .await
-        .map_err(|e| match e {
-            BatchError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                e.to_string(),
-            ),
-            BatchError::Failed(_) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            }
-        })?;
+        .map_err(|_| {
+            Counters::bump(&app.counters.deadline_exceeded);
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                format!(
+                    "no answer within the request timeout of {} ms (decoding, queueing, inference)",
+                    deadline.as_millis()
+                ),
+            )
+        })??;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     let best = out.prediction.best();
     tracing::info!(bytes = size, batch = out.batch, ms = format!("{ms:.1}"), class = %best.class, p = best.probability, "predicted");

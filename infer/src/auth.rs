@@ -1,0 +1,123 @@
+//! Bearer-token authentication: every route but `/healthz` wants `Authorization: Bearer TOKEN`.
+//! The token is compared in constant time (SHA-256 digests, so neither its bytes nor its length
+//! leak through timing) and never printed: its `Debug` is redacted.
+
+use std::fmt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A secret the clients must present.
+#[derive(Clone)]
+pub struct Token {
+    digest: [u8; 32],
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// Why no token could be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// An empty token (from the flag, the file or the environment variable named).
+    #[error("the token from {0} is empty")]
+    Empty(String),
+    /// A token with characters a header value cannot carry.
+    #[error("the token from {0} has whitespace or control characters; use printable ASCII")]
+    NotPrintable(String),
+    /// The token file could not be read.
+    #[error("cannot read the token file {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Token {
+    /// A token from `secret`, which came from `origin` (named in errors, never the secret).
+    pub fn new(secret: &str, origin: &str) -> Result<Self, TokenError> {
+        if secret.is_empty() {
+            return Err(TokenError::Empty(origin.into()));
+        }
+        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::NotPrintable(origin.into()));
+        }
+        Ok(Self {
+            digest: Sha256::digest(secret.as_bytes()).into(),
+        })
+    }
+
+    /// The token in the file at `path`, without its trailing newline.
+    pub fn from_file(path: &Path) -> Result<Self, TokenError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| TokenError::File {
+            path: name.clone(),
+            source,
+        })?;
+        Self::new(text.trim_end_matches(['\r', '\n']), &format!("file {name}"))
+    }
+
+    /// Whether `presented` is this token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented).into();
+        self.digest.ct_eq(&digest).into()
+    }
+
+    /// Whether an `Authorization` header value carries this token (`Bearer` in any case).
+    pub fn admits(&self, authorization: Option<&[u8]>) -> Check {
+        let Some(value) = authorization else {
+            return Check::Missing;
+        };
+        match value.split_at_checked(7) {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case(b"bearer ") => {
+                if self.matches(rest.trim_ascii()) {
+                    Check::Ok
+                } else {
+                    Check::Wrong
+                }
+            }
+            _ => Check::Missing,
+        }
+    }
+}
+
+/// The outcome of checking a request's credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The right token.
+    Ok,
+    /// No bearer token at all.
+    Missing,
+    /// A bearer token that is not the one.
+    Wrong,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_token_is_admitted() {
+        let t = Token::new("s3cret-Token", "test").unwrap();
+        assert_eq!(t.admits(Some(b"Bearer s3cret-Token")), Check::Ok);
+        assert_eq!(t.admits(Some(b"bearer s3cret-Token ")), Check::Ok);
+        assert_eq!(t.admits(Some(b"Bearer s3cret-token")), Check::Wrong);
+        assert_eq!(t.admits(Some(b"Bearer s3cret-Token2")), Check::Wrong);
+        assert_eq!(t.admits(Some(b"Bearer ")), Check::Wrong);
+        assert_eq!(t.admits(Some(b"Basic czNjcmV0")), Check::Missing);
+        assert_eq!(t.admits(Some(b"s3cret-Token")), Check::Missing);
+        assert_eq!(t.admits(None), Check::Missing);
+        assert!(!format!("{t:?}").contains("s3cret"));
+        assert!(matches!(Token::new("", "x"), Err(TokenError::Empty(_))));
+        assert!(matches!(
+            Token::new("a b", "x"),
+            Err(TokenError::NotPrintable(_))
+        ));
+    }
+}
