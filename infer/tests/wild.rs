@@ -169,7 +169,10 @@ fn predict_and_the_service_predict_or_refuse_each_wild_file_alike() {
                 assert_eq!(status, 200, "{name}: {answer}");
                 let got = line["predictions"].as_array().unwrap();
                 let served = answer["predictions"].as_array().unwrap();
-                let want = c.predict_paths(&[path.clone()], 3).remove(0).unwrap();
+                let want = c
+                    .predict_paths(std::slice::from_ref(&path), 3)
+                    .remove(0)
+                    .unwrap();
                 for ((g, s), w) in got.iter().zip(served).zip(&want.top) {
                     assert_eq!(g["index"], w.index, "{name}");
                     assert_eq!(s["index"], w.index, "{name}");
