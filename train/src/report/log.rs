@@ -98,19 +98,13 @@ fn open_log(path: &Path, header: &str, keep: usize) -> std::io::Result<BufWriter
             .collect(),
         _ => Vec::new(),
     };
-    let mut file = BufWriter::new(
-        OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(path)?,
-    );
-    writeln!(file, "{header}")?;
-    for l in kept {
-        writeln!(file, "{l}")?;
-    }
-    file.flush()?;
-    Ok(file)
+    // Rewritten whole before appending: a kill mid-rewrite must not lose the kept rows.
+    let text: String = std::iter::once(header.to_string())
+        .chain(kept)
+        .map(|l| l + "\n")
+        .collect();
+    crate::run::atomic::write(path, text.as_bytes())?;
+    Ok(BufWriter::new(OpenOptions::new().append(true).open(path)?))
 }
 
 /// Reads the epoch log of a run directory.

@@ -177,7 +177,7 @@ fn final_report(dir: &RunDir, device: &Device, data: &Dataset) -> Result<Evaluat
 /// (and the directory must hold no run).
 fn epochs_done(dir: &RunDir, epochs: usize, resume: bool) -> Result<usize, TrainError> {
     if !resume {
-        if dir.last_checkpoint().is_some() || !resume::on_disk(dir).is_empty() {
+        if dir.last_checkpoint().is_some() {
             return Err(TrainError::Config(format!(
                 "{} already holds a run's checkpoints; continue it with --resume {0} or choose \
                  another run.dir",
