@@ -256,7 +256,9 @@ fn replay_files(a: ReplayArgs) -> Result<ExitCode> {
             .spawn()?;
         let status = wait_timeout(&mut child, limits.timeout + Duration::from_secs(60))?;
         match status {
+            // 3: a panic, already reported on the worker's line.
             Some(s) if s.success() => {}
+            Some(s) if s.code() == Some(3) => failed += 1,
             Some(s) => {
                 failed += 1;
                 println!("{{\"target\":\"{}\",\"file\":{:?},\"outcome\":\"crash\",\"message\":\"{s}\"}}", target.name, file.display().to_string());

@@ -203,8 +203,12 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let routes = router(app.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
+    // half_close: a client that shuts down its side after sending (as `nc -N` does) still gets
+    // its answer; hyper otherwise drops the connection when it reads EOF before answering,
+    // which `cargo xtask fuzz` saw as requests left without a reply under load.
     http.timer(TokioTimer::new())
-        .header_read_timeout(app.service.header_timeout);
+        .header_read_timeout(app.service.header_timeout)
+        .half_close(true);
     let slots = Arc::new(Semaphore::new(app.service.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -385,6 +389,13 @@ async fn image_bytes(app: &Arc<App>, req: Request, kind: BodyKind) -> Result<Byt
                 ),
             )
         } else {
+            // axum answers a multipart body that ends early or breaks its framing with 500
+            // ("failed to read stream"): the client's fault, and found by `cargo xtask fuzz`.
+            let status = if status.is_server_error() {
+                StatusCode::BAD_REQUEST
+            } else {
+                status
+            };
             ApiError::new(status, "bad_request", text)
         }
     };

@@ -210,6 +210,23 @@ mod tests {
     }
 
     #[test]
+    fn a_head_larger_than_its_file_is_refused_before_the_model_is_built() {
+        let config = |hidden: Option<usize>, classes: usize| {
+            let head = HeadConfig::new(classes).with_hidden(hidden);
+            ModelMetadata::with_default_names(ResNetConfig::new(Arch::Resnet50, head))
+        };
+        // ResNet-50's head over 1000 classes: 2048 x 1000 + 1000 weights, 2 bytes each at least.
+        let fits = config(None, 1000);
+        assert!(check_head_fits(&fits, 2 * 2_049_000).is_ok());
+        let err = check_head_fits(&fits, 2 * 2_049_000 - 1).unwrap_err();
+        assert!(err.contains("more weights than the file's 4097999 bytes"), "{err}");
+        // A hidden layer of 10^12 units in a file of a megabyte; and sizes whose product
+        // overflows are refused, not wrapped.
+        assert!(check_head_fits(&config(Some(1_000_000_000_000), 2), 1 << 20).is_err());
+        assert!(check_head_fits(&config(Some(usize::MAX / 2), 3), u64::MAX).is_err());
+    }
+
+    #[test]
     fn burnpack_round_trip_is_bit_identical() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.bpk");
