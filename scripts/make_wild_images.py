@@ -11,6 +11,7 @@ Writes, every file a few hundred bytes to a few KB (committed, so the tests need
   png-exif-6.png         the picture as a PNG with an eXIf chunk saying orientation 6, and its .want.png
   exif-N.want.png        what PIL gives for exif-N.jpg: ImageOps.exif_transpose(...).convert("RGB")
   cmyk.jpg, progressive.jpg, and their .want.png (PIL's convert("RGB"))
+  ycck.jpg               cmyk.jpg's data with the Adobe segment saying YCCK, and its .want.png
   palette.png, palette-trns.png   mode P, without and with a tRNS chunk, and their .want.png
   huge.png               a valid PNG declaring 100000x100000 (IHDR) with one row of pixel data
   huge.jpg               exif-1.jpg with its frame header (SOF) patched to declare 60000x50000
@@ -65,6 +66,15 @@ def main() -> None:
     want(p)
     p = out / "cmyk.jpg"
     pic.convert("CMYK").save(p, quality=95, subsampling=0)
+    want(p)
+    # The same JPEG data read as YCCK: Pillow cannot write YCCK, but the Adobe APP14 segment's
+    # last byte (colour transform: 0 CMYK, 2 YCCK) decides how every decoder reads the channels.
+    ycck = bytearray(p.read_bytes())
+    app14 = ycck.index(b"\xff\xee")  # marker, length, "Adobe", version, 2 flags, transform
+    assert ycck[app14 + 4 : app14 + 9] == b"Adobe"
+    ycck[app14 + 4 + 11] = 2
+    p = out / "ycck.jpg"
+    p.write_bytes(bytes(ycck))
     want(p)
     p = out / "progressive.jpg"
     pic.save(p, quality=95, progressive=True)

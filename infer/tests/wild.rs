@@ -23,11 +23,12 @@ fn fixtures() -> PathBuf {
 }
 
 /// Files both must predict.
-const PREDICTED: [&str; 8] = [
+const PREDICTED: [&str; 9] = [
     "exif-1.jpg",
     "exif-6.jpg",
     "png-exif-6.png",
     "cmyk.jpg",
+    "ycck.jpg",
     "progressive.jpg",
     "palette.png",
     "palette-trns.png",

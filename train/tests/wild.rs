@@ -49,7 +49,7 @@ fn fixtures() -> PathBuf {
 }
 
 /// Files expected to train: the fixtures that decode, and ones `image` writes here.
-const TRAINED: [&str; 16] = [
+const TRAINED: [&str; 17] = [
     "exif-1.jpg",
     "exif-2.jpg",
     "exif-3.jpg",
@@ -60,6 +60,7 @@ const TRAINED: [&str; 16] = [
     "exif-8.jpg",
     "png-exif-6.png",
     "cmyk.jpg",
+    "ycck.jpg",
     "progressive.jpg",
     "palette.png",
     "palette-trns.png",
@@ -302,8 +303,9 @@ fn decoded(name: &str) -> RgbImage {
 
 #[test]
 fn exif_orientation_is_applied_as_pil_exif_transpose_does() {
-    // Each orientation matches PIL's turned picture within JPEG decoders' rounding, and no
-    // other orientation's picture does: the 8x8 cells differ by 100 levels and more.
+    // Each orientation matches PIL's turned picture within JPEG decoders' rounding (0 levels
+    // measured, Pillow 13 against image 0.25.10), and no other orientation's picture does: the
+    // 8x8 cells differ by 100 levels and more.
     let wants: Vec<RgbImage> = (1..=8).map(|n| want(&format!("exif-{n}.jpg"))).collect();
     for n in 1..=8usize {
         let got = decoded(&format!("exif-{n}.jpg"));
@@ -319,7 +321,8 @@ fn exif_orientation_is_applied_as_pil_exif_transpose_does() {
             }
             let d = max_diff(&got, w);
             if m + 1 == n {
-                assert!(d <= 12, "orientation {n}: {d} levels from PIL's");
+                eprintln!("exif-{n}.jpg: at most {d} levels from PIL's exif_transpose");
+                assert!(d <= 4, "orientation {n}: {d} levels from PIL's");
             } else {
                 assert!(d > 60, "orientation {n} looks like {}: {d}", m + 1);
             }
@@ -330,14 +333,16 @@ fn exif_orientation_is_applied_as_pil_exif_transpose_does() {
 }
 
 #[test]
-fn cmyk_progressive_and_palette_files_decode_as_pil_converts_them() {
+fn cmyk_ycck_progressive_and_palette_files_decode_as_pil_converts_them() {
     for (name, tolerance) in [
-        ("cmyk.jpg", 12),
-        ("progressive.jpg", 12),
+        ("cmyk.jpg", 4),
+        ("ycck.jpg", 4),
+        ("progressive.jpg", 8),
         ("palette.png", 0),
         ("palette-trns.png", 0),
     ] {
         let d = max_diff(&decoded(name), &want(name));
+        eprintln!("{name}: at most {d} levels from PIL's convert(\"RGB\")");
         assert!(
             d <= tolerance,
             "{name}: {d} levels from PIL's convert(\"RGB\")"
@@ -392,6 +397,18 @@ fn a_run_and_eval_on_a_wild_folder_finish_and_count_what_they_left_out() {
         ),
     )
     .unwrap();
+    // This seed puts a truncated file in the validation split, so that the run's final report
+    // has to leave it out too.
+    let mut c = cfg(&data, BadImage::Skip);
+    c.val_split = 0.2;
+    let split = Dataset::load(&c, 3).unwrap();
+    let in_val = |name: &str| {
+        split
+            .val
+            .iter()
+            .any(|it| it.image.to_string().ends_with(name))
+    };
+    assert!(TRUNCATED.iter().any(|n| in_val(n)), "{:?}", split.val);
     let out = bin()
         .arg("run")
         .arg("--config")
