@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Soak test of `rekindle-infer serve` on 127.0.0.1: a server this script starts (a small random
-# ResNet-18 it writes, a random token, 1 MiB image limit, 2 s header/body timeouts, a queue of 16)
-# gets SECONDS of mixed traffic from CONCURRENCY clients (infer/examples/soak.rs): good, bad
-# (garbage bytes, wrong content type, bad top_k, no or wrong token), slow (trickled bodies,
-# stalled bodies, trickled headers) and oversized requests. The server's RSS is sampled every
+# ResNet-18 it writes, a random token, 1 MiB image limit, 2 s header/body timeouts, a queue of
+# 16, 48 connections at once) gets SECONDS of mixed traffic from CONCURRENCY clients
+# (infer/examples/soak.rs): good, bad (garbage bytes, wrong content type, bad top_k, no or
+# wrong token), slow (trickled bodies, stalled bodies, trickled headers) and oversized requests. The server's RSS is sampled every
 # second. Writes docs/soak/summary.json and docs/soak/rss.png (or OUT); exits non-zero on any
 # 500, any answer a request's kind does not allow, or RSS growth over MAX_RSS_GROWTH_MB after
 # the warm-up (a fifth of the run).
@@ -45,7 +45,7 @@ chmod 600 "$work/token"
 # The token reaches the server through its file, never the command line; logs stay quiet
 # (one line per request would be gigabytes over ten minutes).
 RUST_LOG=${RUST_LOG:-error} "$bin/rekindle-infer" serve --model "$work/model.bpk" --backend "$BACKEND" \
-  --addr 127.0.0.1:0 --token-file "$work/token" --max-image-mb 1 --max-queue 16 --max-batch 16 \
+  --addr 127.0.0.1:0 --token-file "$work/token" --max-image-mb 1 --max-queue 16 --max-batch 16 --max-connections 48 \
   --header-timeout-ms 2000 --body-timeout-ms 2000 --request-timeout-ms 10000 \
   >"$work/stdout" 2>"$work/server.log" &
 server=$!

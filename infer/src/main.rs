@@ -371,7 +371,9 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
             .await
             .context("the HTTP server failed")
     })?;
-    // The router (and with it the batcher's sender) is dropped: the model thread ends.
+    // Connections still open after the grace period end here, and with them the last handles
+    // on the batcher: its sender is dropped and the model thread ends.
+    runtime.shutdown_timeout(Duration::from_secs(5));
     let _ = worker.join();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -508,6 +508,8 @@ fn a_short_soak_has_no_500s_and_503s_only_from_shedding() {
     let svc = start(&[
         "--max-queue",
         "4",
+        "--max-connections",
+        "12",
         "--max-image-mb",
         "1",
         "--header-timeout-ms",
@@ -531,6 +533,11 @@ fn a_short_soak_has_no_500s_and_503s_only_from_shedding() {
     let text = serde_json::to_string_pretty(&summary).unwrap();
     assert_eq!(summary["status_500"], 0, "{text}");
     assert_eq!(summary["unexpected"], 0, "{text}");
+    // Every 503 the clients saw is one the server counted as shed.
+    assert_eq!(
+        summary["status_503_shed"], summary["server"]["service"]["refused"]["shed"],
+        "{text}"
+    );
     assert_eq!(summary["ok"], true, "{text}");
     for kind in soak::KINDS {
         assert!(
@@ -543,4 +550,37 @@ fn a_short_soak_has_no_500s_and_503s_only_from_shedding() {
         "{text}"
     );
     assert!(out.path().join("rss.png").exists() && out.path().join("summary.json").exists());
+}
+
+#[test]
+fn sigterm_stops_the_service_despite_slow_clients() {
+    let mut svc = start(&["--header-timeout-ms", "1000", "--body-timeout-ms", "1000"]);
+    let _slow_headers = half_open(svc.addr);
+    let mut stalled = TcpStream::connect(svc.addr).unwrap();
+    let head = format!(
+        "POST /v1/predict HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: image/png\r\nContent-Length: 5000\r\n\r\n"
+    );
+    stalled.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = svc.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = svc.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", read(&svc.log));
 }
