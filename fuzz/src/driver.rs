@@ -159,7 +159,10 @@ fn watch(
         let problem = if stuck {
             Some(("hang", format!("one input ran past {:?}", limits.timeout)))
         } else if rss_mb > limits.max_mb {
-            Some(("memory", format!("resident memory {rss_mb} MiB, over {} MiB", limits.max_mb)))
+            Some((
+                "memory",
+                format!("resident memory {rss_mb} MiB, over {} MiB", limits.max_mb),
+            ))
         } else if Instant::now() > hard_stop {
             Some(("hang", "the worker did not finish in its time".into()))
         } else {

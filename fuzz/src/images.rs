@@ -18,15 +18,21 @@ pub fn seeds(format: ImageFormat) -> Vec<Vec<u8>> {
         DynamicImage::ImageLuma8(ImageBuffer::from_fn(w, h, |x, y| Luma([(x * y) as u8]))),
     ];
     if format == ImageFormat::Png {
-        images.push(DynamicImage::ImageRgba8(ImageBuffer::from_fn(w, h, |x, _| {
-            Rgba([200, (x * 9) as u8, 3, (x * 20) as u8])
-        })));
-        images.push(DynamicImage::ImageLuma16(ImageBuffer::from_fn(w, h, |x, y| {
-            Luma([(x * 5000 + y) as u16])
-        })));
-        images.push(DynamicImage::ImageLumaA8(ImageBuffer::from_fn(w, h, |x, _| {
-            LumaA([x as u8, 128])
-        })));
+        images.push(DynamicImage::ImageRgba8(ImageBuffer::from_fn(
+            w,
+            h,
+            |x, _| Rgba([200, (x * 9) as u8, 3, (x * 20) as u8]),
+        )));
+        images.push(DynamicImage::ImageLuma16(ImageBuffer::from_fn(
+            w,
+            h,
+            |x, y| Luma([(x * 5000 + y) as u16]),
+        )));
+        images.push(DynamicImage::ImageLumaA8(ImageBuffer::from_fn(
+            w,
+            h,
+            |x, _| LumaA([x as u8, 128]),
+        )));
     }
     images
         .iter()

@@ -18,7 +18,10 @@ static ALLOCATOR: rekindle_fuzz::memory::LimitedAlloc = rekindle_fuzz::memory::L
 const REGRESSIONS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/regressions");
 
 #[derive(Parser)]
-#[command(name = "rekindle-fuzz", about = "Fuzz what rekindle reads from strangers")]
+#[command(
+    name = "rekindle-fuzz",
+    about = "Fuzz what rekindle reads from strangers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -50,7 +53,10 @@ struct LimitArgs {
 impl LimitArgs {
     fn limits(&self) -> Result<Limits> {
         if !(self.timeout > 0.0 && self.timeout.is_finite()) {
-            bail!("--timeout must be a positive number of seconds, got {}", self.timeout);
+            bail!(
+                "--timeout must be a positive number of seconds, got {}",
+                self.timeout
+            );
         }
         Ok(Limits {
             timeout: Duration::from_secs_f64(self.timeout),
@@ -171,10 +177,12 @@ fn run_targets(a: RunArgs) -> Result<ExitCode> {
         seeds: a.seeds,
     };
     let mut reports = Vec::new();
-    println!("{:<12} {:>9} {:>8} {:>7} {:>10} {:>7}", "target", "execs", "exec/s", "corpus", "behaviours", "crashes");
+    println!(
+        "{:<12} {:>9} {:>8} {:>7} {:>10} {:>7}",
+        "target", "execs", "exec/s", "corpus", "behaviours", "crashes"
+    );
     for target in targets(&a.targets)? {
-        let r = fuzz_target(&exe, target, &plan, limits)
-            .map_err(anyhow::Error::msg)?;
+        let r = fuzz_target(&exe, target, &plan, limits).map_err(anyhow::Error::msg)?;
         println!(
             "{:<12} {:>9} {:>8.0} {:>7} {:>10} {:>7}",
             r.target,
@@ -194,7 +202,11 @@ fn run_targets(a: RunArgs) -> Result<ExitCode> {
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let crashed = reports.iter().any(|r: &Report| !r.crashes.is_empty());
-    Ok(if crashed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if crashed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Every file under `paths` (default: the regressions), with the target its folder names.
@@ -261,16 +273,28 @@ fn replay_files(a: ReplayArgs) -> Result<ExitCode> {
             Some(s) if s.code() == Some(3) => failed += 1,
             Some(s) => {
                 failed += 1;
-                println!("{{\"target\":\"{}\",\"file\":{:?},\"outcome\":\"crash\",\"message\":\"{s}\"}}", target.name, file.display().to_string());
+                println!(
+                    "{{\"target\":\"{}\",\"file\":{:?},\"outcome\":\"crash\",\"message\":\"{s}\"}}",
+                    target.name,
+                    file.display().to_string()
+                );
             }
             None => {
                 failed += 1;
-                println!("{{\"target\":\"{}\",\"file\":{:?},\"outcome\":\"hang\"}}", target.name, file.display().to_string());
+                println!(
+                    "{{\"target\":\"{}\",\"file\":{:?},\"outcome\":\"hang\"}}",
+                    target.name,
+                    file.display().to_string()
+                );
             }
         }
     }
     eprintln!("{} inputs replayed, {failed} crashed", files.len());
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn wait_timeout(
@@ -297,9 +321,19 @@ fn worker(a: WorkerArgs) -> Result<ExitCode> {
     let target = find(&a.target).map_err(anyhow::Error::msg)?;
     if !a.replay.is_empty() {
         let panics = replay(target, &a.replay, &a.dir).map_err(anyhow::Error::msg)?;
-        return Ok(if panics == 0 { ExitCode::SUCCESS } else { ExitCode::from(3) });
+        return Ok(if panics == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        });
     }
-    fuzz(target, a.seed, a.seconds, &WorkDir(a.dir), a.seeds.as_deref())
-        .map_err(anyhow::Error::msg)?;
+    fuzz(
+        target,
+        a.seed,
+        a.seconds,
+        &WorkDir(a.dir),
+        a.seeds.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -51,11 +51,11 @@ impl Mutator {
         let rounds = self.rng.random_range(1..=4);
         for _ in 0..rounds {
             // Half the time the format's own fields, so mutations get past the first check.
-            if self.rng.random_bool(0.5) {
-                if let Some(changed) = self.structure.mutate(&data, &mut self.rng) {
-                    data = changed;
-                    continue;
-                }
+            if self.rng.random_bool(0.5)
+                && let Some(changed) = self.structure.mutate(&data, &mut self.rng)
+            {
+                data = changed;
+                continue;
             }
             self.byte_level(&mut data, other);
         }
@@ -126,7 +126,9 @@ mod tests {
         let input = b"PK\x03\x04 some bytes to mutate, long enough for every kind of change";
         let run = |seed| {
             let mut m = Mutator::new(seed, Structure::Bytes);
-            (0..200).map(|_| m.mutate(input, b"other")).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| m.mutate(input, b"other"))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));

@@ -38,8 +38,12 @@ impl Service {
             max_bytes: 256 << 10,
             ..rekindle_infer::Limits::default()
         };
-        let (batcher, _model_thread) =
-            Batcher::spawn(classifier.with_limits(limits), 4, Duration::from_millis(1), 16);
+        let (batcher, _model_thread) = Batcher::spawn(
+            classifier.with_limits(limits),
+            4,
+            Duration::from_millis(1),
+            16,
+        );
         let mut app = App::new(batcher, metadata, limits);
         app.token = Some(Token::new(TOKEN, "fuzz").map_err(|e| e.to_string())?);
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -47,10 +51,11 @@ impl Service {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let std_listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
         let addr = std_listener.local_addr().map_err(|e| e.to_string())?;
-        std_listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
         runtime.spawn(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(std_listener) {
                 let _ = serve(listener, Arc::new(app), std::future::pending()).await;

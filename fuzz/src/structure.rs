@@ -71,12 +71,24 @@ fn put_le(data: &mut [u8], at: usize, width: usize, value: u64) {
 /// Sizes, name lengths, entry counts and offsets of local headers, the central directory and
 /// its end record.
 fn zip(data: &[u8], rng: &mut StdRng) -> Option<Vec<u8>> {
-    // (signature, [(field offset, width)])
-    const FIELDS: [(&[u8], &[(usize, usize)]); 3] = [
-        (b"PK\x03\x04", &[(14, 4), (18, 4), (22, 4), (26, 2), (28, 2), (8, 2)]),
+    /// A record's signature and its fields' (offset, width).
+    type Record = (&'static [u8], &'static [(usize, usize)]);
+    const FIELDS: [Record; 3] = [
+        (
+            b"PK\x03\x04",
+            &[(14, 4), (18, 4), (22, 4), (26, 2), (28, 2), (8, 2)],
+        ),
         (
             b"PK\x01\x02",
-            &[(16, 4), (20, 4), (24, 4), (28, 2), (30, 2), (42, 4), (10, 2)],
+            &[
+                (16, 4),
+                (20, 4),
+                (24, 4),
+                (28, 2),
+                (30, 2),
+                (42, 4),
+                (10, 2),
+            ],
         ),
         (b"PK\x05\x06", &[(8, 2), (10, 2), (12, 4), (16, 4), (20, 2)]),
     ];
@@ -96,7 +108,11 @@ fn safetensors(data: &[u8], rng: &mut StdRng) -> Option<Vec<u8>> {
     let header = data.get(8..8usize.checked_add(len)?)?;
     let mut json: serde_json::Value = serde_json::from_slice(header).ok()?;
     let map = json.as_object_mut()?;
-    let keys: Vec<String> = map.keys().filter(|k| *k != "__metadata__").cloned().collect();
+    let keys: Vec<String> = map
+        .keys()
+        .filter(|k| *k != "__metadata__")
+        .cloned()
+        .collect();
     let key = keys.get(rng.random_range(0..keys.len().max(1)))?.clone();
     let entry = map.get_mut(&key)?.as_object_mut()?;
     match rng.random_range(0..5) {
@@ -116,7 +132,10 @@ fn safetensors(data: &[u8], rng: &mut StdRng) -> Option<Vec<u8>> {
             *offsets.get_mut(i)? = pick(rng, &HUGE).into();
         }
         3 => {
-            let dtype = pick(rng, &["F64", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "X"]);
+            let dtype = pick(
+                rng,
+                &["F64", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "X"],
+            );
             entry.insert("dtype".into(), dtype.into());
         }
         _ => {
@@ -229,14 +248,17 @@ fn png(data: &[u8], rng: &mut StdRng) -> Option<Vec<u8>> {
         _ => {
             // Any chunk's length: chunks start after the 8-byte signature.
             let chunks = find_all(data, b"IDAT");
-            let at = chunks.get(rng.random_range(0..chunks.len().max(1)))?.checked_sub(4)?;
+            let at = chunks
+                .get(rng.random_range(0..chunks.len().max(1)))?
+                .checked_sub(4)?;
             let v = pick(rng, &[0u32, 1, 0x7fff_ffff, u32::MAX]);
             out.get_mut(at..at + 4)?.copy_from_slice(&v.to_be_bytes());
             return Some(out);
         }
     }
     let crc = crc32fast::hash(out.get(ihdr..ihdr + 4 + 13)?);
-    out.get_mut(ihdr + 17..ihdr + 21)?.copy_from_slice(&crc.to_be_bytes());
+    out.get_mut(ihdr + 17..ihdr + 21)?
+        .copy_from_slice(&crc.to_be_bytes());
     Some(out)
 }
 
@@ -365,7 +387,9 @@ mod tests {
         for _ in 0..100 {
             let out = safetensors(&data, &mut rng).expect("a header to mutate");
             let len = u64::from_le_bytes(out[..8].try_into().unwrap()) as usize;
-            if out.len() >= 8 + len && serde_json::from_slice::<serde_json::Value>(&out[8..8 + len]).is_ok() {
+            if out.len() >= 8 + len
+                && serde_json::from_slice::<serde_json::Value>(&out[8..8 + len]).is_ok()
+            {
                 parsed += 1;
             }
             assert_ne!(out, data);
@@ -377,7 +401,10 @@ mod tests {
     fn png_dimension_changes_carry_a_valid_crc() {
         let mut bytes = Vec::new();
         image::DynamicImage::new_rgb8(3, 2)
-            .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
             .unwrap();
         let mut rng = StdRng::seed_from_u64(1);
         for _ in 0..50 {

@@ -26,17 +26,55 @@ pub struct Target {
 
 /// Every target, in the order a full run takes them.
 pub const TARGETS: &[Target] = &[
-    target("pth", Structure::Zip, "PyTorch zip checkpoints (flat, nested under a key, views)"),
-    target("pth-legacy", Structure::Bytes, "PyTorch legacy (pickle stream) checkpoints"),
+    target(
+        "pth",
+        Structure::Zip,
+        "PyTorch zip checkpoints (flat, nested under a key, views)",
+    ),
+    target(
+        "pth-legacy",
+        Structure::Bytes,
+        "PyTorch legacy (pickle stream) checkpoints",
+    ),
     target("safetensors", Structure::Safetensors, "safetensors files"),
-    target("onnx", Structure::Protobuf, "ONNX graphs, inline and with external data"),
-    target("bpk", Structure::Burnpack, "rekindle model files (burnpack + metadata), loaded"),
-    target("png", Structure::Png, "PNG decoding, as infer and train decode, then preprocessing"),
-    target("jpeg", Structure::Jpeg, "JPEG decoding, as infer and train decode, then preprocessing"),
-    target("config", Structure::Text, "train configs (TOML), parsed and validated"),
-    target("request", Structure::Text, "raw HTTP requests to the service (headers, bodies, multipart)"),
-    canary("canary-panic", "panics on every input: the harness must report it"),
-    canary("canary-alloc", "asks for 2^40 bytes: the memory limit must stop it"),
+    target(
+        "onnx",
+        Structure::Protobuf,
+        "ONNX graphs, inline and with external data",
+    ),
+    target(
+        "bpk",
+        Structure::Burnpack,
+        "rekindle model files (burnpack + metadata), loaded",
+    ),
+    target(
+        "png",
+        Structure::Png,
+        "PNG decoding, as infer and train decode, then preprocessing",
+    ),
+    target(
+        "jpeg",
+        Structure::Jpeg,
+        "JPEG decoding, as infer and train decode, then preprocessing",
+    ),
+    target(
+        "config",
+        Structure::Text,
+        "train configs (TOML), parsed and validated",
+    ),
+    target(
+        "request",
+        Structure::Text,
+        "raw HTTP requests to the service (headers, bodies, multipart)",
+    ),
+    canary(
+        "canary-panic",
+        "panics on every input: the harness must report it",
+    ),
+    canary(
+        "canary-alloc",
+        "asks for 2^40 bytes: the memory limit must stop it",
+    ),
     canary("canary-hang", "never returns: the time limit must stop it"),
 ];
 
@@ -61,8 +99,15 @@ const fn canary(name: &'static str, about: &'static str) -> Target {
 /// The target called `name`, or an error listing them.
 pub fn find(name: &str) -> Result<&'static Target, String> {
     TARGETS.iter().find(|t| t.name == name).ok_or_else(|| {
-        let names: Vec<&str> = TARGETS.iter().filter(|t| !t.canary).map(|t| t.name).collect();
-        format!("no fuzz target `{name}`; the targets are {}", names.join(", "))
+        let names: Vec<&str> = TARGETS
+            .iter()
+            .filter(|t| !t.canary)
+            .map(|t| t.name)
+            .collect();
+        format!(
+            "no fuzz target `{name}`; the targets are {}",
+            names.join(", ")
+        )
     })
 }
 
@@ -134,7 +179,11 @@ impl Runner {
             "png" => crate::images::seeds(image::ImageFormat::Png),
             "jpeg" => crate::images::seeds(image::ImageFormat::Jpeg),
             "config" => crate::config::seeds(),
-            "request" => self.service.as_ref().map(Service::seeds).unwrap_or_default(),
+            "request" => self
+                .service
+                .as_ref()
+                .map(Service::seeds)
+                .unwrap_or_default(),
             _ => vec![b"canary".to_vec()],
         }
     }
@@ -160,8 +209,11 @@ impl Runner {
             },
             "canary-panic" => panic!("the canary panics, as it must"),
             "canary-alloc" => {
-                let v = vec![0u8; 1 << 40];
-                Ok(std::hint::black_box(v).truncate(0))
+                let v = std::hint::black_box(vec![0u8; 1 << 40]);
+                Err(format!(
+                    "allocated {} bytes: the limit did not hold",
+                    v.len()
+                ))
             }
             _ => loop {
                 std::thread::sleep(std::time::Duration::from_secs(1));
@@ -171,7 +223,8 @@ impl Runner {
 
     fn write(&self, name: &str, input: &[u8]) -> Result<PathBuf, String> {
         let path = self.scratch.path().join(name);
-        std::fs::write(&path, input).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        std::fs::write(&path, input)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         Ok(path)
     }
 

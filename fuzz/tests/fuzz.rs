@@ -34,12 +34,36 @@ fn every_target_survives_a_short_run() {
     let json = out.path().join("report.json");
     let json_arg = json.to_string_lossy().into_owned();
     let seconds = std::env::var("REKINDLE_FUZZ_SECONDS").unwrap_or_else(|_| "3".into());
-    let o = fuzz(&["run", "--seconds", &seconds, "--seed", "18", "--json", &json_arg], out.path());
+    let o = fuzz(
+        &[
+            "run",
+            "--seconds",
+            &seconds,
+            "--seed",
+            "18",
+            "--json",
+            &json_arg,
+        ],
+        out.path(),
+    );
     let reports = reports(&json);
-    let names: Vec<&str> = reports.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    let names: Vec<&str> = reports
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
     assert_eq!(
         names,
-        ["pth", "pth-legacy", "safetensors", "onnx", "bpk", "png", "jpeg", "config", "request"]
+        [
+            "pth",
+            "pth-legacy",
+            "safetensors",
+            "onnx",
+            "bpk",
+            "png",
+            "jpeg",
+            "config",
+            "request"
+        ]
     );
     for r in &reports {
         // Seeds run first (one for bpk, whose inputs are whole model files): every target got
@@ -105,7 +129,15 @@ fn the_harness_reports_a_panic_an_allocation_and_a_hang_with_the_input() {
         let json_arg = json.to_string_lossy().into_owned();
         let o = fuzz(
             &[
-                "run", target, "--seconds", "1", "--timeout", timeout, "--max-mb", "512", "--json",
+                "run",
+                target,
+                "--seconds",
+                "1",
+                "--timeout",
+                timeout,
+                "--max-mb",
+                "512",
+                "--json",
                 &json_arg,
             ],
             out.path(),
@@ -126,7 +158,10 @@ fn bad_arguments_are_refused_by_name() {
     let o = fuzz(&["run", "nonesuch"], out.path());
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("nonesuch") && err.contains("safetensors"), "{err}");
+    assert!(
+        err.contains("nonesuch") && err.contains("safetensors"),
+        "{err}"
+    );
     let o = fuzz(&["run", "png", "--seconds=-1"], out.path());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--seconds"));
 }
@@ -136,10 +171,19 @@ fn bad_arguments_are_refused_by_name() {
 fn hostile_files_are_refused_for_their_reason() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("hostile");
     let expected = [
-        ("onnx/external_etc_passwd.onnx", "outside the graph's folder"),
+        (
+            "onnx/external_etc_passwd.onnx",
+            "outside the graph's folder",
+        ),
         ("onnx/external_dotdot.onnx", "outside the graph's folder"),
-        ("onnx/huge_dims.onnx", "more than the 4 GiB a weight may hold"),
-        ("onnx/dims_overflow.onnx", "more than the 4 GiB a weight may hold"),
+        (
+            "onnx/huge_dims.onnx",
+            "more than the 4 GiB a weight may hold",
+        ),
+        (
+            "onnx/dims_overflow.onnx",
+            "more than the 4 GiB a weight may hold",
+        ),
         ("onnx/identity_cycle.onnx", "(a cycle?)"),
         ("onnx/conv_without_weight.onnx", "it needs at least 2"),
         ("pth/huge_storage.pth", "would materialize"),
@@ -158,7 +202,11 @@ fn hostile_files_are_refused_for_their_reason() {
         ("request/top_k_overflow.http", "400"),
     ];
     let files: Vec<_> = expected.iter().map(|(f, _)| root.join(f)).collect();
-    let o = Command::new(EXE).arg("replay").args(&files).output().unwrap();
+    let o = Command::new(EXE)
+        .arg("replay")
+        .args(&files)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
     for (file, reason) in expected {
         let line = stdout
@@ -167,6 +215,9 @@ fn hostile_files_are_refused_for_their_reason() {
             .unwrap_or_else(|| panic!("no outcome for {file}: {stdout}"));
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert_eq!(v["outcome"], "error", "{line}");
-        assert!(v["message"].as_str().unwrap().contains(reason), "{file}: {line}");
+        assert!(
+            v["message"].as_str().unwrap().contains(reason),
+            "{file}: {line}"
+        );
     }
 }

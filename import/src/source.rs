@@ -124,7 +124,8 @@ pub fn read_tensors(path: &Path, format: Format) -> Result<Vec<PackTensor>, Erro
     }
     let file_len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(u64::MAX);
     for t in &tensors {
-        check_size(t, file_len).map_err(|m| format_error(path, format!("tensor `{}`: {m}", t.name)))?;
+        check_size(t, file_len)
+            .map_err(|m| format_error(path, format!("tensor `{}`: {m}", t.name)))?;
     }
     Ok(tensors)
 }

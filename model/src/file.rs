@@ -71,7 +71,10 @@ pub fn read_metadata(path: &Path) -> Result<ModelMetadata, Error> {
 /// terabytes first. Two bytes a parameter is the least any stored float takes.
 fn check_head_fits(metadata: &ModelMetadata, file_len: u64) -> Result<(), String> {
     let head = metadata.head();
-    let (f, c) = (metadata.arch().feature_dim() as u64, head.num_classes as u64);
+    let (f, c) = (
+        metadata.arch().feature_dim() as u64,
+        head.num_classes as u64,
+    );
     let params = match head.hidden {
         Some(h) => {
             let h = h as u64;
@@ -219,7 +222,10 @@ mod tests {
         let fits = config(None, 1000);
         assert!(check_head_fits(&fits, 2 * 2_049_000).is_ok());
         let err = check_head_fits(&fits, 2 * 2_049_000 - 1).unwrap_err();
-        assert!(err.contains("more weights than the file's 4097999 bytes"), "{err}");
+        assert!(
+            err.contains("more weights than the file's 4097999 bytes"),
+            "{err}"
+        );
         // A hidden layer of 10^12 units in a file of a megabyte; and sizes whose product
         // overflows are refused, not wrapped.
         assert!(check_head_fits(&config(Some(1_000_000_000_000), 2), 1 << 20).is_err());

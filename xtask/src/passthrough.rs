@@ -237,7 +237,10 @@ mod tests {
             strings(&["run", "onnx", "--seconds", "5"])
         );
         assert_eq!(run_unless_own(&strings(&[]), &fuzz), strings(&["run"]));
-        assert_eq!(run_unless_own(&strings(&["list"]), &fuzz), strings(&["list"]));
+        assert_eq!(
+            run_unless_own(&strings(&["list"]), &fuzz),
+            strings(&["list"])
+        );
     }
 
     #[test]
