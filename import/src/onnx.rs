@@ -602,3 +602,42 @@ fn push(out: &mut Vec<PackTensor>, name: &str, a: Arr) {
         None,
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_data_is_read_only_from_below_the_graphs_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = Graph {
+            path: dir.path().join("model.onnx"),
+            nodes: Vec::new(),
+            inits: HashMap::new(),
+            producer: HashMap::new(),
+            consumers: HashMap::new(),
+            external: HashMap::new(),
+        };
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/w.data"), b"1234").unwrap();
+        assert!(graph.external_file("w.data", "w").is_ok());
+        assert!(graph.external_file("sub/w.data", "w").is_ok());
+        for outside in [
+            "/etc/passwd",
+            "../w.data",
+            "sub/../../w.data",
+            "./w.data",
+            "",
+        ] {
+            let e = graph.external_file(outside, "w").unwrap_err().to_string();
+            assert!(e.contains("outside the graph's folder"), "{outside}: {e}");
+        }
+        // A link below the folder that points out of it.
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link.data")).unwrap();
+        let e = graph
+            .external_file("link.data", "w")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("links to /etc/hostname"), "{e}");
+    }
+}
