@@ -306,8 +306,11 @@ fn a_run_killed_five_times_ends_with_the_weights_of_an_uninterrupted_run() {
     for _ in 0..2 {
         let ms = rng.random_range(0..(startup + 2 * epoch).as_millis() as u64);
         let cap = (done(&run) + 2).min(EPOCHS - 1);
-        schedule.push(format!("after {ms} ms (or epoch {cap})"));
         killed_after(&run, Duration::from_millis(ms), cap);
+        schedule.push(format!(
+            "after {ms} ms (or epoch {cap}): at epoch {}",
+            done(&run)
+        ));
     }
 
     // 5. Mid-export: the model written but not yet published as model.bpk.
