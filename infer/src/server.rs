@@ -162,11 +162,24 @@ pub fn router(app: Arc<App>) -> Router {
                 "no such route; try POST /v1/predict, GET /v1/model, GET /healthz",
             )
         })
+        .method_not_allowed_fallback(method_not_allowed)
         // Routes added after this layer are outside it.
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({"status": "ok"})) }).fallback(method_not_allowed),
+        )
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(app)
+}
+
+/// 405 as a JSON error, like every other refusal.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed; try POST /v1/predict, GET /v1/model, GET /healthz",
+    )
 }
 
 /// 401 unless the request carries the app's token (when it has one).

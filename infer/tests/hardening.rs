@@ -206,6 +206,11 @@ fn the_token_is_wanted_everywhere_but_healthz_and_never_logged() {
         let challenge = header(r, "www-authenticate").unwrap_or_default();
         assert!(challenge.starts_with("Bearer"), "case {i}: {challenge:?}");
     }
+    for path in ["/v1/predict", "/healthz"] {
+        let r = request(addr, "PUT", path, Some(TOKEN), None, b"");
+        assert_eq!(r.0, 405, "{path}");
+        assert_eq!(r.2["error"]["kind"], "method_not_allowed", "{path}");
+    }
     let ok = predict(addr, Some(TOKEN), &good);
     assert_eq!(ok.0, 200, "{}", ok.2);
     assert_eq!(ok.2["predictions"].as_array().unwrap().len(), 1);
