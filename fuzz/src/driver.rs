@@ -150,11 +150,24 @@ fn watch(
             }
             break Some(("abort".to_string(), last_lines(&text, status)));
         }
-        let stuck = std::fs::metadata(dir.current())
-            .and_then(|m| m.modified())
-            .ok()
+        let started = || {
+            std::fs::metadata(dir.current())
+                .and_then(|m| m.modified())
+                .ok()
+        };
+        let began = started();
+        let stuck = began
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|age| age > limits.timeout);
+        // Stopped first, then checked again: an input that ended just now was slow, not stuck.
+        if stuck {
+            stop(pid, true);
+            if started() != began {
+                stop(pid, false);
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        }
         let rss_mb = resident_mb(pid);
         let problem = if stuck {
             Some(("hang", format!("one input ran past {:?}", limits.timeout)))
@@ -189,6 +202,15 @@ fn last_lines(text: &str, status: std::process::ExitStatus) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
     format!("worker ended with {status}: {tail}")
+}
+
+/// Pauses (SIGSTOP) or resumes (SIGCONT) a worker.
+fn stop(pid: u32, pause: bool) {
+    let signal = if pause { libc::SIGSTOP } else { libc::SIGCONT };
+    // SAFETY: kill(2) with a child's pid and a signal number has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
 }
 
 /// A process's resident memory in MiB (0 when unknown).

@@ -41,6 +41,15 @@ impl WorkDir {
     pub fn current(&self) -> PathBuf {
         self.0.join("current")
     }
+    /// Makes `input` the current one whole: written beside and renamed, so the driver never
+    /// reads half of it, and its time says when its run began.
+    pub fn set_current(&self, input: &[u8]) -> Result<(), String> {
+        let next = self.0.join("current.next");
+        std::fs::write(&next, input)
+            .and_then(|()| std::fs::rename(&next, self.current()))
+            .map_err(|e| format!("{}: {e}", next.display()))
+    }
+
     /// The worker's counts.
     pub fn stats(&self) -> PathBuf {
         self.0.join("stats.json")
@@ -127,7 +136,7 @@ pub fn fuzz(
             let b = mutator.rng().random_range(0..corpus.len());
             mutator.mutate(&corpus[a], &corpus[b])
         };
-        std::fs::write(dir.current(), &input).map_err(|e| e.to_string())?;
+        dir.set_current(&input)?;
         match run_one(&runner, &input) {
             Err(message) => {
                 stats.panics += 1;
