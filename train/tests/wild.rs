@@ -420,7 +420,9 @@ fn a_run_and_eval_on_a_wild_folder_finish_and_count_what_they_left_out() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains("skipped 7"), "{err}");
     // The truncated files fail when their batch is built: each warned about once, whatever
-    // the number of epochs.
+    // the number of epochs, and counted again where the run ends.
+    let summary = format!("left out while loading {} image file(s)", TRUNCATED.len());
+    assert!(err.contains(&summary), "{err}");
     for name in TRUNCATED {
         assert_eq!(
             err.matches(&format!("{name}: unreadable image")).count(),

@@ -34,7 +34,7 @@ use rekindle_model::{Preprocess, load_model};
 
 use crate::catalog::prune::LayerSparsity;
 use crate::config::{Strategy, TrainConfig};
-use crate::data::dataset::Dataset;
+use crate::data::dataset::{Dataset, skip_warning};
 use crate::error::TrainError;
 use crate::eval::tta::Tta;
 use crate::eval::{self, Evaluation};
@@ -148,6 +148,13 @@ pub fn train_watched(
     let out = export::export(&dir, model, &epochs, plan.prune_final, classes, preprocess)?;
     fault::point("export", None);
     let report = final_report(&dir, &devices[0], &data)?;
+    // Warned about one by one as they failed; counted once more where the run ends.
+    let failed: Vec<_> = (data.load_failures.list().into_iter())
+        .map(|(path, _)| (path, "failed to decode (warned above)".to_string()))
+        .collect();
+    if let Some(w) = skip_warning("left out while loading", &failed) {
+        eprintln!("{w}");
+    }
     atomic::commit(&dir.model_staging(), &dir.model())
         .map_err(|e| TrainError::io(&dir.model(), e))?;
     Ok(Outcome {
@@ -219,15 +226,11 @@ pub(crate) fn devices(cfg: &TrainConfig) -> Result<Vec<Device>, TrainError> {
     Ok(devices.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The dataset, with a warning naming the first image it had to skip.
+/// The dataset, with a warning counting the images it had to skip and naming the first few.
 pub(crate) fn load_data(cfg: &TrainConfig) -> Result<Dataset, TrainError> {
     let data = Dataset::load(&cfg.data, cfg.train.seed)?;
-    if let Some((path, why)) = data.skipped.first() {
-        eprintln!(
-            "warning: skipped {} unreadable image(s), e.g. {}: {why}",
-            data.skipped.len(),
-            path.display()
-        );
+    if let Some(w) = skip_warning("skipped", &data.skipped) {
+        eprintln!("{w}");
     }
     Ok(data)
 }
