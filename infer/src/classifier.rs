@@ -193,10 +193,22 @@ impl Classifier {
 
     /// Reads and decodes one file within the limits.
     pub fn load_image(&self, path: &Path) -> Result<DynamicImage, InferError> {
-        let bytes = std::fs::read(path).map_err(|source| InferError::Io {
+        let io = |source| InferError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // Sized before it is read: a 50 GB file is refused, not loaded into memory first.
+        let len = std::fs::metadata(path).map_err(io)?.len();
+        if len > self.limits.max_bytes as u64 {
+            return Err(InferError::TooLarge {
+                source_name: path.display().to_string(),
+                message: format!(
+                    "{len} bytes is over the limit of {} bytes",
+                    self.limits.max_bytes
+                ),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
         decode(&bytes, &path.display().to_string(), &self.limits)
     }
 
@@ -274,6 +286,25 @@ pub(crate) mod tests {
                 assert!((l.probability - p).abs() < 1e-5, "{l:?} vs {p}");
             }
         }
+    }
+
+    #[test]
+    fn a_file_over_the_byte_limit_is_refused_by_its_size() {
+        let c = small().with_limits(Limits {
+            max_bytes: 1000,
+            ..Limits::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.png");
+        // Not an image at all: only the size is looked at.
+        std::fs::write(&path, vec![0u8; 1001]).unwrap();
+        let e = c.load_image(&path).unwrap_err();
+        assert!(matches!(e, InferError::TooLarge { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("1001 bytes is over the limit of 1000"),
+            "{e}"
+        );
     }
 
     #[test]
