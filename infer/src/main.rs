@@ -209,7 +209,13 @@ fn expand(inputs: &[PathBuf]) -> Vec<PathBuf> {
         if input.is_dir() {
             let mut stack = vec![input.clone()];
             let mut found = Vec::new();
+            // Folders already read, by their real path: a link back up (`loop -> .`) would
+            // otherwise be walked again and again.
+            let mut seen = std::collections::HashSet::new();
             while let Some(dir) = stack.pop() {
+                if !seen.insert(std::fs::canonicalize(&dir).unwrap_or_else(|_| dir.clone())) {
+                    continue;
+                }
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     // unreadable folder: reported when its path fails to open below
                     found.push(dir);
@@ -281,7 +287,9 @@ fn predict(a: PredictArgs) -> Result<ExitCode> {
     for chunk in files.chunks(a.batch_size.max(1)) {
         for (path, r) in chunk.iter().zip(classifier.predict_paths(chunk, a.top_k)) {
             let line = match (&r, a.json) {
-                (Ok(p), true) => json!({"path": path, "predictions": p.top}).to_string(),
+                (Ok(p), true) => {
+                    json!({"path": path.to_string_lossy(), "predictions": p.top}).to_string()
+                }
                 (Ok(p), false) => row(path, p, path_w, class_w),
                 (Err(e), json) => {
                     failed += 1;
@@ -289,7 +297,7 @@ fn predict(a: PredictArgs) -> Result<ExitCode> {
                     if !json {
                         continue;
                     }
-                    json!({"path": path, "error": e.to_string()}).to_string()
+                    json!({"path": path.to_string_lossy(), "error": e.to_string()}).to_string()
                 }
             };
             bar.suspend(|| writeln!(stdout, "{line}"))?;

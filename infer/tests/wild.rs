@@ -232,8 +232,6 @@ fn a_file_name_that_is_not_utf8_is_predicted_under_its_lossy_name() {
 }
 
 #[test]
-#[ignore = "predict --json panics serialising a non-UTF-8 path: infer/src/main.rs needs \
-            `path.to_string_lossy()` in its two json! lines"]
 fn a_file_name_that_is_not_utf8_is_predicted_in_json_too() {
     let (out, _tmp) = predict_raw_name(true);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -244,4 +242,34 @@ fn a_file_name_that_is_not_utf8_is_predicted_in_json_too() {
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     let path = line["path"].as_str().unwrap_or_default();
     assert!(path.ends_with("caf\u{FFFD}-\u{FFFD}.png"), "{line}");
+}
+
+/// A folder holding links back up (to itself, to its parent): each image once, and an end.
+#[test]
+fn a_symlink_loop_in_a_folder_predicts_each_image_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("m.bpk");
+    common::model_file(&model);
+    let dir = tmp.path().join("images");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    common::image(1).save(dir.join("a.png")).unwrap();
+    common::image(2).save(dir.join("sub/b.png")).unwrap();
+    std::os::unix::fs::symlink(".", dir.join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", dir.join("sub/up")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rekindle-infer"))
+        .args(["predict", "--json", "--model"])
+        .arg(&model)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paths: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["path"].to_string())
+        .collect();
+    assert_eq!(paths.len(), 2, "{paths:?}");
 }
