@@ -204,7 +204,13 @@ fn allowed(kind: &str, outcome: &Outcome) -> bool {
         "stalled_body" => status == Some(408),
         // The 413 comes before the body is read: the server may reset before it is seen.
         "oversized" => status == Some(413) || matches!(outcome, Outcome::Failed(_)),
-        "slow_headers" => matches!(outcome, Outcome::Closed | Outcome::Answer(408, None, _)),
+        // Cut off at the header timeout: a close, hyper's bare 408, or a reset when bytes the
+        // client trickled in meanwhile were left unread (3 in 3,237 in the 10-minute soak).
+        "slow_headers" => match outcome {
+            Outcome::Closed | Outcome::Answer(408, None, _) => true,
+            Outcome::Failed(e) => e.contains("reset") || e.contains("Broken pipe"),
+            Outcome::Answer(..) => false,
+        },
         _ => false,
     }
 }
