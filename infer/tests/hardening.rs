@@ -136,28 +136,15 @@ fn request(
     ctype: Option<&str>,
     body: &[u8],
 ) -> Answer {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a.as_str()));
     }
     if let Some(c) = ctype {
-        head.push_str(&format!("Content-Type: {c}\r\n"));
+        headers.push(("Content-Type", c));
     }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let body = body.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&body);
-    });
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let _ = writer.join();
+    let raw = common::raw_request(addr, method, path, &headers, body);
     parse(&raw)
 }
 

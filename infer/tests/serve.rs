@@ -4,8 +4,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -66,25 +66,8 @@ fn http(
     ctype: Option<&str>,
     body: &[u8],
 ) -> (u16, Value) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(c) = ctype {
-        head.push_str(&format!("Content-Type: {c}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
-    let mut w = s.try_clone().unwrap();
-    let body = body.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = w.write_all(&body);
-    });
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let _ = writer.join();
+    let headers: Vec<_> = ctype.map(|c| ("Content-Type", c)).into_iter().collect();
+    let raw = common::raw_request(addr, method, path, &headers, body);
     let text = String::from_utf8_lossy(&raw);
     let (headers, body) = text
         .split_once("\r\n\r\n")
