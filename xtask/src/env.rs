@@ -14,11 +14,32 @@ pub const CPU_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch"];
 /// Every backend a build can compile in.
 pub const ALL_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch", "cuda"];
 
+/// The workspace this `cargo xtask` was run in.
+///
+/// `cargo run` names xtask's folder at run time; the folder it was compiled in is only the
+/// fallback. They differ when checkouts share a target folder (`REKINDLE_CACHE`'s): cargo may
+/// run an xtask binary another checkout built from the same sources, whose compiled-in folder
+/// can be gone (CI's clone), and every command would then start in it and fail.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    root_from(std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
+}
+
+/// The workspace holding `run_time` if that is an xtask folder, else the compiled-in one.
+fn root_from(run_time: Option<PathBuf>) -> PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    run_time
+        .filter(|dir| is_xtask(dir))
+        .unwrap_or_else(|| compiled.to_path_buf())
         .parent()
         .expect("xtask lives in the workspace")
         .to_path_buf()
+}
+
+/// Whether `dir` holds this workspace's xtask package (and not, say, a test's own crate).
+fn is_xtask(dir: &Path) -> bool {
+    dir.file_name().is_some_and(|n| n == "xtask")
+        && std::fs::read_to_string(dir.join("Cargo.toml"))
+            .is_ok_and(|t| t.lines().any(|l| l.trim() == "name = \"xtask\""))
 }
 
 pub fn cache_dir() -> PathBuf {
@@ -127,6 +148,24 @@ pub fn cargo(env: &BTreeMap<String, String>) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_root_is_the_checkout_cargo_ran_xtask_in() {
+        let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        // Another checkout sharing the target folder: its xtask folder wins.
+        let other = std::env::temp_dir().join(format!("xtask-root-{}", std::process::id()));
+        let xtask = other.join("xtask");
+        std::fs::create_dir_all(&xtask).unwrap();
+        std::fs::write(xtask.join("Cargo.toml"), "[package]\nname = \"xtask\"\n").unwrap();
+        assert_eq!(root_from(Some(xtask.clone())), other);
+        // A test's own crate (`cargo test` sets its folder), a foreign package, or nothing.
+        assert_eq!(root_from(Some(compiled.join("infer"))), compiled);
+        std::fs::write(xtask.join("Cargo.toml"), "[package]\nname = \"other\"\n").unwrap();
+        assert_eq!(root_from(Some(xtask)), compiled);
+        std::fs::remove_dir_all(&other).unwrap();
+        assert_eq!(root_from(None), compiled);
+        assert_eq!(root(), compiled);
+    }
 
     #[test]
     fn backends_become_model_features() {
