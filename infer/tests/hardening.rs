@@ -10,30 +10,15 @@ mod soak;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::service::{Service, serve_command};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use serde_json::Value;
 
 const TOKEN: &str = "hardening-test-token-4d1f";
-
-/// A running service, killed if the test fails before it ends; its log is a file.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 impl Service {
     /// `/v1/model`'s JSON (with the token).
@@ -49,48 +34,12 @@ impl Service {
     }
 }
 
-fn serve_command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rekindle-infer"));
-    cmd.arg("serve").env_remove("REKINDLE_TOKEN");
-    cmd
-}
-
 /// Starts `serve` on a free loopback port with a fresh model, `REKINDLE_TOKEN` set to [`TOKEN`]
 /// and `extra` flags, and waits until it listens.
 fn start(extra: &[&str]) -> Service {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = tmp.path().join("m.bpk");
-    common::model_file(&model);
-    let log = tmp.path().join("serve.log");
-    let mut child = serve_command()
-        .env("REKINDLE_TOKEN", TOKEN)
-        .args(["--addr", "127.0.0.1:0", "--model"])
-        .arg(&model)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}: {}", read(&log)))
-        .parse()
-        .unwrap();
-    Service {
-        child,
-        addr,
-        log,
-        _tmp: tmp,
-    }
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+    let mut cmd = serve_command();
+    cmd.env("REKINDLE_TOKEN", TOKEN);
+    Service::with_test_model(cmd, extra)
 }
 
 /// A response: status, header lines (lower-cased names), JSON body (`null` if none).
@@ -204,7 +153,7 @@ fn the_token_is_wanted_everywhere_but_healthz_and_never_logged() {
     let info = svc.info();
     assert_eq!(info["service"]["auth"], "bearer");
     assert_eq!(info["service"]["refused"]["unauthorized"], 6);
-    let log = read(&svc.log);
+    let log = svc.log();
     assert!(log.contains("request refused"), "{log}");
     assert!(!log.contains(TOKEN) && !log.contains(wrong), "{log}");
 }
@@ -555,24 +504,6 @@ fn sigterm_stops_the_service_despite_slow_clients() {
     );
     stalled.write_all(head.as_bytes()).unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    let pid = svc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(s) = svc.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}: {}", read(&svc.log));
+    let status = svc.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status}: {}", svc.log());
 }

@@ -4,57 +4,20 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use common::service::{Service, serve_command};
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use image::{DynamicImage, GrayImage, ImageFormat};
 use rekindle_infer::Classifier;
 use rekindle_model::burn::tensor::Device;
 use serde_json::Value;
 
-/// A running service, killed if the test fails before stopping it.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(model: &std::path::Path, extra: &[&str]) -> Service {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rekindle-infer"));
-    cmd.arg("serve");
-    start_with(cmd, model, extra)
-}
-
-/// Starts `cmd` (a `serve` command line) on a free loopback port and waits until it listens.
-fn start_with(mut cmd: Command, model: &std::path::Path, extra: &[&str]) -> Service {
-    let mut child = cmd
-        .args(["--addr", "127.0.0.1:0", "--model"])
-        .arg(model)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    Service { child, addr }
+    Service::start(serve_command(), model, extra)
 }
 
 /// One HTTP/1.1 request on a fresh connection: (status, JSON body). The body is written from
@@ -269,23 +232,8 @@ fn bad_requests_get_json_errors_and_the_service_keeps_serving() {
 
 /// SIGTERM (what `docker stop` and systemd send): a clean stop with exit status 0.
 fn stops_cleanly_on_sigterm(mut svc: Service) {
-    let pid = svc.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = svc.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}");
+    let status = svc.terminate(Duration::from_secs(30));
+    assert!(status.success(), "{status}: {}", svc.log());
 }
 
 /// The README's `cargo xtask serve` hands its process over to the server once built (exec),
@@ -302,7 +250,7 @@ fn sigterm_to_cargo_xtask_serve_stops_the_server_cleanly() {
     // The first run builds rekindle-infer with flex only: minutes, once per cache.
     let mut cmd = Command::new(env!("CARGO"));
     cmd.current_dir(root).args(["xtask", "serve"]);
-    let svc = start_with(cmd, &model, &[]);
+    let svc = Service::start(cmd, &model, &[]);
     let (status, health) = http(svc.addr, "GET", "/healthz", None, b"");
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     stops_cleanly_on_sigterm(svc);

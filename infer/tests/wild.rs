@@ -6,13 +6,14 @@
 mod common;
 
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use common::service::{Service, serve_command};
 use image::{DynamicImage, ImageBuffer, ImageFormat, Luma};
 use rekindle_infer::Classifier;
 use rekindle_model::burn::tensor::Device;
@@ -70,40 +71,6 @@ fn wild_files(dir: &Path) {
     std::fs::write(dir.join("truncated.jpg"), &jpeg[..jpeg.len() * 2 / 3]).unwrap();
 }
 
-/// A running service, killed when dropped.
-struct Service {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(model: &Path) -> Service {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rekindle-infer"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
-        .arg(model)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    Service { child, addr }
-}
-
 /// POSTs `body` as an image: (status, JSON answer).
 fn post(addr: SocketAddr, body: &[u8]) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -151,7 +118,7 @@ fn predict_and_the_service_predict_or_refuse_each_wild_file_alike() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines.len(), PREDICTED.len() + REFUSED.len());
-    let svc = serve(&model);
+    let svc = Service::start(serve_command(), &model, &[]);
     let c = Classifier::load(&model, &Device::flex()).unwrap();
     for line in &lines {
         let path = PathBuf::from(line["path"].as_str().unwrap());

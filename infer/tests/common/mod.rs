@@ -1,6 +1,9 @@
-//! Shared by the CLI and service tests: a small model file and images to predict.
+//! Shared by the CLI and service tests: a small model file, images to predict, raw HTTP
+//! requests and a running `serve` process.
 
 #![allow(dead_code)]
+
+pub mod service;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
