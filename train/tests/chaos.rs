@@ -8,14 +8,13 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
-use burn::store::{ModuleRecord, ModuleSnapshot};
+use burn::store::ModuleRecord;
 use burn::tensor::Device;
-use image::{Rgb, RgbImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rekindle_model::load_model;
@@ -23,9 +22,8 @@ use rekindle_train::run::checksum;
 use rekindle_train::run::dir::{Checkpoint, RunDir};
 use rekindle_train::run::trainee::Trainee;
 
-#[allow(dead_code)] // not every test binary uses every helper
 mod common;
-use common::bin;
+use common::{bin, image_folder, named_bytes, tensors, text};
 
 /// Epochs of every run here; the kill schedule needs five to stay ahead of the run.
 const EPOCHS: usize = 5;
@@ -34,30 +32,6 @@ const EPOCHS: usize = 5;
 const STEPS: usize = 5;
 /// The longest any one process may take.
 const PATIENCE: Duration = Duration::from_secs(240);
-
-/// Three classes of 16x16 images told apart by colour, with some noise.
-fn image_folder(root: &Path, per_class: u32) {
-    let colours = [
-        ("red", [200u8, 30, 30]),
-        ("green", [30, 200, 30]),
-        ("blue", [30, 30, 200]),
-    ];
-    for (name, c) in colours {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let img = RgbImage::from_fn(16, 16, |x, y| {
-                let n = ((x * 7 + y * 13 + i * 31) % 40) as u8;
-                Rgb([
-                    c[0].saturating_add(n),
-                    c[1].saturating_add(n),
-                    c[2].saturating_add(n),
-                ])
-            });
-            img.save(dir.join(format!("{i:03}.png"))).unwrap();
-        }
-    }
-}
 
 /// The one dataset every run here trains on, made once.
 fn data() -> &'static Path {
@@ -84,15 +58,6 @@ fn config(run: &Path) -> PathBuf {
     let path = run.with_extension("toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Output and error of a finished process, for messages.
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `rekindle-train run` on `run`: from its config the first time, else `--resume`.
@@ -166,11 +131,6 @@ fn killed_after(run: &Path, delay: Duration, cap: usize) {
     assert_eq!(status.signal(), Some(9), "{status:?}");
 }
 
-/// Every tensor of the model file `path`, by name, as raw bytes.
-fn model_tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    named_bytes(&load_model(path, &Device::flex()).unwrap().0)
-}
-
 /// Every tensor of the checkpoint `checkpoint/model-N.bpk` of `run`, by name, as raw bytes.
 fn checkpoint_tensors(run: &Path, epoch: usize) -> Vec<(String, Vec<u8>)> {
     let like = load_model(&run.join("model.bpk"), &Device::flex())
@@ -179,17 +139,6 @@ fn checkpoint_tensors(run: &Path, epoch: usize) -> Vec<(String, Vec<u8>)> {
     let path = RunDir::new(run).checkpoint(Checkpoint::Model, epoch);
     let record = ModuleRecord::load(&path).unwrap();
     named_bytes(&Trainee::new(like).load_record(record).net)
-}
-
-/// Every tensor of `net`, sorted by name, as raw bytes.
-fn named_bytes(net: &rekindle_model::ResNet) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = net
-        .collect(None, None, false)
-        .into_iter()
-        .map(|s| (s.name.clone(), s.to_bytes().unwrap().to_vec()))
-        .collect();
-    v.sort();
-    v
 }
 
 /// The uninterrupted run every other run must match, trained once per test binary, and its
@@ -242,8 +191,8 @@ fn reference() -> &'static Reference {
 fn assert_identical(run: &Path) {
     let want = &reference().run;
     let (a, b) = (
-        model_tensors(&want.join("model.bpk")),
-        model_tensors(&run.join("model.bpk")),
+        tensors(&want.join("model.bpk")),
+        tensors(&run.join("model.bpk")),
     );
     assert_eq!(a.len(), b.len());
     for ((na, da), (nb, db)) in a.iter().zip(&b) {

@@ -5,62 +5,32 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
-use image::{Rgb, RgbImage};
+use image::RgbImage;
 use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_model};
 
 mod common;
-use common::{bin, random_model};
+use common::{bin, image_folder, named_bytes, random_model, tensors, text};
 
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("start rekindle-train");
     assert!(
         out.status.success(),
-        "rekindle-train failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "rekindle-train failed:\n{}",
+        text(&out)
     );
     out
 }
 
 fn run_err(cmd: &mut Command) -> String {
     let out = cmd.output().expect("start rekindle-train");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = text(&out);
     assert!(!out.status.success(), "expected a failure:\n{text}");
     assert!(
         !text.contains("panicked"),
         "a panic instead of an error:\n{text}"
     );
     text
-}
-
-/// Three classes of 16x16 images told apart by colour, with some noise.
-fn image_folder(root: &Path, per_class: u32) {
-    let colours = [
-        ("red", [200u8, 30, 30]),
-        ("green", [30, 200, 30]),
-        ("blue", [30, 30, 200]),
-    ];
-    for (name, c) in colours {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let img = RgbImage::from_fn(16, 16, |x, y| {
-                let n = ((x * 7 + y * 13 + i * 31) % 40) as u8;
-                Rgb([
-                    c[0].saturating_add(n),
-                    c[1].saturating_add(n),
-                    c[2].saturating_add(n),
-                ])
-            });
-            img.save(dir.join(format!("{i:03}.png"))).unwrap();
-        }
-    }
 }
 
 fn write_config(path: &Path, text: &str) -> PathBuf {
@@ -77,22 +47,6 @@ fn folder_config(data: &Path, run: &Path, extra: &str) -> String {
         data.display(),
         run.display()
     )
-}
-
-/// Every tensor of a model, by name, as raw bytes.
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    named_bytes(&load_model(path, &Device::flex()).unwrap().0)
-}
-
-/// Every tensor of `net`, sorted by name, as raw bytes.
-fn named_bytes(net: &rekindle_model::ResNet) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = net
-        .collect(None, None, false)
-        .into_iter()
-        .map(|s| (s.name.clone(), s.to_bytes().unwrap().to_vec()))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

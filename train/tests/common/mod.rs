@@ -1,10 +1,16 @@
-//! What the end-to-end tests share: the binary, with its own cache, and a tiny model file.
+//! What the end-to-end tests share: the binary, with its own cache, its output as text, a tiny
+//! model file, a small image folder, and a model's tensors as bytes to compare bitwise.
+
+// Each test binary compiles this module and uses only some of it.
+#![allow(dead_code)]
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
+use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
-use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, save_model};
+use image::{Rgb, RgbImage};
+use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_model};
 
 /// The `rekindle-train` binary, caching under the temporary directory.
 pub fn bin() -> Command {
@@ -31,4 +37,53 @@ pub fn random_model(path: &Path) {
     };
     let names = ["blue", "green", "red"].map(String::from).to_vec();
     save_model(path, &net, &ModelMetadata::new(net.config(), names, pre)).unwrap();
+}
+
+/// Standard output then standard error of a finished process, for messages and checks.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Three classes of 16x16 images told apart by colour, with some noise.
+pub fn image_folder(root: &Path, per_class: u32) {
+    let colours = [
+        ("red", [200u8, 30, 30]),
+        ("green", [30, 200, 30]),
+        ("blue", [30, 30, 200]),
+    ];
+    for (name, c) in colours {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..per_class {
+            let img = RgbImage::from_fn(16, 16, |x, y| {
+                let n = ((x * 7 + y * 13 + i * 31) % 40) as u8;
+                Rgb([
+                    c[0].saturating_add(n),
+                    c[1].saturating_add(n),
+                    c[2].saturating_add(n),
+                ])
+            });
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}
+
+/// Every tensor of the model file `path`, by name, as raw bytes.
+pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+    named_bytes(&load_model(path, &Device::flex()).unwrap().0)
+}
+
+/// Every tensor of `net`, sorted by name, as raw bytes.
+pub fn named_bytes(net: &rekindle_model::ResNet) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = net
+        .collect(None, None, false)
+        .into_iter()
+        .map(|s| (s.name.clone(), s.to_bytes().unwrap().to_vec()))
+        .collect();
+    v.sort();
+    v
 }
