@@ -23,7 +23,8 @@ use rekindle_train::run::dir::{Checkpoint, RunDir};
 use rekindle_train::run::trainee::Trainee;
 
 mod common;
-use common::{bin, image_folder, named_bytes, tensors, text};
+use common::images::image_folder;
+use common::{bin, named_bytes, tensors, text};
 
 /// Epochs of every run here; the kill schedule needs five to stay ahead of the run.
 const EPOCHS: usize = 5;

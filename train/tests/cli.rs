@@ -10,7 +10,8 @@ use image::RgbImage;
 use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_model};
 
 mod common;
-use common::{bin, image_folder, named_bytes, random_model, tensors, text};
+use common::images::image_folder;
+use common::{bin, named_bytes, random_model, tensors, text};
 
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("start rekindle-train");

@@ -6,36 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use image::{Rgb, RgbImage};
 use rekindle_train::TrainConfig;
 use rekindle_tune::{Storage, Store, TrialState};
 
+#[path = "../../train/tests/common/images.rs"]
+mod images;
+use images::image_folder;
+
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rekindle-tune"))
-}
-
-/// Three classes of 16x16 images told apart by colour, with some noise.
-fn image_folder(root: &Path, per_class: u32) {
-    let colours = [
-        ("red", [200u8, 30, 30]),
-        ("green", [30, 200, 30]),
-        ("blue", [30, 30, 200]),
-    ];
-    for (name, c) in colours {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).expect("class dir");
-        for i in 0..per_class {
-            let img = RgbImage::from_fn(16, 16, |x, y| {
-                let n = ((x * 7 + y * 13 + i * 31) % 40) as u8;
-                Rgb([
-                    c[0].saturating_add(n),
-                    c[1].saturating_add(n),
-                    c[2].saturating_add(n),
-                ])
-            });
-            img.save(dir.join(format!("{i:03}.png"))).expect("png");
-        }
-    }
 }
 
 /// A study over a random ResNet-18 on 16x16 images (12 per class and epoch): `trials` trials

@@ -4,12 +4,13 @@
 // Each test binary compiles this module and uses only some of it.
 #![allow(dead_code)]
 
+pub mod images;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 use burn::store::ModuleSnapshot;
 use burn::tensor::Device;
-use image::{Rgb, RgbImage};
 use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_model};
 
 /// The `rekindle-train` binary, caching under the temporary directory.
@@ -46,30 +47,6 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// Three classes of 16x16 images told apart by colour, with some noise.
-pub fn image_folder(root: &Path, per_class: u32) {
-    let colours = [
-        ("red", [200u8, 30, 30]),
-        ("green", [30, 200, 30]),
-        ("blue", [30, 30, 200]),
-    ];
-    for (name, c) in colours {
-        let dir = root.join(name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..per_class {
-            let img = RgbImage::from_fn(16, 16, |x, y| {
-                let n = ((x * 7 + y * 13 + i * 31) % 40) as u8;
-                Rgb([
-                    c[0].saturating_add(n),
-                    c[1].saturating_add(n),
-                    c[2].saturating_add(n),
-                ])
-            });
-            img.save(dir.join(format!("{i:03}.png"))).unwrap();
-        }
-    }
 }
 
 /// Every tensor of the model file `path`, by name, as raw bytes.
