@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# The Debian packages rekindle needs, installed only when missing (a warm run is a few dpkg
-# queries): Mesa's lavapipe (wgpu on the CPU), the Fashion-MNIST dataset (the demo), DejaVu
-# fonts (plot labels) and PostgreSQL's server (the tune crate's test starts a throwaway
-# cluster). Debian's stable archive is pinned by its release: a point release brings
-# only fixes, and older package versions leave the mirror, so versions are not pinned here.
-# The Python venv and LibTorch are xtask's job (xtask/src/venv.rs, xtask/src/libtorch.rs).
+# Installs the Debian packages named as arguments, only those missing (a warm run is a few dpkg
+# queries). xtask names them: each backend's from the one list (rekindle-backends: Mesa's
+# lavapipe for wgpu), the demo's (Fashion-MNIST, DejaVu fonts for plot labels), and the tests'
+# (PostgreSQL's server for the tune crate's throwaway cluster). Debian's stable archive is
+# pinned by its release: a point release brings only fixes, and older package versions leave
+# the mirror, so versions are not pinned here.
 set -euo pipefail
 
-pkgs=(mesa-vulkan-drivers libvulkan1 dataset-fashion-mnist fonts-dejavu-core postgresql)
 missing=()
-for p in "${pkgs[@]}"; do
+for p in "$@"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0

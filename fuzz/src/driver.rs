@@ -148,7 +148,7 @@ fn watch(
             if status.success() {
                 break None;
             }
-            break Some(("abort".to_string(), last_lines(&text, status)));
+            break Some(summarise(&text, status));
         }
         let started = || {
             std::fs::metadata(dir.current())
@@ -188,20 +188,43 @@ fn watch(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    Ok(crashed.map(|(kind, message)| {
-        // An allocation refused by the limit aborts: say so.
-        if kind == "abort" && message.contains("memory allocation of") {
-            ("memory".into(), message)
-        } else {
-            (kind, message)
-        }
-    }))
+    Ok(crashed)
 }
 
-fn last_lines(text: &str, status: std::process::ExitStatus) -> String {
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+/// The kind and message of a worker that ended badly, read from its whole stderr: an allocation
+/// refused by the limit aborts with std's "memory allocation of N bytes failed", which a
+/// backtrace (`RUST_BACKTRACE=1`) or other late output can push far from the last lines.
+fn summarise(text: &str, status: std::process::ExitStatus) -> (String, String) {
+    let status = status.to_string();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !is_backtrace_line(l))
+        .collect();
+    if let Some(alloc) = lines.iter().find(|l| l.contains("memory allocation of")) {
+        return (
+            "memory".into(),
+            format!("worker ended with {status}: {}", alloc.trim()),
+        );
+    }
     let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
-    format!("worker ended with {status}: {tail}")
+    (
+        "abort".into(),
+        format!("worker ended with {status}: {tail}"),
+    )
+}
+
+/// Whether a stderr line belongs to a backtrace (`stack backtrace:`, numbered frames, their
+/// `at file:line` lines, and std's notes about them) rather than to what went wrong.
+fn is_backtrace_line(line: &str) -> bool {
+    let t = line.trim_start();
+    let numbered_frame = t
+        .split_once(':')
+        .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    t.starts_with("stack backtrace:")
+        || t.starts_with("at ")
+        || t.starts_with("note: Some details are omitted")
+        || t.starts_with("note: run with `RUST_BACKTRACE")
+        || numbered_frame
 }
 
 /// Pauses (SIGSTOP) or resumes (SIGCONT) a worker.
@@ -242,4 +265,33 @@ fn crashes(dir: &WorkDir) -> Result<Vec<Crash>, String> {
     }
     found.sort_by(|a, b| a.input.cmp(&b.input));
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    #[test]
+    fn a_refused_allocation_is_memory_whatever_follows_it() {
+        let aborted = std::process::ExitStatus::from_raw(6);
+        let mut text =
+            String::from("worker starting\nmemory allocation of 8589934592 bytes failed\n");
+        text += "stack backtrace:\n";
+        for i in 0..40 {
+            text += &format!(
+                "  {i}: std::alloc::rust_oom\n             at /rustc/library/std/src/alloc.rs:{i}:5\n"
+            );
+        }
+        text += "note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose backtrace.\n";
+        let (kind, message) = summarise(&text, aborted);
+        assert_eq!(kind, "memory");
+        assert!(
+            message.contains("memory allocation of 8589934592 bytes failed"),
+            "{message}"
+        );
+        let (kind, message) = summarise("one\ntwo\nthree\nfour\n", aborted);
+        assert_eq!(kind, "abort");
+        assert!(message.ends_with("two | three | four"), "{message}");
+    }
 }

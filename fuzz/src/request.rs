@@ -14,7 +14,6 @@ use rekindle_infer::Classifier;
 use rekindle_infer::auth::Token;
 use rekindle_infer::batcher::Batcher;
 use rekindle_infer::server::{App, serve};
-use rekindle_model::burn::tensor::Device;
 
 /// The token the fuzzed service wants; seeds carry it, mutations break it.
 const TOKEN: &str = "fuzz-token-0123456789";
@@ -31,7 +30,7 @@ impl Service {
     pub fn start(dir: &Path) -> Result<Self, String> {
         let path = dir.join("service.bpk");
         std::fs::write(&path, crate::targets::model_file_bytes(dir)).map_err(|e| e.to_string())?;
-        let device = Device::flex();
+        let device = crate::targets::device();
         let classifier = Classifier::load(&path, &device).map_err(|e| e.to_string())?;
         let metadata = classifier.metadata().clone();
         let limits = rekindle_infer::Limits {

@@ -10,6 +10,14 @@ use rekindle_model::burn::tensor::Device;
 use rekindle_model::{Arch, HeadConfig, ModelMetadata, Preprocess, ResNetConfig};
 
 use crate::request::Service;
+
+/// The device fuzzing runs on: the backend this binary was built with (flex by default). A
+/// binary whose backend has no device here cannot fuzz at all, hence the panic.
+pub fn device() -> Device {
+    rekindle_model::Backend::default_compiled()
+        .device()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
 use crate::structure::Structure;
 
 /// One fuzz target.
@@ -196,7 +204,7 @@ impl Runner {
             "onnx" => self.weights(input, "input.onnx"),
             "bpk" => {
                 let path = self.write("input.bpk", input)?;
-                let device = Device::flex();
+                let device = device();
                 rekindle_model::load_model(&path, &device)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
@@ -288,7 +296,7 @@ fn extra_seeds(target: &Target, dir: &Path, scratch: &Path) -> Result<Vec<Vec<u8
 
 /// A small, valid model file (its bytes, written in `dir` first): a ResNet-18 with two classes for 24x24 inputs.
 pub fn model_file_bytes(dir: &Path) -> Vec<u8> {
-    let device = Device::flex();
+    let device = device();
     device.seed(5);
     let config = ResNetConfig::new(Arch::Resnet18, HeadConfig::new(2));
     let net = config.init(&device);

@@ -63,8 +63,8 @@ fn read_class_names(path: &Path) -> Result<Vec<String>> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // Conversion only moves tensors around: the CPU backend always does.
-    let device = Backend::Flex.device()?;
+    // Conversion only moves tensors around: whichever backend this binary has does.
+    let device = Backend::default_compiled().device()?;
     match cli.command {
         Cmd::Import {
             src,

@@ -5,7 +5,6 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,9 +46,8 @@ struct ModelArgs {
     /// A rekindle model file (`model.bpk` from training, or the importer's output).
     #[arg(long)]
     model: PathBuf,
-    /// flex, ndarray, wgpu, tch or cuda (must be compiled in).
-    #[arg(long, default_value = "flex")]
-    backend: String,
+    #[arg(long, help = rekindle_model::backend::HELP, default_value_t = Backend::default_compiled(), value_parser = Backend::parse_arg)]
+    backend: Backend,
     /// Largest encoded image, in MiB.
     #[arg(long, default_value_t = 32)]
     max_image_mb: usize,
@@ -71,7 +69,7 @@ impl ModelArgs {
     }
 
     fn load(&self) -> Result<Classifier> {
-        let device = Backend::from_str(&self.backend)?.device()?;
+        let device = self.backend.device()?;
         let c = Classifier::load(&self.model, &device)?.with_limits(self.limits());
         Ok(if self.fold_bn { c.fold_batchnorm() } else { c })
     }
@@ -349,7 +347,7 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
         batcher,
         metadata,
         limits,
-        backend: a.model.backend.clone(),
+        backend: a.model.backend.to_string(),
         folded,
         default_top_k: a.top_k.clamp(1, 1_000_000),
         token,

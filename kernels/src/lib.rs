@@ -11,6 +11,7 @@ mod autodiff;
 mod extension;
 #[cfg(feature = "flex")]
 mod flex;
+#[cfg(all(feature = "testing", feature = "flex"))]
 pub mod parity;
 
 use burn::backend::Dispatch;

@@ -1,5 +1,6 @@
 //! Our kernels against Burn's operations on random shapes (every ResNet shape is checked by the
-//! model's tests, which know the network).
+//! model's tests, which know the network). On flex only: our kernels run there.
+#![cfg(feature = "flex")]
 
 use proptest::prelude::*;
 use rekindle_kernels::parity::{Case, check_batch_norm, check_max_pool};

@@ -1,4 +1,5 @@
-//! Run-time choice among the backends compiled into this binary (cargo features).
+//! Run-time choice among the backends compiled into this binary (cargo features). The names,
+//! aliases and needs of each backend live in `rekindle-backends`; this file makes their devices.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,7 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// A compute backend; each is a cargo feature of the same name.
+/// `--backend`'s help text, naming every backend and alias (from the one list).
+pub use rekindle_backends::HELP;
+
+/// A compute backend; each is a cargo feature of the same name. Variants are in the order of
+/// `rekindle_backends::ALL` (a test checks it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -36,13 +41,26 @@ impl Backend {
 
     /// The name used on the command line, in configs, and as the cargo feature.
     pub fn name(self) -> &'static str {
-        match self {
-            Backend::Flex => "flex",
-            Backend::Ndarray => "ndarray",
-            Backend::Wgpu => "wgpu",
-            Backend::Tch => "tch",
-            Backend::Cuda => "cuda",
-        }
+        self.spec().name
+    }
+
+    /// Its entry in the one list of backends: aliases, summary, what it needs installed.
+    pub fn spec(self) -> &'static rekindle_backends::Spec {
+        &rekindle_backends::ALL[self as usize]
+    }
+
+    /// The backend a command uses when none is named: flex where it is compiled in, else the
+    /// first one compiled in (a build with `--features ndarray` alone runs on ndarray).
+    pub fn default_compiled() -> Backend {
+        Backend::compiled()
+            .first()
+            .copied()
+            .unwrap_or(Backend::Flex)
+    }
+
+    /// Parses a `--backend` value (a name or alias, any case): a clap `value_parser`.
+    pub fn parse_arg(s: &str) -> Result<Backend, String> {
+        s.parse().map_err(|e: Error| e.to_string())
     }
 
     /// Whether this binary was built with this backend's feature.
@@ -77,11 +95,13 @@ impl Backend {
                 compiled: names(&Backend::compiled()),
             });
         }
-        let cpu_only = matches!(self, Backend::Flex | Backend::Ndarray | Backend::Tch);
-        if cpu_only && index > 0 {
+        if !self.spec().multi_device && index > 0 {
             return Err(Error::InvalidConfig(format!(
                 "backend `{self}` has a single device, index {index} does not exist"
             )));
+        }
+        if self == Backend::Tch {
+            return tch_device(index);
         }
         let device = self.make_device(index);
         if matches!(self, Backend::Wgpu | Backend::Cuda) {
@@ -104,13 +124,40 @@ impl Backend {
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)),
             #[cfg(feature = "tch")]
-            Backend::Tch => Device::libtorch(),
+            Backend::Tch => Device::libtorch_cuda(index),
             #[cfg(feature = "cuda")]
             Backend::Cuda => Device::cuda(index),
             #[allow(unreachable_patterns)]
             _ => unreachable!("device_at checked that `{self}` is compiled"),
         }
     }
+}
+
+/// LibTorch's device: GPU `index` when an NVIDIA driver is loaded and LibTorch has CUDA, else
+/// (index 0 only) the CPU. Without a driver CUDA is not tried at all, so a CPU machine sees no
+/// failed probe; with one, a CPU-only LibTorch falls back to the CPU and says so.
+fn tch_device(index: usize) -> Result<Device, Error> {
+    let driver = std::path::Path::new("/proc/driver/nvidia/version").exists();
+    if driver {
+        let gpu = Backend::Tch.make_device(index);
+        match probe(Backend::Tch, index, &gpu) {
+            Ok(()) => return Ok(gpu),
+            Err(e) if index > 0 => return Err(e),
+            Err(e) => eprintln!("warning: {e}; tch runs on the CPU"),
+        }
+    } else if index > 0 {
+        return Err(Error::DeviceUnavailable {
+            name: "tch",
+            index,
+            reason: "no NVIDIA driver is loaded, and the CPU is LibTorch's only other device"
+                .into(),
+        });
+    }
+    #[cfg(feature = "tch")]
+    #[allow(deprecated)]
+    return Ok(Device::libtorch());
+    #[cfg(not(feature = "tch"))]
+    unreachable!("device_at checked that tch is compiled")
 }
 
 /// Runs one tiny operation so that a GPU backend without a usable adapter or driver is an
@@ -129,6 +176,7 @@ fn probe(backend: Backend, index: usize, device: &Device) -> Result<(), Error> {
             .unwrap_or("unknown failure");
         let hint = match backend {
             Backend::Wgpu => "a GPU driver with Vulkan/Metal/DX12, or Mesa's lavapipe on a CPU (Debian: mesa-vulkan-drivers libvulkan1)",
+            Backend::Tch => "an NVIDIA GPU with its driver, and LibTorch built with CUDA",
             _ => "an NVIDIA GPU with its driver and the CUDA runtime",
         };
         Error::DeviceUnavailable {
@@ -159,19 +207,21 @@ impl FromStr for Backend {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lower = s.trim().to_ascii_lowercase();
-        let alias = match lower.as_str() {
-            "libtorch" | "torch" => "tch",
-            "vulkan" | "lavapipe" => "wgpu",
-            other => other,
+        let unknown = || Error::UnknownBackend {
+            name: s.to_string(),
+            valid: rekindle_backends::valid(),
         };
+        let spec = rekindle_backends::parse(s).map_err(|_| unknown())?;
         Backend::ALL
             .into_iter()
-            .find(|b| b.name() == alias)
-            .ok_or_else(|| Error::UnknownBackend {
-                name: s.to_string(),
-                valid: names(&Backend::ALL),
-            })
+            .find(|b| b.name() == spec.name)
+            .ok_or_else(unknown)
+    }
+}
+
+impl Default for Backend {
+    fn default() -> Self {
+        Backend::default_compiled()
     }
 }
 
@@ -185,10 +235,22 @@ mod tests {
             assert_eq!(b.name().parse::<Backend>().unwrap(), b);
         }
         let err = "opencl".parse::<Backend>().unwrap_err().to_string();
-        assert!(
-            err.contains("opencl") && err.contains("flex, ndarray, wgpu, tch, cuda"),
-            "{err}"
-        );
+        assert!(err.contains("opencl"), "{err}");
+        for b in Backend::ALL {
+            assert!(err.contains(b.name()), "{err}");
+        }
+        assert_eq!("LibTorch".parse::<Backend>().unwrap(), Backend::Tch);
+        assert_eq!("VULKAN".parse::<Backend>().unwrap(), Backend::Wgpu);
+        assert_eq!("lavapipe".parse::<Backend>().unwrap(), Backend::Wgpu);
+    }
+
+    #[test]
+    fn variants_follow_the_one_list() {
+        assert_eq!(Backend::ALL.len(), rekindle_backends::ALL.len());
+        for (b, spec) in Backend::ALL.into_iter().zip(&rekindle_backends::ALL) {
+            assert_eq!(b.spec(), spec);
+            assert_eq!(b.name(), spec.name);
+        }
     }
 
     #[test]

@@ -75,8 +75,7 @@ struct EvalArgs {
     /// Where the report's files go (default: eval/ beside the model file).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Backend: flex, ndarray, wgpu, tch, cuda.
-    #[arg(long, value_parser = parse_name::<Backend>, default_value = "flex")]
+    #[arg(long, help = rekindle_model::backend::HELP, value_parser = parse_name::<Backend>, default_value_t = Backend::default_compiled())]
     backend: Backend,
 }
 
@@ -114,8 +113,8 @@ struct LrFindArgs {
     /// Where lr-find.csv and lr-find.png go.
     #[arg(long, default_value = "runs/lr-find")]
     out: PathBuf,
-    /// Backend: flex, ndarray, wgpu, tch, cuda (run.backend).
-    #[arg(long, value_parser = parse_name::<Backend>)]
+    /// Overrides run.backend.
+    #[arg(long, long_help = rekindle_model::backend::HELP, value_parser = parse_name::<Backend>)]
     backend: Option<Backend>,
 }
 
@@ -145,8 +144,8 @@ struct RunArgs {
     /// Print the effective config and exit.
     #[arg(long)]
     print_config: bool,
-    /// Backend: flex, ndarray, wgpu, tch, cuda (run.backend).
-    #[arg(long, value_parser = parse_name::<Backend>)]
+    /// Overrides run.backend.
+    #[arg(long, long_help = rekindle_model::backend::HELP, value_parser = parse_name::<Backend>)]
     backend: Option<Backend>,
     /// Device indices, comma-separated; more than one trains data-parallel (run.devices).
     #[arg(long, value_delimiter = ',')]
@@ -200,8 +199,7 @@ struct RunArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Backend: flex, ndarray, wgpu, tch, cuda.
-    #[arg(long, default_value = "flex", value_parser = parse_name::<Backend>)]
+    #[arg(long, help = rekindle_model::backend::HELP, default_value_t = Backend::default_compiled(), value_parser = parse_name::<Backend>)]
     backend: Backend,
     /// Where the fine-tuning runs go.
     #[arg(long, default_value = "runs/demo")]
@@ -568,7 +566,7 @@ fn prune_model(a: PruneArgs) -> Result<()> {
     if !(0.0..1.0).contains(&a.sparsity) {
         anyhow::bail!("--sparsity must be in [0, 1), got {}", a.sparsity);
     }
-    let device = rekindle_model::Backend::Flex.device_at(0)?;
+    let device = rekindle_model::Backend::default_compiled().device_at(0)?;
     let (net, meta) = rekindle_model::load_model(&a.model, &device)?;
     let net = prune::prune(net, a.sparsity, a.scope);
     rekindle_model::save_model(&a.output, &net, &meta)?;

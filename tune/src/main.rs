@@ -58,7 +58,7 @@ struct RunArgs {
     #[arg(long)]
     storage: Option<String>,
     /// Backend of every trial (overrides the base config's run.backend).
-    #[arg(long, value_parser = parse_backend)]
+    #[arg(long, long_help = rekindle_model::backend::HELP, value_parser = parse_backend)]
     backend: Option<Backend>,
     /// The study directory (default: runs/ and the study file's name).
     #[arg(long)]
@@ -74,7 +74,7 @@ struct DemoArgs {
     #[arg(long, default_value_t = 30)]
     trials: usize,
     /// Backend of every run.
-    #[arg(long, default_value = "flex", value_parser = parse_backend)]
+    #[arg(long, default_value_t = Backend::default_compiled(), value_parser = parse_backend)]
     backend: Backend,
     /// Where the study, the default run and the base config go (an existing study there is
     /// resumed).
@@ -102,7 +102,7 @@ struct ReportArgs {
     #[arg(long, default_value_t = 1)]
     workers: usize,
     /// Backend of the re-runs (overrides their run.backend).
-    #[arg(long, value_parser = parse_backend)]
+    #[arg(long, long_help = rekindle_model::backend::HELP, value_parser = parse_backend)]
     backend: Option<Backend>,
     /// Where the trials are stored, as given to `tune` (default: DIR/study.db).
     #[arg(long)]

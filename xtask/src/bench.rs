@@ -5,7 +5,9 @@ use std::process::Command;
 use anyhow::{Result, bail};
 
 use crate::BenchArgs;
-use crate::env::{base_env, cache_dir, cargo, feature_flags, root, run, target_dir};
+use crate::env::{
+    base_env, cache_dir, cargo, feature_flags, joined, parse_backends, root, run, target_dir,
+};
 use crate::venv;
 
 pub fn bench(args: BenchArgs) -> Result<()> {
@@ -14,16 +16,17 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         let python = venv::sync(&root(), &cache_dir().join("venv"), true)?;
         env.insert("REKINDLE_PYTHON".into(), python.display().to_string());
     }
-    let backends = if args.backends.backends.is_empty() {
-        vec!["flex".to_string()]
-    } else {
-        args.backends.backends
-    };
+    let backends = parse_backends(&args.backends.backends, || {
+        vec![rekindle_backends::default_spec()]
+    })?;
     // Our kernels are flex's; the other backends run Burn's own operations.
-    if args.ops && backends != ["flex"] {
+    if args.ops && joined(&backends) != "flex" {
         bail!("--ops measures rekindle's flex kernels: leave out --backend or pass flex");
     }
-    let features = feature_flags(&backends)?;
+    for b in &backends {
+        crate::install::for_command(&mut env, b, &[])?;
+    }
+    let features = feature_flags(&["rekindle-model"], &backends);
     // Exactly the backends asked for, built workspace-wide like `cargo xtask test --backend`
     // with the same list, so the two share one build of Burn.
     run(cargo(&env)
@@ -39,7 +42,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         Command::new(target_dir(&env).join("release/examples/ops"))
     } else {
         let mut cmd = Command::new(target_dir(&env).join("release/examples/bench"));
-        cmd.arg("--backend").arg(backends.join(","));
+        cmd.arg("--backend").arg(joined(&backends));
         cmd
     };
     cmd.envs(&env);

@@ -6,13 +6,48 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use rekindle_backends::Spec;
 
 use crate::libtorch;
 
-/// Backends `cargo xtask test` runs when none are named: every one that runs on a CPU.
-pub const CPU_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch"];
-/// Every backend a build can compile in.
-pub const ALL_BACKENDS: &[&str] = &["flex", "ndarray", "wgpu", "tch", "cuda"];
+/// The backends that build from the package registries alone, in the one list's order: what
+/// `cargo xtask test` compiles, checks and trains on when none are named (cuda's build downloads
+/// LLVM).
+pub fn offline_backends() -> Vec<&'static Spec> {
+    rekindle_backends::ALL
+        .iter()
+        .filter(|s| s.builds_offline())
+        .collect()
+}
+
+/// The backends `names` mean (names or aliases, any case; clap has split comma lists), each once,
+/// in the order given; `default` when none are named.
+pub fn parse_backends(
+    names: &[String],
+    default: impl FnOnce() -> Vec<&'static Spec>,
+) -> Result<Vec<&'static Spec>> {
+    if names.is_empty() {
+        return Ok(default());
+    }
+    let mut out: Vec<&'static Spec> = Vec::new();
+    for n in names {
+        for spec in rekindle_backends::parse_list(n)? {
+            if !out.contains(&spec) {
+                out.push(spec);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Canonical names, comma-separated (what the binaries and `REKINDLE_REQUIRE_BACKENDS` read).
+pub fn joined(backends: &[&Spec]) -> String {
+    backends
+        .iter()
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The workspace this `cargo xtask` was run in.
 ///
@@ -99,25 +134,18 @@ pub fn use_libtorch(env: &mut BTreeMap<String, String>, libtorch: String) {
     env.insert("LIBTORCH".into(), libtorch);
 }
 
-/// Checks backend names and turns them into cargo feature flags for the workspace build.
-pub fn feature_flags(backends: &[String]) -> Result<Vec<String>> {
-    for b in backends {
-        if !ALL_BACKENDS.contains(&b.as_str()) {
-            bail!(
-                "unknown backend `{b}`; valid ones: {}",
-                ALL_BACKENDS.join(", ")
-            );
-        }
-    }
-    let features: Vec<String> = backends
+/// Cargo flags that compile exactly `backends` into `packages` (each crate's feature of the
+/// backend's name) and nothing else.
+pub fn feature_flags(packages: &[&str], backends: &[&Spec]) -> Vec<String> {
+    let features: Vec<String> = packages
         .iter()
-        .map(|b| format!("rekindle-model/{b}"))
+        .flat_map(|p| backends.iter().map(move |b| format!("{p}/{}", b.name)))
         .collect();
-    Ok(vec![
+    vec![
         "--no-default-features".into(),
         "--features".into(),
         features.join(","),
-    ])
+    ]
 }
 
 pub fn run(cmd: &mut Command) -> Result<()> {
@@ -167,21 +195,80 @@ mod tests {
         assert_eq!(root(), compiled);
     }
 
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
-    fn backends_become_model_features() {
-        let flags = feature_flags(&["flex".into(), "wgpu".into()]).unwrap();
+    fn backends_become_features_of_the_packages_built() {
+        let b = parse_backends(&strings(&["Vulkan", "flex"]), Vec::new).unwrap();
         assert_eq!(
-            flags,
+            feature_flags(&["rekindle-model"], &b),
             [
                 "--no-default-features",
                 "--features",
-                "rekindle-model/flex,rekindle-model/wgpu"
+                "rekindle-model/wgpu,rekindle-model/flex"
             ]
         );
-        let err = feature_flags(&["opencl".into()]).unwrap_err().to_string();
+        assert_eq!(
+            feature_flags(&["a", "b"], &b)[2],
+            "a/wgpu,a/flex,b/wgpu,b/flex"
+        );
+    }
+
+    #[test]
+    fn backend_lists_take_aliases_commas_and_repeats() {
+        let b =
+            parse_backends(&strings(&["flex,LibTorch", "torch", "lavapipe"]), Vec::new).unwrap();
+        assert_eq!(joined(&b), "flex,tch,wgpu");
+        let err = parse_backends(&strings(&["opencl"]), Vec::new)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("unknown backend `opencl`") && err.contains("flex, ndarray"),
             "{err}"
         );
+        assert_eq!(
+            joined(&parse_backends(&[], offline_backends).unwrap()),
+            "flex,ndarray,wgpu,tch"
+        );
+    }
+
+    /// Cargo features cannot be generated: every crate's table must name exactly the backends of
+    /// the one list, each turning on the same backend of the crates it depends on.
+    #[test]
+    fn every_crate_has_a_feature_per_backend_and_no_other() {
+        let root = root();
+        for krate in [
+            "kernels", "model", "import", "train", "tune", "infer", "fuzz",
+        ] {
+            let text = std::fs::read_to_string(root.join(krate).join("Cargo.toml")).unwrap();
+            let table = text
+                .split("\n[features]\n")
+                .nth(1)
+                .and_then(|t| t.split("\n[").next())
+                .unwrap_or_else(|| panic!("{krate}/Cargo.toml has no [features]"));
+            let names: Vec<&str> = table
+                .lines()
+                .filter(|l| !l.trim_start().starts_with('#') && l.contains('='))
+                .map(|l| l.split('=').next().unwrap().trim())
+                .filter(|n| !matches!(*n, "default" | "testing"))
+                .collect();
+            let want: Vec<&str> = rekindle_backends::ALL.iter().map(|s| s.name).collect();
+            assert_eq!(names, want, "{krate}/Cargo.toml [features]");
+            for line in table
+                .lines()
+                .filter(|l| !l.starts_with("default") && !l.starts_with('#'))
+            {
+                let Some((name, deps)) = line.split_once('=') else {
+                    continue;
+                };
+                let name = name.trim();
+                for dep in deps.split('"').filter(|d| d.contains('/')) {
+                    let feature = dep.rsplit('/').next().unwrap();
+                    assert_eq!(feature, name, "{krate}: feature {name} turns on {dep}");
+                }
+            }
+        }
     }
 }

@@ -49,7 +49,8 @@ enum Cmd {
 /// The backends a build compiles in.
 #[derive(Args)]
 pub struct BackendArgs {
-    /// Backends to compile in, comma-separated: flex, ndarray, wgpu, tch, cuda.
+    /// Backends to compile in, comma-separated (names or aliases, any case): flex, ndarray, wgpu
+    /// (vulkan, lavapipe), tch (libtorch, torch), cuda.
     #[arg(long = "backend", alias = "backends", value_delimiter = ',')]
     pub backends: Vec<String>,
 }
@@ -94,11 +95,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Test(a) => test::test(a),
         Cmd::Bench(a) => bench::bench(a),
-        Cmd::Setup => install::setup(&mut env::base_env(), true),
+        Cmd::Setup => install::setup(&mut env::base_env(), true, &env::offline_backends()),
         Cmd::Relock => venv::relock(&env::root(), &env::cache_dir()),
         Cmd::Fixtures { force } => {
             let mut env = env::base_env();
-            install::setup(&mut env, true)
+            install::setup(&mut env, true, &[])
                 .and_then(|_| fixtures::fixtures(&env, force))
                 .map(|_| ())
         }

@@ -2,13 +2,27 @@
 //! then exec'd in xtask's place, so signals (Ctrl-C, `kill -TERM`, `docker stop`, systemd) reach
 //! the binary itself and its graceful shutdown runs. `--help` is the binary's own.
 
+use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+use rekindle_backends::Spec;
 
 use crate::env::{base_env, cargo, feature_flags, run, target_dir};
 use crate::install;
+
+/// The packages whose binaries the README's tour runs (import, train, eval, tune, infer, serve,
+/// export): built in one cargo invocation with one feature set, so that the whole tour compiles
+/// Burn once per backend instead of once per command (each package alone unifies Burn's features
+/// differently, and cargo builds each set apart).
+pub const TOUR: &[&str] = &[
+    "rekindle-import",
+    "rekindle-train",
+    "rekindle-tune",
+    "rekindle-infer",
+];
 
 /// One pass-through: `cargo xtask NAME ARGS` runs `PACKAGE SUBCOMMAND ARGS`.
 pub struct PassThrough {
@@ -107,7 +121,8 @@ pub fn help() -> String {
     s
 }
 
-/// The backend named by `--backend B` / `--backend=B` in pass-through arguments (default flex).
+/// The backend named by `--backend B` / `--backend=B` in pass-through arguments, as written
+/// (default flex).
 fn backend_arg(args: &[String]) -> Result<String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -155,17 +170,18 @@ pub fn run_command(args: &[String]) -> Result<()> {
         );
     };
     let backend = backend_arg(rest)?;
-    feature_flags(std::slice::from_ref(&backend))?;
+    let spec = rekindle_backends::parse(&backend)?;
     let mut env = base_env();
-    if backend == "tch" && !env.contains_key("LIBTORCH") {
-        install::setup(&mut env, true)?;
-    }
     let help = rest.iter().any(|a| a == "--help" || a == "-h");
-    if matches!(cmd.name, "train" | "tune" | "lr-find" | "eval") && !help {
-        // Runs read the dataset and label plots with DejaVu: install what is missing
-        // (apt-get runs only then, and says so).
-        install::system_packages()?;
-    }
+    // Runs read the dataset and label plots with DejaVu; the backend may need its own (apt-get
+    // runs only for what is missing, and says so).
+    let reads_data = matches!(cmd.name, "train" | "tune" | "lr-find" | "eval") && !help;
+    let extra = if reads_data {
+        install::RUN_PACKAGES
+    } else {
+        &[]
+    };
+    install::for_command(&mut env, spec, extra)?;
     let args = if cmd.name == "tune" {
         run_unless_own(rest, &["report", "demo"])
     } else if cmd.name == "fuzz" {
@@ -175,21 +191,30 @@ pub fn run_command(args: &[String]) -> Result<()> {
     } else {
         [vec![cmd.subcommand.to_string()], rest.to_vec()].concat()
     };
-    run(cargo(&env).args([
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        cmd.package,
-        "--bin",
-        cmd.package,
-        "--no-default-features",
-        "--features",
-        &format!("{}/{backend}", cmd.package),
-    ]))?;
-    let binary = target_dir(&env).join("release").join(cmd.package);
+    let binary = build(&env, cmd.package, spec)?;
     let err = Command::new(&binary).args(&args).envs(&env).exec();
     Err(err).with_context(|| format!("cannot start {}", binary.display()))
+}
+
+/// Builds `package`'s binary with `backend` alone (with the whole tour's, see [`TOUR`]) and
+/// returns its path. `REKINDLE_BIN_DIR` names a folder of binaries built already (the test
+/// suite's, with every backend), used as they are.
+fn build(env: &BTreeMap<String, String>, package: &str, backend: &Spec) -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("REKINDLE_BIN_DIR") {
+        return Ok(PathBuf::from(dir).join(package));
+    }
+    let packages = if TOUR.contains(&package) {
+        TOUR
+    } else {
+        std::slice::from_ref(&package)
+    };
+    let mut cmd = cargo(env);
+    cmd.args(["build", "--release", "--locked", "--bins"]);
+    for p in packages {
+        cmd.args(["--package", p]);
+    }
+    run(cmd.args(feature_flags(packages, &[backend])))?;
+    Ok(target_dir(env).join("release").join(package))
 }
 
 #[cfg(test)]
@@ -252,6 +277,24 @@ mod tests {
         assert_eq!(backend_arg(&strings(&["--backend=wgpu"])).unwrap(), "wgpu");
         assert_eq!(backend_arg(&strings(&["--model", "m"])).unwrap(), "flex");
         assert!(backend_arg(&strings(&["--backend"])).is_err());
+        // What the binary is built with: the alias's backend, in any case.
+        for (written, built) in [("vulkan", "wgpu"), ("LibTorch", "tch"), ("FLEX", "flex")] {
+            let arg = backend_arg(&strings(&["--model", "m", "--backend", written])).unwrap();
+            assert_eq!(rekindle_backends::parse(&arg).unwrap().name, built);
+        }
+    }
+
+    #[test]
+    fn the_tour_is_one_build_with_one_feature_set() {
+        let flex = rekindle_backends::parse("flex").unwrap();
+        let flags = feature_flags(TOUR, &[flex]);
+        assert_eq!(
+            flags[2],
+            "rekindle-import/flex,rekindle-train/flex,rekindle-tune/flex,rekindle-infer/flex"
+        );
+        for c in COMMANDS.iter().filter(|c| c.package != "rekindle-fuzz") {
+            assert!(TOUR.contains(&c.package), "{} is built apart", c.name);
+        }
     }
 
     #[test]

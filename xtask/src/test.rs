@@ -7,20 +7,29 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-use crate::env::{CPU_BACKENDS, base_env, cargo, feature_flags, render, run};
+use rekindle_backends::Spec;
+
+use crate::env::{
+    base_env, cargo, feature_flags, joined, offline_backends, parse_backends, render, run,
+};
 use crate::{BackendArgs, TestArgs, fixtures, install};
 
-pub fn default_test_backends() -> Vec<String> {
-    let mut v: Vec<String> = CPU_BACKENDS.iter().map(|s| s.to_string()).collect();
-    // A machine with an NVIDIA driver can run the CUDA backend as well.
-    if Command::new("nvidia-smi")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        v.push("cuda".into());
-    }
-    v
+/// The backends `cargo xtask test` builds, checks and trains on when none are named: every one
+/// that builds from the registries. cuda is left out (its build downloads LLVM): name it with
+/// `--backend` where that download is reachable.
+pub fn default_test_backends() -> Vec<&'static Spec> {
+    offline_backends()
 }
+
+/// The crates a user builds with one backend feature, in dependency order: each is checked
+/// alone per backend, as a service that depends on it would build it.
+pub const MATRIX_CRATES: &[&str] = &[
+    "rekindle-model",
+    "rekindle-import",
+    "rekindle-infer",
+    "rekindle-train",
+    "rekindle-tune",
+];
 
 /// Test and example executables in the target directory not rebuilt for this long are stale:
 /// each code change leaves a new ~600 MB copy under a new hash, and the cache (shared by every
@@ -69,28 +78,126 @@ pub fn prune_stale_binaries(env: &BTreeMap<String, String>) {
 }
 
 pub fn test(args: TestArgs) -> Result<()> {
+    let backends = parse_backends(&args.backends.backends, default_test_backends)?;
     let mut env = base_env();
     prune_stale_binaries(&env);
-    install::setup(&mut env, !args.no_install)?;
+    install::setup(&mut env, !args.no_install, &backends)?;
     let fixtures = fixtures::fixtures(&env, false)?;
-    let backends = if args.backends.backends.is_empty() {
-        default_test_backends()
-    } else {
-        args.backends.backends
-    };
     env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
-    env.insert("REKINDLE_REQUIRE_BACKENDS".into(), backends.join(","));
-    lint_with(&env, &backends)?;
+    env.insert("REKINDLE_REQUIRE_BACKENDS".into(), joined(&backends));
+    run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
+    for b in rekindle_backends::ALL
+        .iter()
+        .filter(|b| !backends.contains(b))
+    {
+        println!(
+            "backend {b}: not built, checked or tested in this run ({})",
+            why_not(b)
+        );
+    }
+    let matrix = backend_matrix(&env, &backends);
     let mut cmd = cargo(&env);
-    cmd.args(["test", "--release", "--locked", "--workspace"])
-        .args(feature_flags(&backends)?)
-        .args(&args.cargo_args);
-    run_counting_tests(&mut cmd)
+    cmd.args([
+        "test",
+        "--release",
+        "--locked",
+        "--workspace",
+        "--no-fail-fast",
+    ])
+    .args(feature_flags(&["rekindle-model"], &backends))
+    .args(&args.cargo_args);
+    lint_while_building(&mut cmd)?;
+    let tests = run_counting_tests(&mut cmd);
+    if !matrix.is_empty() {
+        println!("\nbackend matrix failures:");
+        for m in &matrix {
+            println!("  {m}");
+        }
+    }
+    tests?;
+    if !matrix.is_empty() {
+        bail!("{} single-backend builds failed", matrix.len());
+    }
+    Ok(())
+}
+
+/// Why a backend is not in this run: cuda cannot build offline; the others were not asked for.
+fn why_not(b: &Spec) -> String {
+    match b.needs.iter().find_map(|n| match n {
+        rekindle_backends::Need::Network(why) => Some(*why),
+        _ => None,
+    }) {
+        Some(why) => format!("{why}; pass --backend {} where that is reachable", b.name),
+        None => "not asked for with --backend".into(),
+    }
+}
+
+/// Each crate a user reuses, built alone with each backend alone (`cargo clippy -p CRATE
+/// --no-default-features --features CRATE/B`, libraries and binaries, warnings denied), so that
+/// a single-backend build that breaks is seen here. All share one target folder. Returns the
+/// failed combinations (every one is tried).
+pub fn backend_matrix(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Vec<String> {
+    let started = std::time::Instant::now();
+    let mut failed = Vec::new();
+    for b in backends {
+        for krate in MATRIX_CRATES {
+            let mut cmd = cargo(env);
+            cmd.args([
+                "clippy",
+                "--release",
+                "--locked",
+                "--lib",
+                "--bins",
+                "--package",
+                krate,
+            ])
+            .args(feature_flags(&[krate], &[b]))
+            .args(["--", "-D", "warnings"]);
+            if let Err(e) = run(&mut cmd) {
+                eprintln!("{e:#}");
+                failed.push(format!("{krate} with {b} alone"));
+            }
+        }
+    }
+    println!(
+        "backend matrix: {} crates x {} backends ({}) in {:.0} s, {} failed",
+        MATRIX_CRATES.len(),
+        backends.len(),
+        joined(backends),
+        started.elapsed().as_secs_f64(),
+        failed.len()
+    );
+    failed
+}
+
+/// Makes `cmd` (a cargo build of the workspace) run clippy on the workspace's own crates as it
+/// compiles them, warnings denied: `cargo clippy` is `cargo check` with clippy-driver wrapping
+/// rustc, and a check is a second pass over every dependency; wrapping the test build itself
+/// lints the same targets (libraries, binaries, tests, examples) with no second pass.
+pub fn lint_while_building(cmd: &mut Command) -> Result<()> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .context("rustc --print sysroot")?;
+    let driver = std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim())
+        .join("bin/clippy-driver");
+    if !driver.exists() {
+        bail!(
+            "clippy is not installed ({} is missing): rustup component add clippy",
+            driver.display()
+        );
+    }
+    // CLIPPY_ARGS is how cargo-clippy hands its lint flags to clippy-driver.
+    cmd.env("RUSTC_WORKSPACE_WRAPPER", driver).env(
+        "CLIPPY_ARGS",
+        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+    );
+    Ok(())
 }
 
 /// Runs `cargo test`, passing its output through, and ends with one total over every test
-/// binary: cargo's own last line belongs to whichever binary ran last (often a doc-test run
-/// with nothing in it), not to the suite.
+/// binary (cargo's own last line belongs to whichever binary ran last) and the name of every
+/// failed test (with `--no-fail-fast`, the failures of early binaries scroll far away).
 pub fn run_counting_tests(cmd: &mut Command) -> Result<()> {
     use std::io::{BufRead, BufReader};
     eprintln!("+ {}", render(cmd));
@@ -99,6 +206,7 @@ pub fn run_counting_tests(cmd: &mut Command) -> Result<()> {
         .spawn()
         .with_context(|| format!("cannot start {}", render(cmd)))?;
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    let mut failures = Vec::new();
     let stdout = child.stdout.take().context("cargo test stdout")?;
     for line in BufReader::new(stdout).lines() {
         let line = line?;
@@ -106,8 +214,17 @@ pub fn run_counting_tests(cmd: &mut Command) -> Result<()> {
         if let Some([p, f, i]) = parse_test_result(&line) {
             (passed, failed, ignored) = (passed + p, failed + f, ignored + i);
         }
+        if let Some(name) = failed_test(&line) {
+            failures.push(name.to_string());
+        }
     }
     let status = child.wait()?;
+    if !failures.is_empty() {
+        println!("\nfailed tests:");
+        for f in &failures {
+            println!("  {f}");
+        }
+    }
     println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
     if !status.success() {
         bail!("`{}` failed ({status})", render(cmd));
@@ -115,28 +232,31 @@ pub fn run_counting_tests(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-pub fn lint(args: BackendArgs) -> Result<()> {
-    let backends = if args.backends.is_empty() {
-        default_test_backends()
-    } else {
-        args.backends
-    };
-    lint_with(&base_env(), &backends)
+/// The test a libtest line reports failed (`test a::b ... FAILED`).
+fn failed_test(line: &str) -> Option<&str> {
+    line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
 }
 
-/// `cargo fmt --check`, then clippy with warnings as errors over every target the tests build.
-pub fn lint_with(env: &BTreeMap<String, String>, backends: &[String]) -> Result<()> {
-    run(cargo(env).args(["fmt", "--all", "--", "--check"]))?;
-    run(cargo(env)
-        .args([
-            "clippy",
-            "--release",
-            "--locked",
-            "--workspace",
-            "--all-targets",
-        ])
-        .args(feature_flags(backends)?)
-        .args(["--", "-D", "warnings"]))
+pub fn lint(args: BackendArgs) -> Result<()> {
+    let backends = parse_backends(&args.backends, default_test_backends)?;
+    let env = base_env();
+    run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
+    let matrix = backend_matrix(&env, &backends);
+    let mut cmd = cargo(&env);
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+    ])
+    .args(feature_flags(&["rekindle-model"], &backends));
+    lint_while_building(&mut cmd)?;
+    run(&mut cmd)?;
+    if !matrix.is_empty() {
+        bail!("single-backend builds failed: {}", matrix.join("; "));
+    }
+    Ok(())
 }
 
 /// Counts (passed, failed, ignored) from a libtest closing line
@@ -169,6 +289,11 @@ mod tests {
         let line = "test result: ok. 17 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out; finished in 7.68s";
         assert_eq!(parse_test_result(line), Some([17, 2, 3]));
         assert_eq!(parse_test_result("running 17 tests"), None);
+        assert_eq!(
+            failed_test("test it::cli::resume ... FAILED"),
+            Some("it::cli::resume")
+        );
+        assert_eq!(failed_test("test it::cli::resume ... ok"), None);
     }
 
     #[test]

@@ -355,7 +355,7 @@ impl Default for RunSection {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("runs/train"),
-            backend: Backend::Flex,
+            backend: Backend::default_compiled(),
             devices: vec![0],
         }
     }

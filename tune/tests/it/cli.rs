@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use rekindle_train::TrainConfig;
 use rekindle_tune::{Storage, Store, TrialState};
 
-#[path = "../../train/tests/common/images.rs"]
+#[path = "../../../train/tests/it/common/images.rs"]
 mod images;
 use images::image_folder;
 

@@ -22,7 +22,7 @@ use rekindle_train::run::checksum;
 use rekindle_train::run::dir::{Checkpoint, RunDir};
 use rekindle_train::run::trainee::Trainee;
 
-mod common;
+use crate::common;
 use common::images::image_folder;
 use common::{bin, named_bytes, tensors, text};
 

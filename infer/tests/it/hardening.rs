@@ -3,8 +3,8 @@
 //! timeouts, the request deadline, the bounded queue (load shedding) and the connection cap,
 //! then a short soak with the same load generator as `scripts/soak.sh`.
 
-mod common;
-#[path = "../examples/soak.rs"]
+use crate::common;
+#[path = "../../examples/soak.rs"]
 #[allow(dead_code)]
 mod soak;
 

@@ -18,7 +18,7 @@ use rekindle_model::decode::Limits;
 use rekindle_train::config::{BadImage, DataKind, DataSection};
 use rekindle_train::data::dataset::{Dataset, ImageRef, check_file, decode_file};
 
-mod common;
+use crate::common;
 use common::{bin, random_model};
 
 /// The allocator, recording the largest single request made on each thread, so that a test can

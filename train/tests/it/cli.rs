@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use image::RgbImage;
 use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_model};
 
-mod common;
+use crate::common;
 use common::images::image_folder;
 use common::{bin, named_bytes, random_model, tensors, text};
 

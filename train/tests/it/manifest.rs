@@ -8,7 +8,7 @@ use image::{Rgb, RgbImage};
 use rekindle_train::config::{BadImage, DataKind, DataSection};
 use rekindle_train::data::dataset::{Dataset, ImageRef};
 
-mod common;
+use crate::common;
 use common::{bin, random_model};
 
 /// A tiny PNG at `dir/rel`, shaded by `shade`.

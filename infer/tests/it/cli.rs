@@ -1,7 +1,7 @@
 //! The `rekindle-infer predict` command: same top-k as the library, JSON and table output, and
 //! an unreadable file reported with its path while the others are still predicted.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -3,7 +3,7 @@
 //! (the service: 400, or 413 for a header declaring a huge image); an EXIF-rotated photo is
 //! predicted upright; nothing panics. The fixtures are train's (`scripts/make_wild_images.py`).
 
-mod common;
+use crate::common;
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};

@@ -2,7 +2,7 @@
 //! clients (batched together), JSON 4xx errors for bad requests while it keeps serving, and a
 //! clean exit on SIGTERM.
 
-mod common;
+use crate::common;
 
 use common::service::{Service, serve_command};
 
@@ -247,9 +247,15 @@ fn sigterm_to_cargo_xtask_serve_stops_the_server_cleanly() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap();
-    // The first run builds rekindle-infer with flex only: minutes, once per cache.
+    // xtask execs this test build's own server (REKINDLE_BIN_DIR) rather than building a
+    // flex-only one: that build was a second compile of Burn inside the suite.
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_rekindle-infer"))
+        .parent()
+        .unwrap();
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.current_dir(root).args(["xtask", "serve"]);
+    cmd.current_dir(root)
+        .env("REKINDLE_BIN_DIR", bin_dir)
+        .args(["xtask", "serve"]);
     let svc = Service::start(cmd, &model, &[]);
     let (status, health) = http(svc.addr, "GET", "/healthz", None, b"");
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));

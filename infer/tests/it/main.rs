@@ -1,0 +1,8 @@
+//! rekindle-infer's integration tests, one module a file, in one test binary: every test binary
+//! links all of Burn's backends, so one binary instead of 4 saves that much linking.
+
+mod cli;
+mod common;
+mod hardening;
+mod serve;
+mod wild;
