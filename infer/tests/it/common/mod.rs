@@ -3,9 +3,6 @@
 
 #![allow(dead_code)]
 
-// Train's, the one list of which backends a test runs on (a test helper cannot be a dependency).
-#[path = "../../../../train/tests/it/common/backends.rs"]
-pub mod backends;
 pub mod service;
 
 use std::io::{Read, Write};
