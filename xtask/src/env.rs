@@ -169,13 +169,61 @@ pub fn render(cmd: &Command) -> String {
 
 pub fn cargo(env: &BTreeMap<String, String>) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for var in run_env_of_xtask() {
+        cmd.env_remove(var);
+    }
     cmd.current_dir(root()).envs(env);
     cmd
+}
+
+/// The variables `cargo run` set for xtask itself (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...),
+/// which must not reach the cargo xtask starts: build scripts (ring's, under torch-sys) ask to
+/// rerun when they change, and `CARGO_MANIFEST_DIR` names the checkout, so every clone in
+/// another folder (CI's) rebuilt LibTorch's bindings and all of Burn above them.
+fn run_env_of_xtask() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| {
+            k.starts_with("CARGO_PKG_")
+                || matches!(
+                    k.as_str(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_MANIFEST_LINKS"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "OUT_DIR"
+                )
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cargo_gets_none_of_the_variables_cargo_run_set_for_xtask() {
+        // `cargo test` sets them for this test binary as `cargo run` does for xtask.
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+        let removed = run_env_of_xtask();
+        for var in ["CARGO_MANIFEST_DIR", "CARGO_PKG_NAME", "CARGO_PKG_VERSION"] {
+            assert!(removed.iter().any(|v| v == var), "{var}: {removed:?}");
+        }
+        assert!(
+            !removed
+                .iter()
+                .any(|v| v == "CARGO_TARGET_DIR" || v == "CARGO_HOME")
+        );
+        let cmd = cargo(&BTreeMap::new());
+        let unset: Vec<_> = cmd
+            .get_envs()
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert!(unset.iter().any(|k| k == "CARGO_MANIFEST_DIR"), "{unset:?}");
+    }
 
     #[test]
     fn the_root_is_the_checkout_cargo_ran_xtask_in() {
