@@ -26,8 +26,10 @@ Writes into OUT_DIR (default: ./fixtures), for NAME in resnet18 and resnet50:
   reference.json
       the fixed input, PyTorch's eval-mode logits for each model, torchvision's learnable
       parameter count for every depth, and the library versions.
-  train_step.json, NAME_train_step1.safetensors, NAME_train_step2.safetensors
-      two whole training steps: NAME.safetensors loaded into torchvision's model in train mode,
+  train_step.json, resnet18_train_step1.safetensors, resnet18_train_step2.safetensors
+      two whole training steps of ResNet-18 (ResNet-50's are `train_step_reference.py`'s, taken
+      through rekindle-train's own optimiser): resnet18.safetensors loaded into torchvision's
+      model in train mode,
       cross-entropy on a seeded batch (input and labels in train_step.json, with the optimiser's
       settings and each step's loss), backward, torch.optim.SGD with momentum and weight decay;
       the state_dict after each step (weights and BatchNorm running statistics). Two steps, so
@@ -282,12 +284,13 @@ def torchvision_model(name: str, out_dir: str) -> torch.nn.Module:
 
 
 def save_train_step(out_dir: str) -> None:
-    """PyTorch's state after each of TRAIN_STEP["steps"] training steps from NAME.safetensors.
+    """PyTorch's state after each of TRAIN_STEP["steps"] training steps from resnet18.safetensors.
 
     The batch comes from the first seed from TRAIN_SEED on whose forward passes, in both steps,
     ResNet-18 keeps KINK_MARGIN from every discontinuity, so that its element-wise comparison
-    cannot fail on rounding. ResNet-50 (1.4 million ReLU inputs per pass here, against 0.3 for
-    ResNet-18) has a few inputs within rounding of zero on any batch; its margins are recorded."""
+    cannot fail on rounding. (ResNet-50, with 1.4 million ReLU inputs per pass here against 0.3
+    for ResNet-18, has a few within rounding of zero on any batch: train_step_reference.py moves
+    them instead.)"""
     torch.use_deterministic_algorithms(True)
     cfg = dict(TRAIN_STEP, losses={}, margins={})
     for seed in range(TRAIN_SEED, TRAIN_SEED + 200):
@@ -301,7 +304,7 @@ def save_train_step(out_dir: str) -> None:
     else:
         raise AssertionError(f"no batch keeps ResNet-18 {KINK_MARGIN} rounding errors from its kinks")
     cfg["seed"] = seed
-    for name in WEIGHTED:
+    for name in ["resnet18"]:
         model = torchvision_model(name, out_dir)
         losses, margins = [], []
         before = {k: v.clone() for k, v in model.state_dict().items()}

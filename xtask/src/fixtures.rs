@@ -12,8 +12,9 @@ use crate::venv;
 
 /// Generates the PyTorch fixtures unless the ones on disk came from the same scripts run by the
 /// same locked venv: the models (`make_fixtures.py`), the tuning catalog's answers
-/// (`tuning_reference.py`), Optuna's pruning decisions (`optuna_reference.py`) and the training
-/// recipes' losses (`recipe_reference.py`).
+/// (`tuning_reference.py`), Optuna's pruning decisions (`optuna_reference.py`), the training
+/// recipes' losses (`recipe_reference.py`) and ResNet-50 training steps taken as a run takes
+/// them (`train_step_reference.py`).
 pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
     let dir = cache_dir().join("fixtures");
     let lock = std::fs::read(root().join(venv::LOCK))?;
@@ -22,6 +23,7 @@ pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> 
         ("tuning_reference.py", "tuning.json"),
         ("optuna_reference.py", "optuna.json"),
         ("recipe_reference.py", "recipe.json"),
+        ("train_step_reference.py", "step_parity.json"),
     ] {
         let script = root().join("scripts").join(name);
         let mut source =

@@ -6,5 +6,6 @@ mod cli;
 mod common;
 mod manifest;
 mod recipe;
+mod step_parity;
 mod tuning;
 mod wild;
