@@ -3,7 +3,13 @@
 
 #![allow(dead_code)]
 
+// Train's test helpers (a test helper cannot be a dependency): the backends a test runs on, and
+// weights drawn on the CPU.
+#[path = "../../../../train/tests/it/common/backends.rs"]
+pub mod backends;
 pub mod service;
+#[path = "../../../../train/tests/it/common/weights.rs"]
+pub mod weights;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -4,7 +4,9 @@
 // Each test binary compiles this module and uses only some of it.
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod images;
+pub mod weights;
 
 use std::path::Path;
 use std::process::{Command, Output};
