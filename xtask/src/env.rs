@@ -180,7 +180,7 @@ pub fn cargo(env: &BTreeMap<String, String>) -> Command {
 /// which must not reach the cargo xtask starts: build scripts (ring's, under torch-sys) ask to
 /// rerun when they change, and `CARGO_MANIFEST_DIR` names the checkout, so every clone in
 /// another folder (CI's) rebuilt LibTorch's bindings and all of Burn above them.
-fn run_env_of_xtask() -> Vec<String> {
+pub fn run_env_of_xtask() -> Vec<String> {
     std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
         .filter(|k| {

@@ -11,6 +11,7 @@ mod env;
 mod fixtures;
 mod install;
 mod libtorch;
+mod only;
 mod passthrough;
 mod test;
 mod venv;
@@ -64,6 +65,11 @@ pub struct TestArgs {
     /// scripts/requirements.lock, or the run stops and lists the differences.
     #[arg(long)]
     pub no_install: bool,
+    /// The fast loop: run only these crates' tests (repeatable), after the same build as the
+    /// whole suite's (so nothing is rebuilt for it); no backend matrix. Arguments after `--`
+    /// then go to each test binary (a name filter, `--nocapture`).
+    #[arg(long, short = 'p', value_name = "CRATE")]
+    pub package: Vec<String>,
     /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
     #[arg(last = true)]
     pub cargo_args: Vec<String>,

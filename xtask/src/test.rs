@@ -11,6 +11,7 @@ use rekindle_backends::Spec;
 
 use crate::env::{
     base_env, cargo, feature_flags, joined, offline_backends, parse_backends, render, run,
+    target_dir,
 };
 use crate::{BackendArgs, TestArgs, fixtures, install};
 
@@ -94,9 +95,6 @@ pub fn test(args: TestArgs) -> Result<()> {
     let mut env = base_env();
     prune_stale_binaries(&env);
     install::setup(&mut env, !args.no_install, &backends)?;
-    let fixtures = fixtures::fixtures(&env, false)?;
-    env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
-    env.insert("REKINDLE_REQUIRE_BACKENDS".into(), joined(&backends));
     run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
     for b in rekindle_backends::ALL
         .iter()
@@ -107,20 +105,32 @@ pub fn test(args: TestArgs) -> Result<()> {
             why_not(b)
         );
     }
-    let matrix = backend_matrix(&env, &backends);
-    let mut cmd = cargo(&env);
-    cmd.args([
-        "test",
-        "--profile",
-        SUITE_PROFILE,
-        "--locked",
-        "--workspace",
-        "--no-fail-fast",
-    ])
-    .args(feature_flags(&["rekindle-model"], &backends))
-    .args(&args.cargo_args);
-    lint_while_building(&mut cmd)?;
-    let tests = run_counting_tests(&mut cmd);
+    if !args.package.is_empty() {
+        let fixtures = fixtures::fixtures(&env, false)?;
+        env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
+        env.insert("REKINDLE_REQUIRE_BACKENDS".into(), joined(&backends));
+        println!("backend matrix: not run with --package (the whole run has it)");
+        return crate::only::run_packages(&env, &backends, &args.package, &args.cargo_args);
+    }
+    // The matrix runs beside the fixtures and the test build, in its own target folder (cargo
+    // locks a target folder to one build at a time): the test build is bound by a few long
+    // crates (burn-flex, burn-ndarray) and leaves a core idle most of its time.
+    let matrix = {
+        let (env, backends) = (matrix_env(&env), backends.clone());
+        std::thread::spawn(move || backend_matrix(&env, &backends))
+    };
+    let built = fixtures::fixtures(&env, false).and_then(|fixtures| {
+        env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
+        env.insert("REKINDLE_REQUIRE_BACKENDS".into(), joined(&backends));
+        let mut build = suite_test_command(&env, &backends, &args.cargo_args)?;
+        run(build.arg("--no-run"))
+    });
+    let matrix = matrix
+        .join()
+        .unwrap_or_else(|_| vec!["the matrix's thread panicked".into()]);
+    let tests = built.and_then(|()| {
+        run_counting_tests(&mut suite_test_command(&env, &backends, &args.cargo_args)?)
+    });
     if !matrix.is_empty() {
         println!("\nbackend matrix failures:");
         for m in &matrix {
@@ -132,6 +142,41 @@ pub fn test(args: TestArgs) -> Result<()> {
         bail!("{} single-backend builds failed", matrix.len());
     }
     Ok(())
+}
+
+/// `cargo test` of the whole workspace with `backends` compiled in, in the suite's profile,
+/// linted by clippy as it compiles.
+fn suite_test_command(
+    env: &BTreeMap<String, String>,
+    backends: &[&Spec],
+    cargo_args: &[String],
+) -> Result<Command> {
+    let mut cmd = cargo(env);
+    cmd.args([
+        "test",
+        "--profile",
+        SUITE_PROFILE,
+        "--locked",
+        "--workspace",
+        "--no-fail-fast",
+    ])
+    .args(feature_flags(&["rekindle-model"], backends))
+    .args(cargo_args);
+    lint_while_building(&mut cmd)?;
+    Ok(cmd)
+}
+
+/// The environment of the backend matrix: its own target folder beside the suite's
+/// (`target-matrix`), shared by all of its checks.
+pub fn matrix_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut env = env.clone();
+    let mut dir = target_dir(&env).into_os_string();
+    dir.push("-matrix");
+    env.insert(
+        "CARGO_TARGET_DIR".into(),
+        dir.to_string_lossy().into_owned(),
+    );
+    env
 }
 
 /// Why a backend is not in this run: cuda cannot build offline; the others were not asked for.
@@ -161,9 +206,23 @@ pub fn backend_matrix(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Vec
             }
             cmd.args(feature_flags(group, &[b]))
                 .args(["--", "-D", "warnings"]);
-            if let Err(e) = run(&mut cmd) {
-                eprintln!("{e:#}");
-                failed.push(format!("{} with {b} alone", group.join(" + ")));
+            // Captured: it runs beside the test build, whose output it would cut into.
+            let check = std::time::Instant::now();
+            let what = format!("{} with {b} alone", group.join(" + "));
+            match cmd.output() {
+                Ok(out) if out.status.success() => println!(
+                    "backend matrix: {what}: ok ({:.0} s)",
+                    check.elapsed().as_secs_f64()
+                ),
+                outcome => {
+                    eprintln!("+ {}", render(&cmd));
+                    match outcome {
+                        Ok(out) => eprintln!("{}", String::from_utf8_lossy(&out.stderr)),
+                        Err(e) => eprintln!("cannot start cargo: {e}"),
+                    }
+                    println!("backend matrix: {what}: FAILED");
+                    failed.push(what);
+                }
             }
         }
     }
@@ -208,37 +267,58 @@ pub fn lint_while_building(cmd: &mut Command) -> Result<()> {
 /// binary (cargo's own last line belongs to whichever binary ran last) and the name of every
 /// failed test (with `--no-fail-fast`, the failures of early binaries scroll far away).
 pub fn run_counting_tests(cmd: &mut Command) -> Result<()> {
-    use std::io::{BufRead, BufReader};
-    eprintln!("+ {}", render(cmd));
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", render(cmd)))?;
-    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
-    let mut failures = Vec::new();
-    let stdout = child.stdout.take().context("cargo test stdout")?;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some([p, f, i]) = parse_test_result(&line) {
-            (passed, failed, ignored) = (passed + p, failed + f, ignored + i);
-        }
-        if let Some(name) = failed_test(&line) {
-            failures.push(name.to_string());
-        }
-    }
-    let status = child.wait()?;
-    if !failures.is_empty() {
-        println!("\nfailed tests:");
-        for f in &failures {
-            println!("  {f}");
-        }
-    }
-    println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
+    let mut tally = Tally::default();
+    let status = tally.run(cmd)?;
+    tally.report();
     if !status.success() {
         bail!("`{}` failed ({status})", render(cmd));
     }
     Ok(())
+}
+
+/// Tests passed, failed and skipped over several libtest runs, and the failed tests' names.
+#[derive(Default)]
+pub struct Tally {
+    counts: [u64; 3],
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// Runs `cmd` (cargo test, or a test binary), passing its stdout through and counting.
+    pub fn run(&mut self, cmd: &mut Command) -> Result<std::process::ExitStatus> {
+        use std::io::{BufRead, BufReader};
+        eprintln!("+ {}", render(cmd));
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", render(cmd)))?;
+        let stdout = child.stdout.take().context("test stdout")?;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(counts) = parse_test_result(&line) {
+                for (total, n) in self.counts.iter_mut().zip(counts) {
+                    *total += n;
+                }
+            }
+            if let Some(name) = failed_test(&line) {
+                self.failures.push(name.to_string());
+            }
+        }
+        Ok(child.wait()?)
+    }
+
+    /// Prints the failed tests, then the closing count.
+    pub fn report(&self) {
+        if !self.failures.is_empty() {
+            println!("\nfailed tests:");
+            for f in &self.failures {
+                println!("  {f}");
+            }
+        }
+        let [passed, failed, ignored] = self.counts;
+        println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
+    }
 }
 
 /// The test a libtest line reports failed (`test a::b ... FAILED`).
@@ -250,7 +330,7 @@ pub fn lint(args: BackendArgs) -> Result<()> {
     let backends = parse_backends(&args.backends, default_test_backends)?;
     let env = base_env();
     run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
-    let matrix = backend_matrix(&env, &backends);
+    let matrix = backend_matrix(&matrix_env(&env), &backends);
     let mut cmd = cargo(&env);
     cmd.args([
         "build",
