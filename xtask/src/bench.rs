@@ -27,8 +27,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         crate::install::for_command(&mut env, b, &[])?;
     }
     let features = feature_flags(&["rekindle-model"], &backends);
-    // Exactly the backends asked for, built workspace-wide like `cargo xtask test --backend`
-    // with the same list, so the two share one build of Burn.
+    // Exactly the backends asked for, built workspace-wide in the release profile users run
+    // (not the test suite's, whose other backends are built at opt-level 1).
     run(cargo(&env)
         .args([
             "build",
