@@ -17,6 +17,9 @@ use rekindle_model::{Arch, Backend, load_model, save_model};
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    // Conversion only moves tensors around, so any backend compiled in will do.
+    #[arg(long, global = true, help = rekindle_model::backend::HELP, default_value_t = Backend::default_compiled(), value_parser = Backend::parse_arg)]
+    backend: Backend,
 }
 
 #[derive(Subcommand)]
@@ -63,8 +66,7 @@ fn read_class_names(path: &Path) -> Result<Vec<String>> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    // Conversion only moves tensors around: whichever backend this binary has does.
-    let device = Backend::default_compiled().device()?;
+    let device = cli.backend.device()?;
     match cli.command {
         Cmd::Import {
             src,

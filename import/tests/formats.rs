@@ -470,11 +470,20 @@ fn the_cli_imports_and_exports() {
     assert_eq!(top.best().class, format!("label {}", order[0]));
 
     let st = dir.path().join("r18.safetensors");
+    // Any compiled-in backend converts; named by an alias in any case, as every CLI takes it.
     let out = Command::new(exe)
         .arg("export")
         .arg(&model)
         .arg("-o")
         .arg(&st)
+        .args([
+            "--backend",
+            if rekindle_model::Backend::Tch.is_compiled() {
+                "LibTorch"
+            } else {
+                "FLEX"
+            },
+        ])
         .output()
         .unwrap();
     assert!(
@@ -506,6 +515,17 @@ fn the_cli_imports_and_exports() {
     assert!(
         stderr.contains("unknown architecture `resnet19`"),
         "{stderr}"
+    );
+    let out = Command::new(exe)
+        .args(["import"])
+        .arg(fixtures().join("resnet18.pth"))
+        .args(["-o", "/tmp/x.bpk", "--backend", "metal"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.code() == Some(2) && stderr.contains("metal") && stderr.contains("ndarray"),
+        "an unknown backend must be named with the valid ones: {stderr}"
     );
 
     let few = dir.path().join("three.txt");
