@@ -24,7 +24,6 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Instant;
 
 use burn::tensor::Device;
@@ -36,7 +35,7 @@ use crate::common;
 use common::backends::runnable;
 use common::images::stripes_folder;
 use common::weights::drawn;
-use common::{bin, text};
+use common::{bin, run_ok};
 
 /// Largest relative difference allowed between a backend's loss and flex's, at every step and
 /// in every epoch row (train and validation): `|a - b| <= LOSS_RTOL * max(|a|, 1)`.
@@ -131,16 +130,6 @@ impl Setup {
         });
         run
     }
-}
-
-fn run_ok(cmd: &mut std::process::Command) -> Output {
-    let out = cmd.output().expect("start rekindle-train");
-    assert!(
-        out.status.success(),
-        "rekindle-train failed:\n{}",
-        text(&out)
-    );
-    out
 }
 
 /// Runs `f`, printing how long it took (shown with `--nocapture`).

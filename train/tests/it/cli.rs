@@ -2,7 +2,7 @@
 //! after a kill, feature extraction leaving the backbone untouched, and bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
@@ -11,17 +11,7 @@ use rekindle_model::{ModelMetadata, Preprocess, ResNetConfig, load_model, save_m
 
 use crate::common;
 use common::images::image_folder;
-use common::{bin, named_bytes, random_model, tensors, text};
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("start rekindle-train");
-    assert!(
-        out.status.success(),
-        "rekindle-train failed:\n{}",
-        text(&out)
-    );
-    out
-}
+use common::{bin, named_bytes, random_model, run_ok, tensors, text};
 
 fn run_err(cmd: &mut Command) -> String {
     let out = cmd.output().expect("start rekindle-train");

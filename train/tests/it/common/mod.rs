@@ -51,6 +51,18 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// Runs `cmd` (the `rekindle-train` binary) and fails the test, with its output, unless it
+/// succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("start rekindle-train");
+    assert!(
+        out.status.success(),
+        "rekindle-train failed:\n{}",
+        text(&out)
+    );
+    out
+}
+
 /// Every tensor of the model file `path`, by name, as raw bytes.
 pub fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     named_bytes(&load_model(path, &Device::flex()).unwrap().0)
