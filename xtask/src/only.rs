@@ -13,8 +13,8 @@ use anyhow::{Context, Result, bail};
 use rekindle_backends::Spec;
 use serde_json::Value;
 
-use crate::env::{cargo, feature_flags, render, run_env_of_xtask};
-use crate::test::{SUITE_PROFILE, Tally, lint_while_building};
+use crate::env::{cargo, render, run_env_of_xtask};
+use crate::test::{Tally, suite_test_command};
 
 /// Builds the suite as `cargo xtask test` does and runs the test binaries of `packages` with
 /// `test_args` (libtest's: a name filter, `--nocapture`, ...).
@@ -35,17 +35,8 @@ pub fn run_packages(
             ),
         }
     }
-    let mut cmd = cargo(env);
-    cmd.args([
-        "test",
-        "--profile",
-        SUITE_PROFILE,
-        "--locked",
-        "--workspace",
-    ])
-    .args(["--no-run", "--message-format=json-render-diagnostics"])
-    .args(feature_flags(&["rekindle-model"], backends));
-    lint_while_building(&mut cmd)?;
+    let mut cmd = suite_test_command(env, backends, &[])?;
+    cmd.args(["--no-run", "--message-format=json-render-diagnostics"]);
     eprintln!("+ {}", render(&cmd));
     let built = cmd
         .stderr(Stdio::inherit())

@@ -146,7 +146,7 @@ pub fn test(args: TestArgs) -> Result<()> {
 
 /// `cargo test` of the whole workspace with `backends` compiled in, in the suite's profile,
 /// linted by clippy as it compiles.
-fn suite_test_command(
+pub fn suite_test_command(
     env: &BTreeMap<String, String>,
     backends: &[&Spec],
     cargo_args: &[String],
