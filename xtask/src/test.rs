@@ -200,7 +200,14 @@ pub fn backend_matrix(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Vec
     for b in backends {
         for group in MATRIX_GROUPS {
             let mut cmd = cargo(env);
-            cmd.args(["clippy", "--release", "--locked", "--lib", "--bins"]);
+            cmd.args([
+                "clippy",
+                "--profile",
+                SUITE_PROFILE,
+                "--locked",
+                "--lib",
+                "--bins",
+            ]);
             for krate in *group {
                 cmd.args(["--package", krate]);
             }
