@@ -85,12 +85,12 @@ pub fn import_as(
     options: &ImportOptions,
     device: &Device,
 ) -> Result<Imported, Error> {
-    let (mut tensors, folded_batchnorm) = match format {
+    let (mut tensors, folded_batchnorm, written) = match format {
         Format::Onnx => {
             let w = crate::onnx::read_onnx(path)?;
-            (w.tensors, w.folded)
+            (w.tensors, w.folded, w.metadata)
         }
-        _ => (read_tensors(path, format)?, false),
+        _ => (read_tensors(path, format)?, false, None),
     };
     let norm = normalise(tensors.iter().map(|t| t.name.as_str())).ok_or_else(|| {
         let mut sample: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).take(5).collect();
@@ -138,8 +138,15 @@ pub fn import_as(
             )));
         }
         Some(names) => names.clone(),
-        None => ModelMetadata::default_class_names(num_classes),
+        // A graph rekindle exported carries its classes (when the head kept its size).
+        None => match &written {
+            Some(m) if m.class_names.len() == num_classes => m.class_names.clone(),
+            _ => ModelMetadata::default_class_names(num_classes),
+        },
     };
+    let preprocess = written
+        .map(|m| m.preprocess)
+        .unwrap_or_else(Preprocess::imagenet);
 
     let mut model = config.init(device);
     for t in &mut tensors {
@@ -203,7 +210,7 @@ pub fn import_as(
         skipped,
         missing: result.missing.into_iter().map(|(p, _)| p).collect(),
     };
-    let metadata = ModelMetadata::new(config, class_names, Preprocess::imagenet());
+    let metadata = ModelMetadata::new(config, class_names, preprocess);
     Ok(Imported {
         model,
         metadata,

@@ -15,7 +15,7 @@ pub mod onnx;
 pub mod source;
 
 pub use error::Error;
-pub use export::export_safetensors;
+pub use export::{ExportFormat, OnnxExport, OnnxOptions, export_onnx, export_safetensors};
 pub use import::{ImportOptions, Imported, Report, import, import_as};
 /// The ONNX protobuf types, for building or inspecting graphs (tests, tools).
 pub use onnx_ir as onnx_proto;

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use rekindle_import::{ImportOptions, export_safetensors, import};
+use rekindle_import::{
+    ExportFormat, ImportOptions, OnnxOptions, export_onnx, export_safetensors, import,
+};
 use rekindle_model::{Arch, Backend, load_model, save_model};
 
 #[derive(Parser)]
@@ -44,13 +46,26 @@ enum Cmd {
         #[arg(long)]
         allow_partial: bool,
     },
-    /// A rekindle model file -> safetensors in torchvision's layout and names.
+    /// A rekindle model file -> safetensors in torchvision's layout and names, or ONNX.
     Export {
         /// The rekindle model file.
         model: PathBuf,
-        /// The .safetensors file to write.
+        /// The file to write: .safetensors or .onnx.
         #[arg(short, long)]
         output: PathBuf,
+        /// The format, when the extension does not say it.
+        #[arg(long, value_enum)]
+        format: Option<ExportFormat>,
+        /// ONNX: keep the BatchNormalization nodes (default: folded into the convolutions).
+        #[arg(long)]
+        no_fold: bool,
+        /// ONNX: add a `probabilities` output, the softmax of the logits.
+        #[arg(long)]
+        softmax: bool,
+        /// ONNX: write the weights to OUTPUT.data beside the graph even below 2 GB (above, they
+        /// always go there).
+        #[arg(long)]
+        external_data: bool,
     },
 }
 
@@ -99,16 +114,70 @@ fn run(cli: Cli) -> Result<()> {
                 start.elapsed().as_secs_f64()
             );
         }
-        Cmd::Export { model, output } => {
+        Cmd::Export {
+            model,
+            output,
+            format,
+            no_fold,
+            softmax,
+            external_data,
+        } => {
+            let format = match format {
+                Some(f) => f,
+                None => ExportFormat::from_path(&output)?,
+            };
+            let onnx_only = [
+                ("--no-fold", no_fold),
+                ("--softmax", softmax),
+                ("--external-data", external_data),
+            ];
+            if let (ExportFormat::Safetensors, Some((flag, _))) =
+                (format, onnx_only.iter().find(|(_, on)| *on))
+            {
+                anyhow::bail!(
+                    "{flag} applies to ONNX exports; safetensors holds the weights as trained"
+                );
+            }
             let (model_, metadata) = load_model(&model, &device)?;
-            let n = export_safetensors(&model_, &output)?;
-            println!(
-                "wrote {} ({} tensors): load it with torchvision.models.{}(num_classes={}) and load_state_dict(strict=True)",
-                output.display(),
-                n,
-                metadata.arch(),
-                metadata.head().num_classes
-            );
+            match format {
+                ExportFormat::Safetensors => {
+                    let n = export_safetensors(&model_, &output)?;
+                    println!(
+                        "wrote {} ({} tensors): load it with torchvision.models.{}(num_classes={}) and load_state_dict(strict=True)",
+                        output.display(),
+                        n,
+                        metadata.arch(),
+                        metadata.head().num_classes
+                    );
+                }
+                ExportFormat::Onnx => {
+                    let options = OnnxOptions {
+                        fold_batchnorm: !no_fold,
+                        softmax,
+                        external_data,
+                    };
+                    let e = export_onnx(&model_, &metadata, &output, &options)?;
+                    println!(
+                        "wrote {} (opset {}, {} nodes, {} weights, {:.1} MB{}, BatchNorm {}): input `input` [batch, 3, {c}, {c}], output `logits`{}",
+                        output.display(),
+                        rekindle_import::export::onnx::OPSET,
+                        e.nodes,
+                        e.initializers,
+                        e.weight_bytes as f64 / 1e6,
+                        e.external
+                            .as_ref()
+                            .map(|p| format!(" in {}", p.display()))
+                            .unwrap_or_default(),
+                        if options.fold_batchnorm {
+                            "folded"
+                        } else {
+                            "kept"
+                        },
+                        if softmax { " and `probabilities`" } else { "" },
+                        c = metadata.preprocess.crop,
+                    );
+                }
+            }
         }
     }
     Ok(())

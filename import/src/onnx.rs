@@ -13,9 +13,10 @@ use onnx_ir::{Message, ModelProto, NodeProto, TensorProto};
 use rekindle_model::burn::store::bridge::from_data;
 use rekindle_model::burn::store::burn_pack::Tensor as PackTensor;
 use rekindle_model::burn::tensor::TensorData;
-use rekindle_model::{Arch, BlockKind, Stage};
+use rekindle_model::{Arch, BlockKind, ModelMetadata, Stage};
 
 use crate::error::Error;
+use crate::export::onnx::METADATA_KEY;
 use crate::source::MAX_TENSOR_BYTES;
 
 /// PyTorch's BatchNorm epsilon, for the identity BatchNorm that carries a folded bias.
@@ -27,6 +28,8 @@ pub struct OnnxWeights {
     pub tensors: Vec<PackTensor>,
     /// The exporter folded BatchNorm into (some of) the convolutions: those statistics are gone.
     pub folded: bool,
+    /// The model file's metadata, when rekindle wrote the graph (`metadata_props`).
+    pub metadata: Option<ModelMetadata>,
 }
 
 struct Arr {
@@ -61,6 +64,7 @@ pub fn read_onnx(path: &Path) -> Result<OnnxWeights, Error> {
         path: path.to_path_buf(),
         message: format!("not a readable ONNX model (truncated or not ONNX): {e}"),
     })?;
+    let metadata = read_metadata(path, &model)?;
     let graph = model.graph.into_option().ok_or_else(|| Error::Format {
         path: path.to_path_buf(),
         message: "an ONNX model without a graph".into(),
@@ -96,7 +100,26 @@ pub fn read_onnx(path: &Path) -> Result<OnnxWeights, Error> {
         consumers,
         external: HashMap::new(),
     };
-    g.walk(&input)
+    let mut weights = g.walk(&input)?;
+    weights.metadata = metadata;
+    Ok(weights)
+}
+
+/// The metadata rekindle's export leaves under [`METADATA_KEY`], checked like a model file's.
+fn read_metadata(path: &Path, model: &ModelProto) -> Result<Option<ModelMetadata>, Error> {
+    let Some(entry) = model.metadata_props.iter().find(|e| e.key == METADATA_KEY) else {
+        return Ok(None);
+    };
+    let metadata: ModelMetadata =
+        serde_json::from_str(&entry.value).map_err(|e| Error::Format {
+            path: path.to_path_buf(),
+            message: format!("metadata_props `{METADATA_KEY}`: {e}"),
+        })?;
+    metadata.validate().map_err(|e| Error::Format {
+        path: path.to_path_buf(),
+        message: format!("metadata_props `{METADATA_KEY}`: {e}"),
+    })?;
+    Ok(Some(metadata))
 }
 
 /// Refuses a node with fewer inputs or outputs than its operator takes, so the walk can name
@@ -573,9 +596,25 @@ impl Graph {
         };
         push(&mut out, "fc.weight", weight);
         push(&mut out, "fc.bias", bias);
+        // A head with a hidden layer is Gemm -> Relu -> Gemm: torchvision's ResNet has one
+        // `fc`, and taking the hidden layer for it would import the wrong classifier.
+        if let Some(after) = self
+            .only_consumer(&fc.output[0])
+            .filter(|n| n.op_type == "Relu")
+            && self
+                .consumers_of(&after.output[0])
+                .iter()
+                .any(|n| n.op_type == "Gemm" || n.op_type == "MatMul")
+        {
+            return Err(self.err(
+                "the classifier has a hidden layer (Gemm, Relu, Gemm): only torchvision's single \
+                 `fc` head is imported; export the model's backbone with a plain head instead",
+            ));
+        }
         Ok(OnnxWeights {
             tensors: out,
             folded,
+            metadata: None,
         })
     }
 }

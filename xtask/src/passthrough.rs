@@ -84,7 +84,7 @@ pub const COMMANDS: &[PassThrough] = &[
         name: "export",
         package: "rekindle-import",
         subcommand: "export",
-        about: "a rekindle model file -> torchvision-layout safetensors",
+        about: "a rekindle model file -> torchvision-layout safetensors, or an ONNX graph (-o m.onnx)",
     },
     PassThrough {
         name: "infer",

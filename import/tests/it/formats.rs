@@ -10,13 +10,13 @@ use rekindle_model::{Arch, ResNet};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
-struct Reference {
+pub(crate) struct Reference {
     input_shape: [usize; 4],
     input: Vec<f32>,
     logits: std::collections::HashMap<String, Vec<f32>>,
 }
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     let dir = std::env::var_os("REKINDLE_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures"));
@@ -28,12 +28,12 @@ fn fixtures() -> PathBuf {
     dir
 }
 
-fn reference() -> Reference {
+pub(crate) fn reference() -> Reference {
     let text = std::fs::read_to_string(fixtures().join("reference.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
-fn logits(model: &ResNet, r: &Reference) -> Vec<f32> {
+pub(crate) fn logits(model: &ResNet, r: &Reference) -> Vec<f32> {
     let x = Tensor::<4>::from_data(
         TensorData::new(r.input.clone(), r.input_shape),
         &Device::flex(),
@@ -41,7 +41,7 @@ fn logits(model: &ResNet, r: &Reference) -> Vec<f32> {
     model.forward(x).into_data().try_into_vec::<f32>().unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
         .zip(b)
@@ -215,7 +215,7 @@ fn export_loads_strictly_into_torchvision_with_the_same_logits() {
     }
 }
 
-fn import_err(path: &Path, options: ImportOptions) -> String {
+pub(crate) fn import_err(path: &Path, options: ImportOptions) -> String {
     match import(path, &options, &Device::flex()) {
         Ok(_) => panic!("{} should not import", path.display()),
         Err(e) => e.to_string(),
