@@ -18,10 +18,23 @@ use rekindle_infer::server::{App, serve};
 /// The token the fuzzed service wants; seeds carry it, mutations break it.
 const TOKEN: &str = "fuzz-token-0123456789";
 
+/// A POST of `body` to `path` with the token, extra `headers` (each ending in CRLF) and its length.
+fn post(path: &str, headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{headers}\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
 /// A service on a loopback port, running on its own threads for the life of the worker.
 pub struct Service {
     addr: SocketAddr,
     png: Vec<u8>,
+    crop: usize,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -33,6 +46,7 @@ impl Service {
         let device = crate::targets::device();
         let classifier = Classifier::load(&path, &device).map_err(|e| e.to_string())?;
         let metadata = classifier.metadata().clone();
+        let crop = metadata.preprocess.crop;
         let limits = rekindle_infer::Limits {
             max_bytes: 256 << 10,
             ..rekindle_infer::Limits::default()
@@ -64,6 +78,7 @@ impl Service {
         Ok(Self {
             addr,
             png,
+            crop,
             _runtime: runtime,
         })
     }
@@ -71,15 +86,6 @@ impl Service {
     /// Requests of every shape the service takes, each valid.
     pub fn seeds(&self) -> Vec<Vec<u8>> {
         let auth = format!("Authorization: Bearer {TOKEN}\r\n");
-        let raw = |path: &str, headers: &str, body: &[u8]| {
-            let mut r = format!(
-                "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}{headers}Content-Length: {}\r\n\r\n",
-                body.len()
-            )
-            .into_bytes();
-            r.extend_from_slice(body);
-            r
-        };
         let boundary = "XyZ";
         let mut form = format!(
             "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\
@@ -99,14 +105,62 @@ impl Service {
         vec![
             format!("GET /v1/model HTTP/1.1\r\nHost: x\r\n{auth}\r\n").into_bytes(),
             b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
-            raw("/v1/predict", "Content-Type: image/png\r\n", &self.png),
-            raw("/v1/predict?top_k=2", "", &self.png),
-            raw(
+            post("/v1/predict", "Content-Type: image/png\r\n", &self.png),
+            post("/v1/predict?top_k=2", "", &self.png),
+            post(
                 "/v1/predict",
                 &format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"),
                 &form,
             ),
             chunked,
+            format!("GET /v2/models/model HTTP/1.1\r\nHost: x\r\n{auth}\r\n").into_bytes(),
+            format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{auth}\r\n").into_bytes(),
+        ]
+        .into_iter()
+        .chain(self.oip_seeds())
+        .collect()
+    }
+
+    /// Open Inference Protocol requests: an FP32 tensor as JSON and as binary data, and the
+    /// PNG as a binary BYTES tensor, with outputs and parameters.
+    fn oip_seeds(&self) -> Vec<Vec<u8>> {
+        let path = "/v2/models/model/infer";
+        let n = 3 * self.crop * self.crop;
+        let values: Vec<String> = (0..n)
+            .map(|i| format!("{:.2}", (i % 7) as f32 * 0.1))
+            .collect();
+        let json = format!(
+            r#"{{"id":"a","inputs":[{{"name":"input","shape":[1,3,{c},{c}],"datatype":"FP32","data":[{}]}}],"outputs":[{{"name":"logits"}},{{"name":"classes"}}],"parameters":{{"top_k":1}}}}"#,
+            values.join(","),
+            c = self.crop
+        );
+        let binary = |head: String, data: &[u8]| {
+            let mut body = head.clone().into_bytes();
+            body.extend_from_slice(data);
+            post(
+                path,
+                &format!("Inference-Header-Content-Length: {}\r\n", head.len()),
+                &body,
+            )
+        };
+        let floats: Vec<u8> = (0..n)
+            .flat_map(|i| (i as f32 * 1e-3).to_le_bytes())
+            .collect();
+        let fp32 = format!(
+            r#"{{"inputs":[{{"name":"input","shape":[1,3,{c},{c}],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}],"outputs":[{{"name":"probabilities","parameters":{{"binary_data":true,"classification":1}}}}]}}"#,
+            floats.len(),
+            c = self.crop
+        );
+        let mut element = (self.png.len() as u32).to_le_bytes().to_vec();
+        element.extend_from_slice(&self.png);
+        let bytes = format!(
+            r#"{{"inputs":[{{"name":"image","shape":[1],"datatype":"BYTES","parameters":{{"binary_data_size":{}}}}}],"parameters":{{"binary_data_output":true}}}}"#,
+            element.len()
+        );
+        vec![
+            post(path, "Content-Type: application/json\r\n", json.as_bytes()),
+            binary(fp32, &floats),
+            binary(bytes, &element),
         ]
     }
 

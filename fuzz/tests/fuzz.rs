@@ -221,3 +221,17 @@ fn hostile_files_are_refused_for_their_reason() {
         );
     }
 }
+
+/// The request target's seeds are what it says: requests the service answers with a 2xx
+/// (`/v1` and the Open Inference Protocol alike), so mutations start from accepted requests.
+#[test]
+fn every_request_seed_is_answered_2xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = rekindle_fuzz::request::Service::start(dir.path()).unwrap();
+    let seeds = service.seeds();
+    assert!(seeds.len() >= 11, "{}", seeds.len());
+    for seed in &seeds {
+        let head = String::from_utf8_lossy(&seed[..seed.len().min(60)]).into_owned();
+        assert_eq!(service.send(seed), Ok(()), "{head}");
+    }
+}

@@ -15,9 +15,11 @@ use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::classifier::Outputs;
 use crate::{Classifier, Prediction};
 
 /// A prediction and the size of the batch it ran in.
@@ -25,6 +27,8 @@ use crate::{Classifier, Prediction};
 pub struct Batched {
     /// The top-k labels.
     pub prediction: Prediction,
+    /// The whole row of logits and probabilities.
+    pub outputs: Outputs,
     /// How many images shared the forward pass.
     pub batch: usize,
 }
@@ -61,17 +65,32 @@ struct Job {
     place: Admission,
 }
 
-/// Counters the service reports.
-#[derive(Debug, Default, Serialize)]
+/// Counters the service reports (`/v1/model`, and `/metrics` through the same handles).
+#[derive(Debug)]
 pub struct Stats {
     /// Forward passes run.
-    pub batches: AtomicU64,
+    pub batches: Counter,
     /// Images predicted.
-    pub images: AtomicU64,
+    pub images: Counter,
     /// Largest batch so far.
     pub largest_batch: AtomicU64,
     /// Queued requests dropped unrun because their caller had given up.
-    pub abandoned: AtomicU64,
+    pub abandoned: Counter,
+    /// Images per forward pass.
+    pub batch_sizes: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            batches: Counter::default(),
+            images: Counter::default(),
+            largest_batch: AtomicU64::default(),
+            abandoned: Counter::default(),
+            // 1, 2, 4, ... 256 images.
+            batch_sizes: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+        }
+    }
 }
 
 /// Handle to the model thread; cheap to share between request handlers.
@@ -231,9 +250,7 @@ fn run(
         // Callers past their deadline are gone: their places free up without a forward pass.
         let before = jobs.len();
         jobs.retain(|j| !j.reply.is_closed());
-        stats
-            .abandoned
-            .fetch_add((before - jobs.len()) as u64, Ordering::Relaxed);
+        stats.abandoned.inc_by((before - jobs.len()) as u64);
         if jobs.is_empty() {
             continue;
         }
@@ -244,19 +261,26 @@ fn run(
             pixels.append(&mut j.pixels);
         }
         // A panic inside a backend must not take the service down with it.
-        let result =
-            std::panic::catch_unwind(AssertUnwindSafe(|| classifier.predict_pixels(pixels, n, k)));
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.images.fetch_add(n as u64, Ordering::Relaxed);
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            classifier
+                .outputs(pixels, n)
+                .into_iter()
+                .map(|o| (classifier.predict_row(&o, k), o))
+                .collect::<Vec<_>>()
+        }));
+        stats.batches.inc();
+        stats.images.inc_by(n as u64);
+        stats.batch_sizes.observe(n as f64);
         stats.largest_batch.fetch_max(n as u64, Ordering::Relaxed);
         match result {
             Ok(predictions) => {
-                for (job, mut p) in jobs.into_iter().zip(predictions) {
+                for (job, (mut p, outputs)) in jobs.into_iter().zip(predictions) {
                     p.top.truncate(job.top_k.max(1));
                     // The place frees before the answer: a caller that got one sees it free.
                     drop(job.place);
                     let _ = job.reply.send(Ok(Batched {
                         prediction: p,
+                        outputs,
                         batch: n,
                     }));
                 }
@@ -356,7 +380,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got.batch, 1);
-        assert_eq!(batcher.stats().abandoned.load(Ordering::Relaxed), 1);
+        assert_eq!(batcher.stats().abandoned.get(), 1);
         assert_eq!(batcher.queue_depth(), 0);
         assert!(batcher.admit().is_ok());
         drop(batcher);

@@ -39,6 +39,15 @@ impl Prediction {
     }
 }
 
+/// One image's outputs: a row of logits and its softmax.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outputs {
+    /// Raw scores, one per class.
+    pub logits: Vec<f32>,
+    /// Their softmax.
+    pub probabilities: Vec<f32>,
+}
+
 /// The network as it runs: as trained, or with BatchNorm folded into the convolutions.
 // One per classifier: boxing the larger variant would buy nothing.
 #[allow(clippy::large_enum_variant)]
@@ -128,20 +137,42 @@ impl Classifier {
 
     /// Top-k predictions for `n` preprocessed images in one forward pass.
     pub fn predict_pixels(&self, pixels: Vec<f32>, n: usize, top_k: usize) -> Vec<Prediction> {
+        self.outputs(pixels, n)
+            .into_iter()
+            .map(|o| self.predict_row(&o, top_k))
+            .collect()
+    }
+
+    /// Logits and probabilities of `n` preprocessed images in one forward pass, one row each.
+    pub fn outputs(&self, pixels: Vec<f32>, n: usize) -> Vec<Outputs> {
         if n == 0 {
             return Vec::new();
         }
-        let probs = softmax(self.logits(pixels, n), 1)
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap_or_default();
-        probs
-            .chunks_exact(self.num_classes())
-            .map(|p| Prediction {
-                top: self.top_k(p, top_k),
+        let logits = self.logits(pixels, n);
+        let read = |t: Tensor<2>| {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap_or_default()
+        };
+        let probabilities = read(softmax(logits.clone(), 1));
+        let logits = read(logits);
+        let c = self.num_classes();
+        logits
+            .chunks_exact(c)
+            .zip(probabilities.chunks_exact(c))
+            .map(|(l, p)| Outputs {
+                logits: l.to_vec(),
+                probabilities: p.to_vec(),
             })
             .collect()
+    }
+
+    /// The top-k prediction of one image's outputs.
+    pub fn predict_row(&self, outputs: &Outputs, top_k: usize) -> Prediction {
+        Prediction {
+            top: self.top_k(&outputs.probabilities, top_k),
+        }
     }
 
     /// Top-k predictions for decoded images, batched.

@@ -7,6 +7,8 @@ pub mod classifier;
 pub mod decode;
 pub mod error;
 pub mod limits;
+pub mod metrics;
+pub mod oip;
 pub mod server;
 
 pub use classifier::{Classifier, Label, Prediction};

@@ -1,8 +1,10 @@
 //! The service's defences against slow clients and overload: the limits it enforces (all CLI
 //! flags, shown by `GET /v1/model`) and counters of what each refused.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 
 use serde_json::{Value, json};
 
@@ -51,37 +53,38 @@ impl ServiceLimits {
 }
 
 /// What the service refused, by reason, and the connections it holds; shared by the accept
-/// loop and the handlers.
+/// loop and the handlers, and exported as they are by `GET /metrics` (Prometheus types, so
+/// that one count serves both).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Requests without the right bearer token (401).
-    pub unauthorized: AtomicU64,
+    pub unauthorized: Counter,
     /// Requests shed because the queue in front of the model was full (503).
-    pub shed: AtomicU64,
+    pub shed: Counter,
     /// Requests whose body did not arrive within the body timeout (408).
-    pub body_timeouts: AtomicU64,
+    pub body_timeouts: Counter,
     /// Requests not answered within the request timeout (504).
-    pub deadline_exceeded: AtomicU64,
+    pub deadline_exceeded: Counter,
     /// Connections closed because headers did not arrive in time (or an idle keep-alive
     /// connection sent nothing more).
-    pub header_timeouts: AtomicU64,
+    pub header_timeouts: Counter,
     /// Times the accept loop stopped accepting because the connection cap was reached.
-    pub connection_waits: AtomicU64,
+    pub connection_waits: Counter,
     /// Connections open now.
-    pub connections_open: AtomicU64,
+    pub connections_open: Gauge,
     /// Connections accepted so far.
-    pub connections_accepted: AtomicU64,
+    pub connections_accepted: Counter,
 }
 
 impl Counters {
     /// Adds one to `counter`.
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub fn bump(counter: &Counter) {
+        counter.inc();
     }
 
     /// The refusal counts as `/v1/model` shows them.
     pub fn to_json(&self) -> Value {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = |c: &Counter| c.get();
         json!({
             "unauthorized": get(&self.unauthorized),
             "shed": get(&self.shed),

@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rekindle_infer::auth::Token;
 use rekindle_infer::batcher::Batcher;
-use rekindle_infer::limits::{Counters, ServiceLimits};
+use rekindle_infer::limits::ServiceLimits;
 use rekindle_infer::server::{App, serve, shutdown_signal};
 use rekindle_infer::{Classifier, Limits, Prediction};
 use rekindle_model::Backend;
@@ -109,11 +109,15 @@ struct ServeArgs {
     /// Classes per prediction when the request has no `top_k`.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// The name the Open Inference Protocol serves the model as (`/v2/models/NAME`); default:
+    /// the model file's name without its extension.
+    #[arg(long)]
+    model_name: Option<String>,
     /// Logs as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
-    /// Bearer token clients must send (`Authorization: Bearer TOKEN`) on every route but
-    /// /healthz. Visible in `ps`: prefer --token-file or the REKINDLE_TOKEN variable.
+    /// Bearer token clients must send (`Authorization: Bearer TOKEN`) on every route but the
+    /// probes (/healthz, /v2/health/live, /v2/health/ready). Visible in `ps`: prefer --token-file or the REKINDLE_TOKEN variable.
     #[arg(long, conflicts_with = "token_file")]
     token: Option<String>,
     /// File holding the bearer token (a trailing newline is ignored).
@@ -144,6 +148,28 @@ struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// `--model-name`, or the model file's stem; a name that cannot sit in a URL path segment
+    /// is refused.
+    fn model_name(&self) -> Result<String> {
+        let name = match &self.model_name {
+            Some(n) => n.clone(),
+            None => self
+                .model
+                .model
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "model".into()),
+        };
+        let ok = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+        if name.is_empty() || !name.chars().all(ok) {
+            anyhow::bail!(
+                "--model-name `{name}`: use letters, digits, `-`, `_` and `.` (it is a URL path \
+                 segment in /v2/models/NAME)"
+            );
+        }
+        Ok(name)
+    }
+
     fn service_limits(&self) -> ServiceLimits {
         ServiceLimits {
             max_connections: self.max_connections as usize,
@@ -333,7 +359,10 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
     if token.is_none() {
         tracing::warn!(addr = %a.addr, "serving without a token: anyone who reaches the address may use it");
     }
+    let loading = Instant::now();
     let classifier = a.model.load()?;
+    let load_seconds = loading.elapsed().as_secs_f64();
+    let model_name = a.model_name()?;
     let metadata = classifier.metadata().clone();
     let limits = *classifier.limits();
     let folded = classifier.is_folded();
@@ -343,17 +372,15 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
         Duration::from_millis(a.max_wait_ms),
         a.max_queue as usize,
     );
-    let app = Arc::new(App {
-        batcher,
-        metadata,
-        limits,
-        backend: a.model.backend.to_string(),
-        folded,
-        default_top_k: a.top_k.clamp(1, 1_000_000),
-        token,
-        service: a.service_limits(),
-        counters: Counters::default(),
-    });
+    let mut app = App::new(batcher, metadata, limits);
+    app.backend = a.model.backend.to_string();
+    app.folded = folded;
+    app.default_top_k = a.top_k.clamp(1, 1_000_000);
+    app.token = token;
+    app.service = a.service_limits();
+    app.model_name = model_name;
+    app.metrics.set_model_load_seconds(load_seconds);
+    let app = Arc::new(app);
     let runtime = tokio::runtime::Runtime::new().context("start the async runtime")?;
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(a.addr)

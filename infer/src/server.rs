@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Multipart, Query, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -32,6 +32,8 @@ use crate::auth::{Check, Token};
 use crate::batcher::{Admission, BatchError, Batcher, Full, Preparing};
 use crate::decode::{Limits, decode};
 use crate::limits::{Counters, ServiceLimits};
+use crate::metrics::Metrics;
+use crate::oip::{self, OipError};
 
 /// What the handlers share.
 pub struct App {
@@ -53,11 +55,17 @@ pub struct App {
     pub service: ServiceLimits,
     /// What was refused, and the connections open.
     pub counters: Counters,
+    /// The name `/v2/models/{name}` answers to.
+    pub model_name: String,
+    /// What `GET /metrics` reports.
+    pub metrics: Metrics,
 }
 
 impl App {
     /// An app over `batcher` with no token, the default service limits and top-k 5.
     pub fn new(batcher: Batcher, metadata: ModelMetadata, limits: Limits) -> Self {
+        let counters = Counters::default();
+        let metrics = Metrics::new(&counters, batcher.stats());
         Self {
             batcher,
             metadata,
@@ -67,8 +75,15 @@ impl App {
             default_top_k: 5,
             token: None,
             service: ServiceLimits::default(),
-            counters: Counters::default(),
+            counters,
+            model_name: "model".into(),
+            metrics,
         }
+    }
+
+    /// The largest request body: an image of the maximum size with room for multipart framing.
+    pub fn body_limit(&self) -> usize {
+        self.limits.max_bytes + 64 * 1024
     }
 }
 
@@ -147,21 +162,17 @@ pub struct PredictQuery {
     pub top_k: Option<usize>,
 }
 
-/// The service's routes over `app`. `/healthz` is open (liveness probes carry no token); the
-/// other routes, unknown ones included, want the token when `app.token` is set.
+/// The service's routes over `app`. The probes (`/healthz`, `/v2/health/*`) are open:
+/// liveness and readiness checks carry no token. Every other route, unknown ones included,
+/// wants the token when `app.token` is set, `/metrics` too (it tells who sends how much).
 pub fn router(app: Arc<App>) -> Router {
-    // Room for multipart framing around an image of the maximum size.
-    let body_limit = app.limits.max_bytes + 64 * 1024;
+    let body_limit = app.body_limit();
     Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/model", get(model))
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such route; try POST /v1/predict, GET /v1/model, GET /healthz",
-            )
-        })
+        .route("/metrics", get(metrics))
+        .merge(oip::routes())
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Routes added after this layer are outside it.
         .layer(middleware::from_fn_with_state(app.clone(), authenticate))
@@ -169,17 +180,60 @@ pub fn router(app: Arc<App>) -> Router {
             "/healthz",
             get(|| async { Json(json!({"status": "ok"})) }).fallback(method_not_allowed),
         )
+        .merge(oip::probes())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(app.clone(), track))
         .with_state(app)
 }
 
+/// Counts and times every answer by the route it matched (`unmatched` for none).
+async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let seconds = started.elapsed().as_secs_f64();
+    app.metrics
+        .observe(&route, response.status().as_u16(), seconds);
+    response
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        app.metrics.render(app.batcher.queue_depth()),
+    )
+        .into_response()
+}
+
+/// 404: the protocol's error on `/v2`, ours elsewhere.
+async fn not_found(uri: Uri) -> Response {
+    if uri.path().starts_with("/v2") {
+        return OipError::new(StatusCode::NOT_FOUND, format!("no route {}", uri.path()))
+            .into_response();
+    }
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such route; try POST /v1/predict, GET /v1/model, GET /healthz, GET /metrics or \
+         the Open Inference Protocol under /v2",
+    )
+    .into_response()
+}
+
 /// 405 as a JSON error, like every other refusal.
-async fn method_not_allowed() -> ApiError {
+async fn method_not_allowed(uri: Uri) -> Response {
+    if uri.path().starts_with("/v2") {
+        return OipError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed").into_response();
+    }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "method not allowed; try POST /v1/predict, GET /v1/model, GET /healthz",
     )
+    .into_response()
 }
 
 /// 401 unless the request carries the app's token (when it has one).
@@ -188,6 +242,7 @@ async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> 
         return next.run(req).await;
     };
     let presented = req.headers().get(header::AUTHORIZATION);
+    let v2 = req.uri().path().starts_with("/v2");
     let (message, challenge) = match token.admits(presented.map(|v| v.as_bytes())) {
         Check::Ok => return next.run(req).await,
         Check::Missing => (
@@ -200,9 +255,16 @@ async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> 
         ),
     };
     Counters::bump(&app.counters.unauthorized);
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
-        .with_header(header::WWW_AUTHENTICATE, challenge)
-        .into_response()
+    let mut response = if v2 {
+        OipError::new(StatusCode::UNAUTHORIZED, message).into_response()
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response()
+    };
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
+    response
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then finishes the requests in flight
@@ -264,7 +326,7 @@ pub async fn serve(
         let conn = graceful.watch(conn);
         let app = app.clone();
         Counters::bump(&app.counters.connections_accepted);
-        Counters::bump(&app.counters.connections_open);
+        app.counters.connections_open.inc();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 if e.is_timeout() {
@@ -272,9 +334,7 @@ pub async fn serve(
                 }
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            app.counters
-                .connections_open
-                .fetch_sub(1, Ordering::Relaxed);
+            app.counters.connections_open.dec();
             drop(slot);
         });
     }
@@ -329,10 +389,10 @@ async fn model(State(app): State<Arc<App>>) -> Json<serde_json::Value> {
         "batching": {
             "max_batch": app.batcher.max_batch,
             "max_wait_ms": app.batcher.max_wait.as_secs_f64() * 1e3,
-            "batches": s.batches.load(Ordering::Relaxed),
-            "images": s.images.load(Ordering::Relaxed),
+            "batches": s.batches.get(),
+            "images": s.images.get(),
             "largest_batch": s.largest_batch.load(Ordering::Relaxed),
-            "abandoned": s.abandoned.load(Ordering::Relaxed),
+            "abandoned": s.abandoned.get(),
         },
         "service": service_json(&app),
     }))
@@ -349,8 +409,8 @@ fn service_json(app: &App) -> serde_json::Value {
     });
     v["max_queue"] = json!(app.batcher.max_queue);
     v["queue_depth"] = json!(app.batcher.queue_depth());
-    v["connections_open"] = json!(c.connections_open.load(Ordering::Relaxed));
-    v["connections_accepted"] = json!(c.connections_accepted.load(Ordering::Relaxed));
+    v["connections_open"] = json!(c.connections_open.get());
+    v["connections_accepted"] = json!(c.connections_accepted.get());
     v["refused"] = c.to_json();
     v
 }

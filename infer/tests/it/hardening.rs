@@ -133,7 +133,7 @@ fn the_token_is_wanted_everywhere_but_healthz_and_never_logged() {
         predict(addr, None, &good),
         predict(addr, Some(wrong), &good),
         predict(addr, Some(&TOKEN[..TOKEN.len() - 1]), &good),
-        request(addr, "GET", "/v2/elsewhere", None, None, b""),
+        request(addr, "GET", "/v3/elsewhere", None, None, b""),
     ];
     for (i, r) in refusals.iter().enumerate() {
         assert_eq!(r.0, 401, "case {i}: {}", r.2);
@@ -141,6 +141,29 @@ fn the_token_is_wanted_everywhere_but_healthz_and_never_logged() {
         assert_eq!(r.2["error"]["kind"], "unauthorized", "case {i}");
         let challenge = header(r, "www-authenticate").unwrap_or_default();
         assert!(challenge.starts_with("Bearer"), "case {i}: {challenge:?}");
+    }
+    // The Open Inference Protocol's routes want it too, and refuse in the protocol's format;
+    // its probes, like /healthz, are open.
+    for path in ["/v2", "/v2/models/m", "/v2/models/m/infer", "/metrics"] {
+        let method = if path.ends_with("infer") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let r = request(addr, method, path, None, None, b"");
+        assert_eq!(r.0, 401, "{path}: {}", r.2);
+        if path.starts_with("/v2") {
+            assert!(
+                r.2["error"].as_str().unwrap().contains("Bearer"),
+                "{path}: {}",
+                r.2
+            );
+        }
+        let challenge = header(&r, "www-authenticate").unwrap_or_default();
+        assert!(challenge.starts_with("Bearer"), "{path}: {challenge:?}");
+    }
+    for path in ["/v2/health/live", "/v2/health/ready"] {
+        assert_eq!(request(addr, "GET", path, None, None, b"").0, 200, "{path}");
     }
     for path in ["/v1/predict", "/healthz"] {
         let r = request(addr, "PUT", path, Some(TOKEN), None, b"");
@@ -152,7 +175,7 @@ fn the_token_is_wanted_everywhere_but_healthz_and_never_logged() {
     assert_eq!(ok.2["predictions"].as_array().unwrap().len(), 1);
     let info = svc.info();
     assert_eq!(info["service"]["auth"], "bearer");
-    assert_eq!(info["service"]["refused"]["unauthorized"], 6);
+    assert_eq!(info["service"]["refused"]["unauthorized"], 6 + 4);
     let log = svc.log();
     assert!(log.contains("request refused"), "{log}");
     assert!(!log.contains(TOKEN) && !log.contains(wrong), "{log}");

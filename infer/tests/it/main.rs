@@ -5,5 +5,6 @@ mod backends;
 mod cli;
 mod common;
 mod hardening;
+mod oip;
 mod serve;
 mod wild;

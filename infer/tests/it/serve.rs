@@ -213,7 +213,7 @@ fn bad_requests_get_json_errors_and_the_service_keeps_serving() {
             "unknown route",
             404,
             "no such route",
-            http(addr, "GET", "/v2/predict", None, b""),
+            http(addr, "GET", "/v3/predict", None, b""),
         ),
     ];
     for (what, want_status, want_text, (status, body)) in cases {
