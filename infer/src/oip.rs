@@ -42,7 +42,7 @@ const OUTPUTS: [&str; 3] = ["logits", "probabilities", "classes"];
 pub struct OipError {
     status: StatusCode,
     message: String,
-    retry_after: Option<u64>,
+    headers: Vec<(header::HeaderName, HeaderValue)>,
 }
 
 impl OipError {
@@ -51,8 +51,13 @@ impl OipError {
         Self {
             status,
             message: message.into(),
-            retry_after: None,
+            headers: Vec::new(),
         }
+    }
+
+    fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
     }
 
     fn bad(message: impl Into<String>) -> Self {
@@ -64,10 +69,7 @@ impl IntoResponse for OipError {
     fn into_response(self) -> Response {
         tracing::warn!(status = self.status.as_u16(), error = %self.message, "request refused");
         let mut r = (self.status, Json(json!({"error": self.message}))).into_response();
-        if let Some(s) = self.retry_after {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
-        }
+        r.headers_mut().extend(self.headers);
         r
     }
 }
@@ -309,13 +311,15 @@ async fn read_body(app: &Arc<App>, req: Request) -> Result<Bytes, OipError> {
         Ok(Err(e)) => Err(OipError::bad(e.body_text())),
         Err(_) => {
             Counters::bump(&app.counters.body_timeouts);
+            // The rest of the body may still come: the connection cannot carry another request.
             Err(OipError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!(
                     "the request body did not arrive within {} ms",
                     timeout.as_millis()
                 ),
-            ))
+            )
+            .with_header(header::CONNECTION, HeaderValue::from_static("close")))
         }
     }
 }
@@ -551,9 +555,10 @@ async fn predict_all(app: &Arc<App>, images: Images) -> Result<Vec<Batched>, Oip
     for _ in 0..n {
         let place = app.batcher.admit().map_err(|full| {
             Counters::bump(&app.counters.shed);
-            let mut e = OipError::new(StatusCode::SERVICE_UNAVAILABLE, full.to_string());
-            e.retry_after = Some(app.service.retry_after_s);
-            e
+            OipError::new(StatusCode::SERVICE_UNAVAILABLE, full.to_string()).with_header(
+                header::RETRY_AFTER,
+                HeaderValue::from(app.service.retry_after_s),
+            )
         })?;
         places.push(place);
     }

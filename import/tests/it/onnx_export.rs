@@ -367,25 +367,30 @@ fn external_data_hidden_heads_and_bad_requests() {
     assert!(!dir.path().join("nope.onnx").exists() && !dir.path().join("m.onnx").exists());
 }
 
-/// The README's ONNX Runtime snippet, as written there, on an export and a real photo: it runs
-/// and names one of the model's classes.
-#[test]
-fn the_readmes_onnx_runtime_snippet_runs() {
+/// The README's Python snippet that starts with `first`, as written there.
+fn readme_snippet(first: &str) -> String {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
     let start = readme
-        .find("```python\nimport json, numpy as np, onnxruntime as ort")
-        .expect("the README's ONNX Runtime snippet")
+        .find(&format!("```python\n{first}"))
+        .unwrap_or_else(|| panic!("the README's snippet starting `{first}`"))
         + "```python\n".len();
-    let snippet = &readme[start..start + readme[start..].find("```").unwrap()];
+    readme[start..start + readme[start..].find("```").unwrap()].to_string()
+}
+
+/// The README's ONNX Runtime snippet, as written there, on an export and a real photo: it runs
+/// and names one of the model's classes.
+#[test]
+fn the_readmes_onnx_runtime_snippet_runs() {
+    let snippet = readme_snippet("import json, numpy as np, onnxruntime as ort");
     let dir = tempfile::tempdir().unwrap();
     let (model, metadata, _) = model_file(Arch::Resnet18, dir.path());
     export(&model, &dir.path().join("r50-pets.onnx"), &[]);
     photos()[2].save(dir.path().join("photo.jpg")).unwrap();
     let out = run_ok(
         Command::new(python())
-            .args(["-c", snippet])
+            .args(["-c", &snippet])
             .current_dir(dir.path())
             .output()
             .unwrap(),
@@ -394,4 +399,33 @@ fn the_readmes_onnx_runtime_snippet_runs() {
         metadata.class_names.contains(&out.trim().to_string()),
         "{out}"
     );
+}
+
+/// The README's PyTorch snippet on a ResNet-50 with a fresh 37-class head, exported as
+/// safetensors by the CLI: torchvision loads it strictly and runs it.
+#[test]
+fn the_readmes_pytorch_snippet_runs() {
+    let snippet = readme_snippet("import torch, torchvision");
+    let dir = tempfile::tempdir().unwrap();
+    let imported = import(
+        &fixtures().join("resnet50.pth"),
+        &ImportOptions {
+            num_classes: Some(37),
+            allow_partial: true,
+            ..Default::default()
+        },
+        &Device::flex(),
+    )
+    .unwrap();
+    let model = dir.path().join("r50-pets.bpk");
+    save_model(&model, &imported.model, &imported.metadata).unwrap();
+    export(&model, &dir.path().join("r50-pets.safetensors"), &[]);
+    let out = run_ok(
+        Command::new(python())
+            .args(["-c", &snippet])
+            .current_dir(dir.path())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(out.trim(), "torch.Size([1, 37])");
 }

@@ -50,12 +50,22 @@ fn sample(metrics: &[Value], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// A raw request to the service: (status, JSON body).
 fn http(svc: &Service, method: &str, path: &str, token: bool, body: &[u8]) -> (u16, Value) {
+    http_with(svc, method, path, token, &[], body)
+}
+
+fn http_with(
+    svc: &Service,
+    method: &str,
+    path: &str,
+    token: bool,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
     let auth = format!("Bearer {TOKEN}");
-    let headers: Vec<(&str, &str)> = if token {
-        vec![("Authorization", auth.as_str())]
-    } else {
-        vec![]
-    };
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    if token {
+        headers.push(("Authorization", auth.as_str()));
+    }
     let raw = common::raw_request(svc.addr, method, path, &headers, body);
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -272,6 +282,30 @@ fn tritonclient_infers_and_metrics_count_what_was_sent() {
     );
     let (status, _) = http(&svc, "GET", "/metrics", false, b"");
     assert_eq!(status, 401);
+
+    // More images in one request than the queue ever holds (64): refused at once, binary data
+    // and all, rather than waiting for places that cannot all be free.
+    let data = vec![0u8; 65 * 3 * 24 * 24 * 4];
+    let head = format!(
+        r#"{{"inputs":[{{"name":"input","shape":[65,3,24,24],"datatype":"FP32","parameters":{{"binary_data_size":{}}}}}]}}"#,
+        data.len()
+    );
+    let length = head.len().to_string();
+    let mut body = head.into_bytes();
+    body.extend_from_slice(&data);
+    let (status, answer) = http_with(
+        &svc,
+        "POST",
+        "/v2/models/colours/infer",
+        true,
+        &[("Inference-Header-Content-Length", length.as_str())],
+        &body,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("at most 64"),
+        "{answer}"
+    );
     let (status, _) = http(&svc, "GET", "/v2/health/ready", false, b"");
     assert_eq!(status, 200, "probes are open");
 }
