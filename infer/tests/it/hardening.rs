@@ -293,15 +293,16 @@ fn headers_trickled_past_the_header_timeout_are_cut_off() {
     let req = format!(
         "GET /healthz HTTP/1.1\r\nHost: {}\r\nX-Slow: {}\r\n\r\n",
         svc.addr,
-        "z".repeat(20)
+        "z".repeat(150)
     );
-    // About 3.5 s of headers at 50 ms a byte.
+    // About 10 s of headers at 50 ms a byte, twenty times the timeout: being cut off at all is
+    // the proof, so no upper bound on when (a loaded machine only makes everything later).
     let mut s = TcpStream::connect(svc.addr).unwrap();
     let cut = trickle(&mut s, req.as_bytes(), Duration::from_millis(50));
     let cut = cut.expect("the server waited for the whole trickle");
     assert!(
-        cut >= Duration::from_millis(400) && cut < Duration::from_secs(3),
-        "{cut:?}"
+        cut >= Duration::from_millis(400),
+        "cut before the timeout: {cut:?}"
     );
     // A prompt client on the same server is served.
     assert_eq!(request(svc.addr, "GET", "/healthz", None, None, b"").0, 200);
@@ -325,12 +326,11 @@ fn a_stalled_body_gets_408_within_the_body_timeout() {
     let _ = s.read_to_end(&mut raw);
     let waited = started.elapsed();
     let answer = parse(&raw);
+    // The 408 itself says the body timeout fired (the read above gives up after 10 s); only
+    // the lower bound is timing.
     assert_eq!(answer.0, 408, "{}", answer.2);
     assert_eq!(answer.2["error"]["kind"], "body_timeout");
-    assert!(
-        waited >= Duration::from_millis(400) && waited < Duration::from_secs(3),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
     // Trickled, but whole within the timeout: served.
     let body = png(3);
     let mut s = TcpStream::connect(svc.addr).unwrap();
@@ -444,17 +444,13 @@ fn the_connection_cap_holds_further_connections_until_one_closes() {
         "served over the cap: {raw:?}"
     );
     drop(a);
-    let started = Instant::now();
+    // Served once a slot frees: the held connections' header timeout is 20 s, and this read
+    // gives up after 10, so an answer at all is the proof (no tighter bound that load breaks).
     third
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let _ = third.read_to_end(&mut raw);
     assert_eq!(parse(&raw).0, 200);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        started.elapsed()
-    );
     drop(b);
     let info = svc.info();
     assert_eq!(info["service"]["max_connections"], 2);
