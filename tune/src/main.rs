@@ -92,7 +92,8 @@ struct ReportArgs {
     /// Best complete trials written out as ready-to-run configs.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// How many of the best are trained again with other seeds (0: none).
+    /// How many of the best are trained again with other seeds (0: none). Each is `--seeds`
+    /// whole training runs: the defaults train 9.
     #[arg(long, default_value_t = 3)]
     rerun: usize,
     /// Seeds per re-run config.
@@ -240,6 +241,17 @@ fn report(a: ReportArgs) -> Result<()> {
         program: std::env::current_exe().context("locating rekindle-tune")?,
         storage: a.storage.clone(),
     };
+    // Re-runs are whole trainings: say how many before the first starts.
+    if opts.rerun > 0 {
+        eprintln!(
+            "report: training the {} best configs again with {} seeds each: {} runs, {} at a \
+             time (finished ones are kept and not run again); --rerun 0 writes the report alone",
+            opts.rerun,
+            opts.seeds,
+            opts.rerun * opts.seeds,
+            opts.workers
+        );
+    }
     let r = rekindle_tune::report::report(&a.dir, &opts)?;
     let study = Study::load(&a.dir.join(rekindle_tune::RESOLVED))?;
     eprintln!("{}", r.markdown(&study));

@@ -367,6 +367,12 @@ fn a_report_writes_the_best_configs_plots_and_seeded_reruns_ranked_by_mean() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // It says what it is about to train before training it.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("training the 2 best configs again with 2 seeds each: 4 runs, 2 at a time"),
+        "{said}"
+    );
     let report = summary(&out);
     let report_dir = dir.join("report");
     for png in ["history.png", "slices.png", "curves.png", "importance.png"] {
