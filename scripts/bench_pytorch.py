@@ -3,13 +3,17 @@
 
 Mirrors model/examples/bench.rs step for step: torchvision ResNet, fp32, 2 threads; inference
 under inference_mode in eval(); a train step is forward, cross-entropy, backward and an SGD
-step with momentum 0.9. One warm-up step, then steps until --min-time seconds have passed.
+step with momentum 0.9. The steps cycle through the batches rekindle's side wrote
+(--pool-file PREFIX: PREFIX.images float32, PREFIX.labels int64), a new batch each step; warm-up
+steps first, then timed steps until --min-time seconds have passed and --min-steps ran. With
+--flush-denormal, torch.set_flush_denormal(True), as rekindle sets FTZ/DAZ on its side.
 """
 import argparse
 import json
 import resource
 import time
 
+import numpy as np
 import torch
 import torchvision
 
@@ -21,42 +25,61 @@ def main() -> None:
     p.add_argument("--res", type=int, required=True)
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--min-time", type=float, default=3.0)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--min-steps", type=int, default=5)
+    p.add_argument("--pool-file", required=True)
+    p.add_argument("--flush-denormal", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
+    if a.flush_denormal and not torch.set_flush_denormal(True):
+        raise SystemExit("--flush-denormal: this CPU has no FTZ/DAZ")
     torch.manual_seed(0)
     model = getattr(torchvision.models, a.arch)(weights=None)
-    x = torch.rand(a.batch, 3, a.res, a.res)
+    images = np.fromfile(a.pool_file + ".images", dtype="<f4").reshape(-1, 3, a.res, a.res)
+    labels = np.fromfile(a.pool_file + ".labels", dtype="<i8")
+    xs = torch.from_numpy(images.copy()).split(a.batch)
+    ys = torch.from_numpy(labels.copy()).split(a.batch)
 
     if a.mode == "inference":
         model.eval()
 
-        def step() -> None:
+        def step(i: int) -> None:
             with torch.inference_mode():
-                model(x)
+                model(xs[i % len(xs)])
     else:
         model.train()
-        y = torch.randint(0, 1000, (a.batch,))
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         loss_fn = torch.nn.CrossEntropyLoss()
 
-        def step() -> None:
+        def step(i: int) -> None:
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(model(xs[i % len(xs)]), ys[i % len(ys)])
             loss.backward()
             opt.step()
             loss.item()
 
-    step()
+    for i in range(a.warmup):
+        step(i)
     start = time.perf_counter()
-    iters = 0
-    while iters == 0 or time.perf_counter() - start < a.min_time:
-        step()
-        iters += 1
+    step_ms = []
+    while len(step_ms) < max(a.min_steps, 1) or time.perf_counter() - start < a.min_time:
+        t = time.perf_counter()
+        step(a.warmup + len(step_ms))
+        step_ms.append((time.perf_counter() - t) * 1e3)
     elapsed = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"images_per_s": iters * a.batch / elapsed, "peak_rss_mb": peak_mb, "iters": iters}))
+    print(
+        json.dumps(
+            {
+                "images_per_s": len(step_ms) * a.batch / elapsed,
+                "peak_rss_mb": peak_mb,
+                "iters": len(step_ms),
+                "step_ms": step_ms,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

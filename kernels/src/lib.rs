@@ -8,6 +8,7 @@
 
 pub mod allocator;
 mod autodiff;
+pub mod denormals;
 mod extension;
 #[cfg(feature = "flex")]
 mod flex;

@@ -3,13 +3,14 @@
 //! backend features; every measurement runs in a child process so its peak RSS is its own.
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use clap::Parser;
 use rekindle_model::{Arch, Backend, ResNetConfig, backend};
 use serde::{Deserialize, Serialize};
@@ -36,9 +37,24 @@ struct Args {
     /// Batch sizes.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     batch: Vec<usize>,
-    /// Keep measuring a row until this many seconds have passed (after one warm-up step).
+    /// Keep measuring a row until this many seconds have passed (after the warm-up steps).
     #[arg(long, default_value_t = 3.0)]
     min_time: f64,
+    /// Untimed steps first (kernel compilation, autotuning, the allocator's first pages).
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed steps at least, however long they take.
+    #[arg(long, default_value_t = 5)]
+    min_steps: usize,
+    /// Batches of random images and labels the steps cycle through, a new one each step, the
+    /// same on both sides: one batch stepped over and over drives the loss to zero and the
+    /// arithmetic into denormals, which is not training.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pool: u64,
+    /// Flush denormals to zero on both sides: FTZ/DAZ on our compute threads
+    /// (`rekindle_kernels::denormals`), `torch.set_flush_denormal(True)` on PyTorch's.
+    #[arg(long)]
+    flush_denormal: bool,
     /// Measure PyTorch (2 threads) right after each row and print the ratio.
     #[arg(long)]
     vs_pytorch: bool,
@@ -56,6 +72,9 @@ struct Args {
     /// Internal: measure one row in this process (`backend:mode:res:batch`).
     #[arg(long, hide = true)]
     one: Option<String>,
+    /// Internal: the row's batches, `PREFIX.images` (f32) and `PREFIX.labels` (i64).
+    #[arg(long, hide = true)]
+    pool_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -75,11 +94,13 @@ impl Mode {
 }
 
 /// What one measurement reports (the Rust child and the PyTorch script print the same).
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Measurement {
     images_per_s: f64,
     peak_rss_mb: f64,
     iters: usize,
+    /// Each timed step, in milliseconds.
+    step_ms: Vec<f64>,
 }
 
 #[derive(Serialize)]
@@ -101,6 +122,32 @@ struct Row<'a> {
     ratio_min: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_max: Option<f64>,
+    /// Per-step milliseconds over every repetition: median, fastest, slowest.
+    step_ms: Spread,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_step_ms: Option<Spread>,
+    warmup: usize,
+    pool: u64,
+    flush_denormal: bool,
+}
+
+/// Median, minimum and maximum of some values.
+#[derive(Clone, Copy, Serialize)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Spread {
+    fn of<'a>(values: impl Iterator<Item = &'a f64>) -> Self {
+        let v: Vec<f64> = values.copied().collect();
+        Self {
+            median: if v.is_empty() { f64::NAN } else { median(&v) },
+            min: v.iter().copied().fold(f64::INFINITY, f64::min),
+            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        }
+    }
 }
 
 /// Peak resident memory of this process (VmHWM), in MB.
@@ -113,23 +160,96 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// Runs `step` once to warm up (kernel compilation, autotuning, allocator), then until
-/// `min_time` has passed; returns images/s.
-fn time_steps(batch: usize, min_time: f64, mut step: impl FnMut()) -> (f64, usize) {
-    step();
-    let start = Instant::now();
-    let mut iters = 0;
-    while iters == 0 || start.elapsed().as_secs_f64() < min_time {
-        step();
-        iters += 1;
+/// How long to measure: warm-up steps, then timed ones until both bounds are met.
+#[derive(Clone, Copy)]
+struct Timing {
+    warmup: usize,
+    min_steps: usize,
+    min_time: f64,
+}
+
+/// Runs `timing.warmup` untimed steps, then timed ones until `min_time` has passed and at least
+/// `min_steps` ran; `step(i)` is the i-th step. Returns (images/s, per-step milliseconds).
+fn time_steps(batch: usize, timing: Timing, mut step: impl FnMut(usize)) -> (f64, Vec<f64>) {
+    for i in 0..timing.warmup {
+        step(i);
     }
-    (
-        (iters * batch) as f64 / start.elapsed().as_secs_f64(),
-        iters,
+    let start = Instant::now();
+    let mut step_ms = Vec::new();
+    while step_ms.len() < timing.min_steps.max(1) || start.elapsed().as_secs_f64() < timing.min_time
+    {
+        let t = Instant::now();
+        step(timing.warmup + step_ms.len());
+        step_ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let images_per_s = (step_ms.len() * batch) as f64 / start.elapsed().as_secs_f64();
+    (images_per_s, step_ms)
+}
+
+/// Writes `pool` batches of random images (uniform in [0, 1)) and labels for a row, drawn from
+/// a fixed seed on the CPU, to `PREFIX.images` and `PREFIX.labels`: both sides read the same.
+fn write_pool(prefix: &Path, pool: usize, res: usize, batch: usize) -> Result<(), String> {
+    let device = Device::flex();
+    device.seed(7);
+    let n = pool * batch;
+    let images = Tensor::<4>::random([n, 3, res, res], Distribution::Default, &device)
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))?;
+    let labels = Tensor::<1, Int>::random([n], Distribution::Uniform(0.0, 1000.0), &device)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| format!("{e:?}"))?;
+    let write = |ext: &str, bytes: Vec<u8>| {
+        std::fs::write(prefix.with_extension(ext), bytes).map_err(|e| e.to_string())
+    };
+    write(
+        "images",
+        images.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )?;
+    write(
+        "labels",
+        labels.iter().flat_map(|v| v.to_le_bytes()).collect(),
     )
 }
 
-fn measure_one(spec: &str, arch: Arch, min_time: f64) -> Result<Measurement, String> {
+/// The row's batches on `device`: (images, labels) each.
+fn read_pool(
+    prefix: &Path,
+    res: usize,
+    batch: usize,
+    device: &Device,
+) -> Result<Vec<(Tensor<4>, Tensor<1, Int>)>, String> {
+    let read = |ext: &str| std::fs::read(prefix.with_extension(ext)).map_err(|e| e.to_string());
+    let images: Vec<f32> = read("images")?
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let labels: Vec<i64> = read("labels")?
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .collect();
+    let per = 3 * res * res * batch;
+    Ok(images
+        .chunks_exact(per)
+        .zip(labels.chunks_exact(batch))
+        .map(|(x, y)| {
+            (
+                Tensor::<4>::from_data(TensorData::new(x.to_vec(), [batch, 3, res, res]), device),
+                Tensor::<1, Int>::from_data(TensorData::new(y.to_vec(), [batch]), device),
+            )
+        })
+        .collect())
+}
+
+fn measure_one(
+    spec: &str,
+    arch: Arch,
+    timing: Timing,
+    pool_file: &Path,
+    flush: bool,
+) -> Result<Measurement, String> {
     let parts: Vec<&str> = spec.split(':').collect();
     let [backend, mode, res, batch] = parts[..] else {
         return Err(format!("bad row spec `{spec}`"));
@@ -138,16 +258,20 @@ fn measure_one(spec: &str, arch: Arch, min_time: f64) -> Result<Measurement, Str
     let mode = <Mode as clap::ValueEnum>::from_str(mode, true)?;
     let res: usize = res.parse().map_err(|e| format!("res: {e}"))?;
     let batch: usize = batch.parse().map_err(|e| format!("batch: {e}"))?;
+    if flush && !rekindle_kernels::denormals::flush_denormals() {
+        return Err("--flush-denormal: this CPU has no FTZ/DAZ".into());
+    }
     let device = backend.device().map_err(|e| e.to_string())?;
     device.seed(0);
     let config = ResNetConfig::imagenet(arch);
 
-    let (images_per_s, iters) = match mode {
+    let (images_per_s, step_ms) = match mode {
         Mode::Inference => {
             // What `rekindle-infer` and the service run: BatchNorm folded into the convolutions.
             let model = config.init(&device).fold_batchnorm();
-            let x = Tensor::<4>::random([batch, 3, res, res], Distribution::Default, &device);
-            time_steps(batch, min_time, || {
+            let batches = read_pool(pool_file, res, batch, &device)?;
+            time_steps(batch, timing, |i| {
+                let (x, _) = &batches[i % batches.len()];
                 // Reading the logits back waits for the whole forward pass.
                 let _ = model.forward(x.clone()).into_data();
             })
@@ -161,9 +285,9 @@ fn measure_one(spec: &str, arch: Arch, min_time: f64) -> Result<Measurement, Str
                 ))
                 .init();
             let loss_fn = CrossEntropyLossConfig::new().init(&device);
-            let x = Tensor::<4>::random([batch, 3, res, res], Distribution::Default, &device);
-            let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, 1000.0), &device);
-            time_steps(batch, min_time, || {
+            let batches = read_pool(pool_file, res, batch, &device)?;
+            time_steps(batch, timing, |i| {
+                let (x, y) = &batches[i % batches.len()];
                 let m = model.take().expect("model is put back after every step");
                 let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
                 let grads = GradientsParams::from_grads(loss.backward(), &m);
@@ -182,7 +306,8 @@ fn measure_one(spec: &str, arch: Arch, min_time: f64) -> Result<Measurement, Str
     Ok(Measurement {
         images_per_s,
         peak_rss_mb: peak_rss_mb(),
-        iters,
+        iters: step_ms.len(),
+        step_ms,
     })
 }
 
@@ -222,7 +347,7 @@ fn alternate(
             let t = if vs_pytorch {
                 run_child(&mut torch()).map_err(|e| format!("PyTorch: {e}"))?
             } else {
-                Measurement { ..o }
+                o.clone()
             };
             Ok((o, t))
         })
@@ -249,8 +374,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let timing = Timing {
+        warmup: args.warmup,
+        min_steps: args.min_steps,
+        min_time: args.min_time,
+    };
     if let Some(spec) = &args.one {
-        return match measure_one(spec, arch, args.min_time) {
+        let Some(pool_file) = &args.pool_file else {
+            eprintln!("error: --one needs --pool-file");
+            return ExitCode::FAILURE;
+        };
+        return match measure_one(spec, arch, timing, pool_file, args.flush_denormal) {
             Ok(m) => {
                 println!("{}", serde_json::to_string(&m).expect("plain struct"));
                 ExitCode::SUCCESS
@@ -286,12 +420,28 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/bench_pytorch.py");
     let exe = std::env::current_exe().expect("own path");
+    let pools = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: a folder for the batches: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
 
     if !args.json {
         println!(
-            "{arch}, backends: {}, threads: PyTorch 2; min {:.0} s a row after one warm-up step",
+            "{arch}, backends: {}, threads: PyTorch 2; {} warm-up steps, then at least {} steps \
+             and {:.0} s a row, over {} batches of random images; denormals {}",
             backend::names(&backends),
-            args.min_time
+            args.warmup,
+            args.min_steps,
+            args.min_time,
+            args.pool,
+            if args.flush_denormal {
+                "flushed to zero on both sides"
+            } else {
+                "kept (both sides)"
+            }
         );
         print!(
             "{:<8} {:<9} {:>4} {:>5} {:>10} {:>9}",
@@ -311,17 +461,35 @@ fn main() -> ExitCode {
             for &res in &args.res {
                 for &batch in &args.batch {
                     let spec = format!("{b}:{}:{res}:{batch}", mode.name());
+                    let pool_file = pools.path().join(format!("{res}-{batch}"));
+                    if !pool_file.with_extension("images").exists()
+                        && let Err(e) = write_pool(&pool_file, args.pool as usize, res, batch)
+                    {
+                        failures += 1;
+                        eprintln!("{spec}: the batches: {e}");
+                        continue;
+                    }
+                    let timing_args = |c: &mut Command| {
+                        c.args(["--min-time", &args.min_time.to_string()])
+                            .args(["--warmup", &args.warmup.to_string()])
+                            .args(["--min-steps", &args.min_steps.to_string()])
+                            .arg("--pool-file")
+                            .arg(&pool_file);
+                        if args.flush_denormal {
+                            c.arg("--flush-denormal");
+                        }
+                    };
                     let ours_cmd = || {
                         let mut c = Command::new(&exe);
-                        c.args(["--one", &spec, "--arch", arch.name()])
-                            .args(["--min-time", &args.min_time.to_string()]);
+                        c.args(["--one", &spec, "--arch", arch.name()]);
+                        timing_args(&mut c);
                         c
                     };
                     let torch_cmd = || {
                         let mut c = Command::new(&python);
                         c.args([script, "--arch", arch.name(), "--mode", mode.name()])
-                            .args(["--res", &res.to_string(), "--batch", &batch.to_string()])
-                            .args(["--min-time", &args.min_time.to_string()]);
+                            .args(["--res", &res.to_string(), "--batch", &batch.to_string()]);
+                        timing_args(&mut c);
                         c
                     };
                     let pairs = match alternate(args.repeat, args.vs_pytorch, ours_cmd, torch_cmd) {
@@ -359,6 +527,12 @@ fn main() -> ExitCode {
                         ratio: torch.map(|_| median(&ratios)),
                         ratio_min: spread.map(|s| s.0),
                         ratio_max: spread.map(|s| s.1),
+                        step_ms: Spread::of(pairs.iter().flat_map(|(o, _)| &o.step_ms)),
+                        pytorch_step_ms: torch
+                            .map(|_| Spread::of(pairs.iter().flat_map(|(_, t)| &t.step_ms))),
+                        warmup: args.warmup,
+                        pool: args.pool,
+                        flush_denormal: args.flush_denormal,
                     };
                     if args.json {
                         println!("{}", serde_json::to_string(&row).expect("plain struct"));
