@@ -6,7 +6,8 @@ under inference_mode in eval(); a train step is forward, cross-entropy, backward
 step with momentum 0.9. The steps cycle through the batches rekindle's side wrote
 (--pool-file PREFIX: PREFIX.images float32, PREFIX.labels int64), a new batch each step; warm-up
 steps first, then timed steps until --min-time seconds have passed and --min-steps ran. With
---flush-denormal, torch.set_flush_denormal(True), as rekindle sets FTZ/DAZ on its side.
+--flush-denormal, torch.set_flush_denormal(True), as rekindle sets FTZ/DAZ on its side; with
+--channels-last, the model and inputs in the NHWC memory layout.
 """
 import argparse
 import json
@@ -29,6 +30,7 @@ def main() -> None:
     p.add_argument("--min-steps", type=int, default=5)
     p.add_argument("--pool-file", required=True)
     p.add_argument("--flush-denormal", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
 
@@ -41,6 +43,10 @@ def main() -> None:
     labels = np.fromfile(a.pool_file + ".labels", dtype="<i8")
     xs = torch.from_numpy(images.copy()).split(a.batch)
     ys = torch.from_numpy(labels.copy()).split(a.batch)
+    if a.channels_last:
+        # What a performance-minded PyTorch user sets: NHWC weights and activations.
+        model = model.to(memory_format=torch.channels_last)
+        xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
 
     if a.mode == "inference":
         model.eval()

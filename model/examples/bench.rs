@@ -111,11 +111,18 @@ struct Row<'a> {
     batch: usize,
     images_per_s: f64,
     peak_rss_mb: f64,
+    /// PyTorch's better layout: each repetition's faster of the two, then the median.
     #[serde(skip_serializing_if = "Option::is_none")]
     pytorch_images_per_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pytorch_peak_rss_mb: Option<f64>,
-    /// Median of the per-pair ratios.
+    /// PyTorch in its default (NCHW) layout, median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_nchw_images_per_s: Option<f64>,
+    /// PyTorch with the model and inputs in `channels_last`, median.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pytorch_channels_last_images_per_s: Option<f64>,
+    /// Median of the per-repetition ratios against the better PyTorch.
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -333,23 +340,46 @@ fn run_child(cmd: &mut Command) -> Result<Measurement, String> {
     serde_json::from_str(line).map_err(|e| format!("unreadable result `{line}`: {e}"))
 }
 
-/// Runs ours and (when `vs_pytorch`) PyTorch alternately, `repeat` times; PyTorch's side is a
-/// copy of ours when it is not measured.
+/// One repetition of a row: ours, then (with `--vs-pytorch`) PyTorch in its default memory
+/// layout and in `channels_last`, which performance-minded PyTorch users set.
+struct Rep {
+    ours: Measurement,
+    torch: Option<[Measurement; 2]>,
+}
+
+impl Rep {
+    /// The faster of PyTorch's two layouts in this repetition.
+    fn best_torch(&self) -> Option<&Measurement> {
+        self.torch.as_ref().map(|[a, b]| {
+            if a.images_per_s >= b.images_per_s {
+                a
+            } else {
+                b
+            }
+        })
+    }
+}
+
+/// Runs ours and (when `vs_pytorch`) PyTorch both ways alternately, `repeat` times;
+/// `torch(channels_last)` is PyTorch's command.
 fn alternate(
     repeat: usize,
     vs_pytorch: bool,
     ours: impl Fn() -> Command,
-    torch: impl Fn() -> Command,
-) -> Result<Vec<(Measurement, Measurement)>, String> {
+    torch: impl Fn(bool) -> Command,
+) -> Result<Vec<Rep>, String> {
+    let pytorch = |channels_last: bool| {
+        run_child(&mut torch(channels_last)).map_err(|e| format!("PyTorch: {e}"))
+    };
     (0..repeat.max(1))
         .map(|_| {
-            let o = run_child(&mut ours())?;
-            let t = if vs_pytorch {
-                run_child(&mut torch()).map_err(|e| format!("PyTorch: {e}"))?
+            let ours = run_child(&mut ours())?;
+            let torch = if vs_pytorch {
+                Some([pytorch(false)?, pytorch(true)?])
             } else {
-                o.clone()
+                None
             };
-            Ok((o, t))
+            Ok(Rep { ours, torch })
         })
         .collect()
 }
@@ -362,6 +392,54 @@ fn median(values: &[f64]) -> f64 {
 
 fn median_by<T>(items: &[T], f: impl Fn(&T) -> f64) -> f64 {
     median(&items.iter().map(f).collect::<Vec<_>>())
+}
+
+/// A row from its repetitions: medians, the ratio against the better PyTorch layout with its
+/// spread, peaks, and per-step times.
+fn summarize(
+    backend: &'static str,
+    mode: Mode,
+    res: usize,
+    batch: usize,
+    reps: &[Rep],
+    args: &Args,
+) -> Row<'static> {
+    let torch = |layout: usize| {
+        args.vs_pytorch.then(|| {
+            median_by(reps, |r| {
+                r.torch
+                    .as_ref()
+                    .map_or(f64::NAN, |t| t[layout].images_per_s)
+            })
+        })
+    };
+    let best: Vec<&Measurement> = reps.iter().filter_map(Rep::best_torch).collect();
+    let ratios: Vec<f64> = reps
+        .iter()
+        .zip(&best)
+        .map(|(r, t)| r.ours.images_per_s / t.images_per_s)
+        .collect();
+    let vs = args.vs_pytorch;
+    Row {
+        backend,
+        mode: mode.name(),
+        res,
+        batch,
+        images_per_s: median_by(reps, |r| r.ours.images_per_s),
+        peak_rss_mb: reps.iter().map(|r| r.ours.peak_rss_mb).fold(0.0, f64::max),
+        pytorch_images_per_s: vs.then(|| median_by(&best, |t| t.images_per_s)),
+        pytorch_peak_rss_mb: vs.then(|| best.iter().map(|t| t.peak_rss_mb).fold(0.0, f64::max)),
+        pytorch_nchw_images_per_s: torch(0),
+        pytorch_channels_last_images_per_s: torch(1),
+        ratio: vs.then(|| median(&ratios)),
+        ratio_min: vs.then(|| ratios.iter().copied().fold(f64::INFINITY, f64::min)),
+        ratio_max: vs.then(|| ratios.iter().copied().fold(0.0, f64::max)),
+        step_ms: Spread::of(reps.iter().flat_map(|r| &r.ours.step_ms)),
+        pytorch_step_ms: vs.then(|| Spread::of(best.iter().flat_map(|t| &t.step_ms))),
+        warmup: args.warmup,
+        pool: args.pool,
+        flush_denormal: args.flush_denormal,
+    }
 }
 
 fn main() -> ExitCode {
@@ -430,8 +508,9 @@ fn main() -> ExitCode {
 
     if !args.json {
         println!(
-            "{arch}, backends: {}, threads: PyTorch 2; {} warm-up steps, then at least {} steps \
-             and {:.0} s a row, over {} batches of random images; denormals {}",
+            "{arch}, backends: {}, threads: PyTorch 2, its faster layout (NCHW or channels_last) \
+             each repetition; {} warm-up steps, then at least {} steps \
+             and {} s a row, over {} batches of random images; denormals {}",
             backend::names(&backends),
             args.warmup,
             args.min_steps,
@@ -449,8 +528,8 @@ fn main() -> ExitCode {
         );
         if args.vs_pytorch {
             print!(
-                " {:>12} {:>10} {:>7}  spread",
-                "torch img/s", "torch MB", "ratio"
+                " {:>12} {:>6} {:>10} {:>7}  spread",
+                "torch img/s", "layout", "torch MB", "ratio"
             );
         }
         println!();
@@ -485,14 +564,17 @@ fn main() -> ExitCode {
                         timing_args(&mut c);
                         c
                     };
-                    let torch_cmd = || {
+                    let torch_cmd = |channels_last: bool| {
                         let mut c = Command::new(&python);
                         c.args([script, "--arch", arch.name(), "--mode", mode.name()])
                             .args(["--res", &res.to_string(), "--batch", &batch.to_string()]);
                         timing_args(&mut c);
+                        if channels_last {
+                            c.arg("--channels-last");
+                        }
                         c
                     };
-                    let pairs = match alternate(args.repeat, args.vs_pytorch, ours_cmd, torch_cmd) {
+                    let reps = match alternate(args.repeat, args.vs_pytorch, ours_cmd, torch_cmd) {
                         Ok(p) => p,
                         Err(e) => {
                             failures += 1;
@@ -500,40 +582,7 @@ fn main() -> ExitCode {
                             continue;
                         }
                     };
-                    let ours = median_by(&pairs, |(o, _)| o.images_per_s);
-                    let torch = args
-                        .vs_pytorch
-                        .then(|| median_by(&pairs, |(_, t)| t.images_per_s));
-                    let peak = |side: fn(&(Measurement, Measurement)) -> f64| {
-                        pairs.iter().map(side).fold(0.0, f64::max)
-                    };
-                    let ratios: Vec<f64> = pairs
-                        .iter()
-                        .map(|(o, t)| o.images_per_s / t.images_per_s)
-                        .collect();
-                    let spread = args.vs_pytorch.then(|| {
-                        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-                        (lo, ratios.iter().copied().fold(0.0, f64::max))
-                    });
-                    let row = Row {
-                        backend: b.name(),
-                        mode: mode.name(),
-                        res,
-                        batch,
-                        images_per_s: ours,
-                        peak_rss_mb: peak(|(o, _)| o.peak_rss_mb),
-                        pytorch_images_per_s: torch,
-                        pytorch_peak_rss_mb: torch.map(|_| peak(|(_, t)| t.peak_rss_mb)),
-                        ratio: torch.map(|_| median(&ratios)),
-                        ratio_min: spread.map(|s| s.0),
-                        ratio_max: spread.map(|s| s.1),
-                        step_ms: Spread::of(pairs.iter().flat_map(|(o, _)| &o.step_ms)),
-                        pytorch_step_ms: torch
-                            .map(|_| Spread::of(pairs.iter().flat_map(|(_, t)| &t.step_ms))),
-                        warmup: args.warmup,
-                        pool: args.pool,
-                        flush_denormal: args.flush_denormal,
-                    };
+                    let row = summarize(b.name(), mode, res, batch, &reps, &args);
                     if args.json {
                         println!("{}", serde_json::to_string(&row).expect("plain struct"));
                     } else {
@@ -541,11 +590,23 @@ fn main() -> ExitCode {
                             "{:<8} {:<9} {:>4} {:>5} {:>10.2} {:>9.0}",
                             row.backend, row.mode, res, batch, row.images_per_s, row.peak_rss_mb
                         );
-                        if let (Some(t), Some(r), Some((lo, hi))) = (torch, row.ratio, spread) {
+                        if let (Some(t), Some(r), Some(lo), Some(hi)) = (
+                            row.pytorch_images_per_s,
+                            row.ratio,
+                            row.ratio_min,
+                            row.ratio_max,
+                        ) {
                             // Three decimals where two would round a slow backend to 0.00x.
                             let digits = if r < 0.1 { 3 } else { 2 };
                             let torch_mb = row.pytorch_peak_rss_mb.unwrap_or(f64::NAN);
-                            print!(" {t:>12.2} {torch_mb:>10.0} {r:>6.digits$}x");
+                            let layout = match (
+                                row.pytorch_nchw_images_per_s,
+                                row.pytorch_channels_last_images_per_s,
+                            ) {
+                                (Some(nchw), Some(nhwc)) if nhwc > nchw => "NHWC",
+                                _ => "NCHW",
+                            };
+                            print!(" {t:>12.2} {layout:>6} {torch_mb:>10.0} {r:>6.digits$}x");
                             print!("  {lo:.digits$}-{hi:.digits$}");
                         }
                         println!();
