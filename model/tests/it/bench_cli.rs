@@ -48,7 +48,61 @@ fn json_rows_carry_every_field() {
         assert!(row["images_per_s"].as_f64().unwrap() > 0.0, "{row}");
         assert!(row["peak_rss_mb"].as_f64().unwrap() > 10.0, "{row}");
         assert!(row.get("ratio").is_none(), "no ratio without --vs-pytorch");
+        let s = &row["step_ms"];
+        let (lo, mid, hi) = (s["min"].as_f64(), s["median"].as_f64(), s["max"].as_f64());
+        assert!(lo > Some(0.0) && lo <= mid && mid <= hi, "{row}");
+        assert_eq!(row["warmup"], 3);
+        assert_eq!(row["pool"], 4);
     }
+}
+
+/// With --vs-pytorch the committed PyTorch script runs on the same batches, both ways
+/// (default layout and channels_last), and the ratio is against the faster.
+#[test]
+fn pytorch_runs_both_layouts_on_the_same_batches() {
+    let python =
+        std::env::var("REKINDLE_PYTHON").expect("REKINDLE_PYTHON (set by cargo xtask test)");
+    let out = Command::new(bench_exe())
+        .args(["--backend", "flex", "--arch", "resnet18", "--res", "32"])
+        .args([
+            "--batch",
+            "2",
+            "--mode",
+            "train",
+            "--min-time",
+            "0",
+            "--repeat",
+            "1",
+        ])
+        .args([
+            "--vs-pytorch",
+            "--flush-denormal",
+            "--json",
+            "--python",
+            &python,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let row: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
+    let f = |k: &str| row[k].as_f64().unwrap_or_else(|| panic!("{k}: {row}"));
+    let (nchw, nhwc) = (
+        f("pytorch_nchw_images_per_s"),
+        f("pytorch_channels_last_images_per_s"),
+    );
+    assert!(nchw > 0.0 && nhwc > 0.0, "{row}");
+    assert_eq!(f("pytorch_images_per_s"), nchw.max(nhwc), "{row}");
+    assert!(
+        (f("ratio") - f("images_per_s") / nchw.max(nhwc)).abs() < 1e-9,
+        "{row}"
+    );
+    assert!(
+        row["pytorch_step_ms"]["median"].as_f64() > Some(0.0),
+        "{row}"
+    );
+    assert_eq!(row["flush_denormal"], true);
 }
 
 #[test]
