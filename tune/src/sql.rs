@@ -161,6 +161,28 @@ const SCHEMA: &str = "
         PRIMARY KEY (trial, rung)
     );";
 
+/// How long a SQLite connection waits for another's lock.
+const SQLITE_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `PRAGMA journal_mode = WAL`, tried again while another connection holds the database: SQLite
+/// answers a journal-mode change it cannot make yet with "database is locked" at once, without
+/// its busy handler, so workers opening a new study together failed now and then (13 of 150
+/// tries of three processes at once, measured with the same SQLite).
+fn wal(c: &rusqlite::Connection) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        match c.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && started.elapsed() < SQLITE_BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// An open connection.
 pub enum Conn {
     /// SQLite, in WAL mode, waiting up to a minute for a lock.
@@ -175,8 +197,8 @@ impl Conn {
         match storage {
             Storage::Sqlite(path) => {
                 let c = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
-                c.busy_timeout(std::time::Duration::from_secs(60))
-                    .and_then(|_| c.pragma_update(None, "journal_mode", "WAL"))
+                c.busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .and_then(|_| wal(&c))
                     .and_then(|_| c.execute_batch(SCHEMA))
                     .map_err(|e| e.to_string())?;
                 Ok(Self::Sqlite(c))
@@ -365,6 +387,36 @@ impl Sql for postgres::Transaction<'_> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn switching_to_wal_waits_for_another_connection_instead_of_failing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let a = rusqlite::Connection::open(&path).unwrap();
+        // A read transaction in the default journal mode: it holds the database until COMMIT.
+        a.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1); BEGIN; SELECT * FROM t;")
+            .unwrap();
+        let b = rusqlite::Connection::open(&path).unwrap();
+        b.busy_timeout(std::time::Duration::from_secs(1)).unwrap();
+        // What SQLite does on its own: "database is locked", busy timeout or not.
+        let bare = b.pragma_update(None, "journal_mode", "WAL");
+        assert!(
+            matches!(&bare, Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy),
+            "{bare:?}"
+        );
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            a.execute_batch("COMMIT").unwrap();
+        });
+        let started = std::time::Instant::now();
+        wal(&b).unwrap();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+        release.join().unwrap();
+        let mode: String = b
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+    }
+
     use super::*;
 
     #[test]
