@@ -39,6 +39,15 @@ impl Prediction {
     }
 }
 
+/// The indices of the `k` largest of `values`, largest first; ties keep index order (a stable
+/// sort), so results are deterministic.
+pub fn top_indices(values: &[f32], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].total_cmp(&values[a]));
+    order.truncate(k);
+    order
+}
+
 /// One image's outputs: a row of logits and its softmax.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outputs {
@@ -245,12 +254,8 @@ impl Classifier {
 
     /// The `k` most probable classes of one probability row.
     fn top_k(&self, probs: &[f32], k: usize) -> Vec<Label> {
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        // Stable sort: equal probabilities keep class order, so results are deterministic.
-        order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
-        order
+        top_indices(probs, k.clamp(1, probs.len()))
             .into_iter()
-            .take(k.clamp(1, probs.len()))
             .map(|i| Label {
                 class: self.meta.class_names[i].clone(),
                 index: i,

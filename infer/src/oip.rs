@@ -24,6 +24,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::batcher::{BatchError, Batched};
+use crate::classifier::top_indices;
 use crate::decode::decode;
 use crate::limits::Counters;
 use crate::server::App;
@@ -769,11 +770,8 @@ impl Answer {
                 .iter()
                 .flat_map(|r| {
                     let v = values(r);
-                    let mut order: Vec<usize> = (0..v.len()).collect();
-                    order.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
-                    order
+                    top_indices(&v, k)
                         .into_iter()
-                        .take(k)
                         .map(|i| format!("{:.6}:{i}:{}", v[i], names[i]))
                         .collect::<Vec<_>>()
                 })
@@ -784,12 +782,8 @@ impl Answer {
             let strings = rows
                 .iter()
                 .flat_map(|r| {
-                    let p = &r.outputs.probabilities;
-                    let mut order: Vec<usize> = (0..p.len()).collect();
-                    order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
-                    order
+                    top_indices(&r.outputs.probabilities, self.top_k)
                         .into_iter()
-                        .take(self.top_k)
                         .map(|i| names[i].clone())
                         .collect::<Vec<_>>()
                 })

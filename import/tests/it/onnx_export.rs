@@ -367,8 +367,9 @@ fn external_data_hidden_heads_and_bad_requests() {
     assert!(!dir.path().join("nope.onnx").exists() && !dir.path().join("m.onnx").exists());
 }
 
-/// The README's Python snippet that starts with `first`, as written there.
-fn readme_snippet(first: &str) -> String {
+/// Runs the README's Python snippet that starts with `first`, as written there, in `dir`;
+/// returns what it printed.
+fn run_readme_snippet(first: &str, dir: &Path) -> String {
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
@@ -376,25 +377,25 @@ fn readme_snippet(first: &str) -> String {
         .find(&format!("```python\n{first}"))
         .unwrap_or_else(|| panic!("the README's snippet starting `{first}`"))
         + "```python\n".len();
-    readme[start..start + readme[start..].find("```").unwrap()].to_string()
+    let snippet = &readme[start..start + readme[start..].find("```").unwrap()];
+    run_ok(
+        Command::new(python())
+            .args(["-c", snippet])
+            .current_dir(dir)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// The README's ONNX Runtime snippet, as written there, on an export and a real photo: it runs
 /// and names one of the model's classes.
 #[test]
 fn the_readmes_onnx_runtime_snippet_runs() {
-    let snippet = readme_snippet("import json, numpy as np, onnxruntime as ort");
     let dir = tempfile::tempdir().unwrap();
     let (model, metadata, _) = model_file(Arch::Resnet18, dir.path());
     export(&model, &dir.path().join("r50-pets.onnx"), &[]);
     photos()[2].save(dir.path().join("photo.jpg")).unwrap();
-    let out = run_ok(
-        Command::new(python())
-            .args(["-c", &snippet])
-            .current_dir(dir.path())
-            .output()
-            .unwrap(),
-    );
+    let out = run_readme_snippet("import json, numpy as np, onnxruntime as ort", dir.path());
     assert!(
         metadata.class_names.contains(&out.trim().to_string()),
         "{out}"
@@ -405,7 +406,6 @@ fn the_readmes_onnx_runtime_snippet_runs() {
 /// safetensors by the CLI: torchvision loads it strictly and runs it.
 #[test]
 fn the_readmes_pytorch_snippet_runs() {
-    let snippet = readme_snippet("import torch, torchvision");
     let dir = tempfile::tempdir().unwrap();
     let imported = import(
         &fixtures().join("resnet50.pth"),
@@ -420,12 +420,6 @@ fn the_readmes_pytorch_snippet_runs() {
     let model = dir.path().join("r50-pets.bpk");
     save_model(&model, &imported.model, &imported.metadata).unwrap();
     export(&model, &dir.path().join("r50-pets.safetensors"), &[]);
-    let out = run_ok(
-        Command::new(python())
-            .args(["-c", &snippet])
-            .current_dir(dir.path())
-            .output()
-            .unwrap(),
-    );
+    let out = run_readme_snippet("import torch, torchvision", dir.path());
     assert_eq!(out.trim(), "torch.Size([1, 37])");
 }
