@@ -11,8 +11,8 @@ mod env;
 mod fixtures;
 mod install;
 mod libtorch;
-mod only;
 mod passthrough;
+mod runner;
 mod test;
 mod venv;
 
@@ -66,13 +66,15 @@ pub struct TestArgs {
     #[arg(long)]
     pub no_install: bool,
     /// The fast loop: run only these crates' tests (repeatable), after the same build as the
-    /// whole suite's (so nothing is rebuilt for it); no backend matrix. Arguments after `--`
-    /// then go to each test binary (a name filter, `--nocapture`).
+    /// whole suite's (so nothing is rebuilt for it); no backend matrix.
     #[arg(long, short = 'p', value_name = "CRATE")]
     pub package: Vec<String>,
-    /// Extra arguments for `cargo test` (after `--`), e.g. a test name filter.
+    /// Test executables run at once (each runs its own tests on several threads).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub jobs: usize,
+    /// Arguments for each test executable (after `--`): a name filter, `--nocapture`, ...
     #[arg(last = true)]
-    pub cargo_args: Vec<String>,
+    pub test_args: Vec<String>,
 }
 
 /// `cargo xtask bench`'s options.

@@ -94,7 +94,6 @@ pub fn test(args: TestArgs) -> Result<()> {
     let backends = parse_backends(&args.backends.backends, default_test_backends)?;
     let mut env = base_env();
     prune_stale_binaries(&env);
-    install::setup(&mut env, !args.no_install, &backends)?;
     run(cargo(&env).args(["fmt", "--all", "--", "--check"]))?;
     for b in rekindle_backends::ALL
         .iter()
@@ -106,30 +105,49 @@ pub fn test(args: TestArgs) -> Result<()> {
         );
     }
     if !args.package.is_empty() {
+        install::setup(&mut env, !args.no_install, &backends)?;
         let fixtures = fixtures::fixtures(&env, false)?;
         env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
         env.insert("REKINDLE_REQUIRE_BACKENDS".into(), joined(&backends));
         println!("backend matrix: not run with --package (the whole run has it)");
-        return crate::only::run_packages(&env, &backends, &args.package, &args.cargo_args);
+        return crate::runner::build_and_run(
+            &env,
+            &backends,
+            &args.package,
+            &args.test_args,
+            args.jobs,
+        );
     }
-    // The matrix runs beside the fixtures and the test build, in its own target folder (cargo
-    // locks a target folder to one build at a time): the test build is bound by a few long
-    // crates (burn-flex, burn-ndarray) and leaves a core idle most of its time.
+    // Cold, the install (a few GB of wheels to fetch and unpack) and the compiler's work each
+    // take minutes and use different resources, so they overlap: the matrix checks the backends
+    // that need nothing installed while the install runs, and the others once it is done; the
+    // fixtures (PyTorch) are made beside the test build, which needs LibTorch before it starts.
+    let (installed_tx, installed_rx) = std::sync::mpsc::channel();
     let matrix = {
         let (env, backends) = (matrix_env(&env), backends.clone());
-        std::thread::spawn(move || backend_matrix(&env, &backends))
+        std::thread::spawn(move || overlapped_matrix(env, &backends, installed_rx))
     };
-    let built = fixtures::fixtures(&env, false).and_then(|fixtures| {
-        env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
+    let installed = install::setup(&mut env, !args.no_install, &backends);
+    let _ = installed_tx.send(installed.is_ok().then(|| env.clone()));
+    let built = installed.and_then(|()| {
         env.insert("REKINDLE_REQUIRE_BACKENDS".into(), joined(&backends));
-        let mut build = suite_test_command(&env, &backends, &args.cargo_args)?;
-        run(build.arg("--no-run"))
+        let fixtures = {
+            let env = env.clone();
+            std::thread::spawn(move || fixtures::fixtures(&env, false))
+        };
+        let build =
+            suite_test_command(&env, &backends).and_then(|mut build| run(build.arg("--no-run")));
+        let fixtures = fixtures
+            .join()
+            .unwrap_or_else(|_| bail!("the fixtures' thread panicked"))?;
+        env.insert("REKINDLE_FIXTURES".into(), fixtures.display().to_string());
+        build
     });
     let matrix = matrix
         .join()
         .unwrap_or_else(|_| vec!["the matrix's thread panicked".into()]);
     let tests = built.and_then(|()| {
-        run_counting_tests(&mut suite_test_command(&env, &backends, &args.cargo_args)?)
+        crate::runner::build_and_run(&env, &backends, &[], &args.test_args, args.jobs)
     });
     if !matrix.is_empty() {
         println!("\nbackend matrix failures:");
@@ -144,13 +162,38 @@ pub fn test(args: TestArgs) -> Result<()> {
     Ok(())
 }
 
+/// The matrix, started before the install: backends that need nothing installed to build are
+/// checked at once; those that do (LibTorch for tch) when `installed` hands over the
+/// environment the install made, and are reported failed if it failed.
+fn overlapped_matrix(
+    mut env: BTreeMap<String, String>,
+    backends: &[&'static Spec],
+    installed: std::sync::mpsc::Receiver<Option<BTreeMap<String, String>>>,
+) -> Vec<String> {
+    let (now, later): (Vec<&Spec>, Vec<&Spec>) = backends.iter().partition(|b| !b.needs_libtorch());
+    let mut failed = backend_matrix(&env, &now);
+    if later.is_empty() {
+        return failed;
+    }
+    match installed.recv() {
+        Ok(Some(after)) => {
+            let target = env.remove("CARGO_TARGET_DIR");
+            env = after;
+            env.extend(target.map(|t| ("CARGO_TARGET_DIR".to_string(), t)));
+            failed.extend(backend_matrix(&env, &later));
+        }
+        _ => failed.extend(
+            later
+                .iter()
+                .map(|b| format!("{b}: not checked, the install failed")),
+        ),
+    }
+    failed
+}
+
 /// `cargo test` of the whole workspace with `backends` compiled in, in the suite's profile,
 /// linted by clippy as it compiles.
-pub fn suite_test_command(
-    env: &BTreeMap<String, String>,
-    backends: &[&Spec],
-    cargo_args: &[String],
-) -> Result<Command> {
+pub fn suite_test_command(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Result<Command> {
     let mut cmd = cargo(env);
     cmd.args([
         "test",
@@ -160,8 +203,7 @@ pub fn suite_test_command(
         "--workspace",
         "--no-fail-fast",
     ])
-    .args(feature_flags(&["rekindle-model"], backends))
-    .args(cargo_args);
+    .args(feature_flags(&["rekindle-model"], backends));
     lint_while_building(&mut cmd)?;
     Ok(cmd)
 }
@@ -270,19 +312,6 @@ pub fn lint_while_building(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cargo test`, passing its output through, and ends with one total over every test
-/// binary (cargo's own last line belongs to whichever binary ran last) and the name of every
-/// failed test (with `--no-fail-fast`, the failures of early binaries scroll far away).
-pub fn run_counting_tests(cmd: &mut Command) -> Result<()> {
-    let mut tally = Tally::default();
-    let status = tally.run(cmd)?;
-    tally.report();
-    if !status.success() {
-        bail!("`{}` failed ({status})", render(cmd));
-    }
-    Ok(())
-}
-
 /// Tests passed, failed and skipped over several libtest runs, and the failed tests' names.
 #[derive(Default)]
 pub struct Tally {
@@ -291,28 +320,16 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Runs `cmd` (cargo test, or a test binary), passing its stdout through and counting.
-    pub fn run(&mut self, cmd: &mut Command) -> Result<std::process::ExitStatus> {
-        use std::io::{BufRead, BufReader};
-        eprintln!("+ {}", render(cmd));
-        let mut child = cmd
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", render(cmd)))?;
-        let stdout = child.stdout.take().context("test stdout")?;
-        for line in BufReader::new(stdout).lines() {
-            let line = line?;
-            println!("{line}");
-            if let Some(counts) = parse_test_result(&line) {
-                for (total, n) in self.counts.iter_mut().zip(counts) {
-                    *total += n;
-                }
-            }
-            if let Some(name) = failed_test(&line) {
-                self.failures.push(name.to_string());
+    /// Counts one line of a test executable's output (closing counts and failed tests).
+    pub fn add_line(&mut self, line: &str) {
+        if let Some(counts) = parse_test_result(line) {
+            for (total, n) in self.counts.iter_mut().zip(counts) {
+                *total += n;
             }
         }
-        Ok(child.wait()?)
+        if let Some(name) = failed_test(line) {
+            self.failures.push(name.to_string());
+        }
     }
 
     /// Prints the failed tests, then the closing count.

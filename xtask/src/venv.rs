@@ -153,8 +153,10 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         diff.len()
     );
     crate::env::run(
+        // --no-compile: byte-compiling every module of torch and its CUDA wheels took minutes of
+        // CPU in a cold run; Python compiles what it imports, once, into the venv.
         pip(venv)
-            .args(["install", "--no-deps", "-q", "-r"])
+            .args(["install", "--no-deps", "--no-compile", "-q", "-r"])
             .arg(&lock_path),
     )?;
     let extras: Vec<String> = freeze(venv)?
