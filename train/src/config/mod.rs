@@ -349,6 +349,8 @@ pub struct RunSection {
     pub backend: Backend,
     /// Device indices; more than one trains data-parallel.
     pub devices: Vec<usize>,
+    /// Also write the step and epoch scalars as TensorBoard event files (`DIR/tensorboard/`).
+    pub tensorboard: bool,
 }
 
 impl Default for RunSection {
@@ -357,6 +359,7 @@ impl Default for RunSection {
             dir: PathBuf::from("runs/train"),
             backend: Backend::default_compiled(),
             devices: vec![0],
+            tensorboard: false,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use crate::report::tensorboard::EventWriter;
 use crate::run::dir::RunDir;
 
 const STEPS_HEADER: &str = "epoch,step,loss,accuracy,lr,images_per_sec";
@@ -32,19 +33,33 @@ pub struct EpochRow {
     pub seconds: f64,
 }
 
-/// The two logs of a run, open for appending.
+/// The two logs of a run, open for appending, and its TensorBoard event file if asked for.
 pub struct MetricsLog {
     steps: BufWriter<File>,
     epochs: BufWriter<File>,
+    tensorboard: Option<EventWriter>,
+    /// Steps logged so far over the whole run (TensorBoard's step axis).
+    global_step: u64,
 }
 
 impl MetricsLog {
     /// Opens both logs of `dir`, keeping the rows of epochs up to `keep_epochs` (a resumed
-    /// run) and dropping the rest.
-    pub fn open(dir: &RunDir, keep_epochs: usize) -> std::io::Result<Self> {
+    /// run) and dropping the rest; with `tensorboard`, also a new event file under
+    /// `dir/tensorboard/` whose steps go on from the kept rows.
+    pub fn open(dir: &RunDir, keep_epochs: usize, tensorboard: bool) -> std::io::Result<Self> {
+        let (steps, kept_steps) = open_log(&dir.steps_csv(), STEPS_HEADER, keep_epochs)?;
+        let tensorboard = if tensorboard {
+            let mut events = EventWriter::create(&dir.tensorboard())?;
+            events.start(kept_steps as u64)?;
+            Some(events)
+        } else {
+            None
+        };
         Ok(Self {
-            steps: open_log(&dir.steps_csv(), STEPS_HEADER, keep_epochs)?,
-            epochs: open_log(&dir.epochs_csv(), EPOCHS_HEADER, keep_epochs)?,
+            steps,
+            epochs: open_log(&dir.epochs_csv(), EPOCHS_HEADER, keep_epochs)?.0,
+            tensorboard,
+            global_step: kept_steps as u64,
         })
     }
 
@@ -56,6 +71,16 @@ impl MetricsLog {
             "{epoch},{step},{loss},{accuracy},{lr},{speed:.2}"
         );
         let _ = self.steps.flush();
+        if let Some(tb) = &mut self.tensorboard {
+            let scalars = [
+                ("train/loss", loss),
+                ("train/accuracy", accuracy),
+                ("train/lr", lr),
+                ("train/images_per_sec", speed),
+            ];
+            let _ = tb.scalars(self.global_step, &scalars);
+        }
+        self.global_step += 1;
     }
 
     /// One finished epoch of one split.
@@ -73,6 +98,18 @@ impl MetricsLog {
             row.seconds
         );
         let _ = self.epochs.flush();
+        if let Some(tb) = &mut self.tensorboard {
+            // On the step axis too, at the epoch's last step: a resumed run's start at the next
+            // step drops every later value of an earlier attempt and keeps this one.
+            let tag = |name: &str| format!("epoch/{}/{name}", row.split);
+            let scalars = [
+                (tag("loss"), row.loss),
+                (tag("accuracy"), row.accuracy),
+                (tag("top5"), row.top5),
+            ];
+            let scalars: Vec<(&str, f64)> = scalars.iter().map(|(t, v)| (t.as_str(), *v)).collect();
+            let _ = tb.scalars(self.global_step.saturating_sub(1), &scalars);
+        }
     }
 
     /// Writes out whatever is buffered.
@@ -82,8 +119,9 @@ impl MetricsLog {
     }
 }
 
-/// Opens a CSV log for appending, keeping the header and the rows of epochs up to `keep`.
-fn open_log(path: &Path, header: &str, keep: usize) -> std::io::Result<BufWriter<File>> {
+/// Opens a CSV log for appending, keeping the header and the rows of epochs up to `keep`;
+/// returns it and the number of rows kept.
+fn open_log(path: &Path, header: &str, keep: usize) -> std::io::Result<(BufWriter<File>, usize)> {
     let kept: Vec<String> = match std::fs::read_to_string(path) {
         Ok(text) if keep > 0 => text
             .lines()
@@ -98,13 +136,17 @@ fn open_log(path: &Path, header: &str, keep: usize) -> std::io::Result<BufWriter
             .collect(),
         _ => Vec::new(),
     };
+    let rows = kept.len();
     // Rewritten whole before appending: a kill mid-rewrite must not lose the kept rows.
     let text: String = std::iter::once(header.to_string())
         .chain(kept)
         .map(|l| l + "\n")
         .collect();
     crate::run::atomic::write(path, text.as_bytes())?;
-    Ok(BufWriter::new(OpenOptions::new().append(true).open(path)?))
+    Ok((
+        BufWriter::new(OpenOptions::new().append(true).open(path)?),
+        rows,
+    ))
 }
 
 /// Reads the epoch log of a run directory.

@@ -3,3 +3,4 @@
 pub mod log;
 pub mod plot;
 pub mod progress;
+pub mod tensorboard;

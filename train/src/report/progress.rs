@@ -58,14 +58,15 @@ pub struct Renderer {
 
 impl Renderer {
     /// A renderer logging into `dir`, which keeps the rows of epochs up to `keep_epochs`
-    /// (a resumed run) and drops the rest.
+    /// (a resumed run) and drops the rest; also into TensorBoard event files if asked.
     pub fn new(
         dir: &RunDir,
         keep_epochs: usize,
+        tensorboard: bool,
         interrupter: Interrupter,
         shared: Arc<Mutex<Shared>>,
     ) -> std::io::Result<Self> {
-        let log = MetricsLog::open(dir, keep_epochs)?;
+        let log = MetricsLog::open(dir, keep_epochs, tensorboard)?;
         Ok(Self {
             names: HashMap::new(),
             interrupter,

@@ -95,6 +95,11 @@ impl RunDir {
         self.root.join("metrics-epochs.csv")
     }
 
+    /// TensorBoard's event files (with `[run] tensorboard = true`).
+    pub fn tensorboard(&self) -> PathBuf {
+        self.root.join("tensorboard")
+    }
+
     /// A plot of the run: `loss`, `accuracy` or `lr`.
     pub fn plot(&self, name: &str) -> PathBuf {
         self.root.join(format!("{name}.png"))

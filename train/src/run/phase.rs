@@ -172,6 +172,7 @@ impl Launcher<'_> {
         let renderer = Renderer::new(
             self.dir,
             phase.first - 1,
+            self.cfg.run.tensorboard,
             interrupter.clone(),
             self.shared.clone(),
         )

@@ -46,7 +46,8 @@ fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
     let data = tmp.path().join("data");
     image_folder(&data, 12);
     let run = tmp.path().join("run");
-    let cfg = write_config(&tmp.path().join("c.toml"), &folder_config(&data, &run, ""));
+    let text = folder_config(&data, &run, "") + "tensorboard = true\n";
+    let cfg = write_config(&tmp.path().join("c.toml"), &text);
     let out = run_ok(bin().arg("run").arg("--config").arg(&cfg));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -72,6 +73,7 @@ fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
     assert_eq!(steps.lines().count(), 1 + 8, "{steps}");
     let epochs = std::fs::read_to_string(run.join("metrics-epochs.csv")).unwrap();
     assert_eq!(epochs.lines().count(), 1 + 4, "{epochs}");
+    tensorboard_holds_the_csv_logs(&run, &steps, &epochs);
     let png = image::open(run.join("loss.png")).unwrap();
     assert!(png.width() > 100 && png.height() > 100);
     // What infer will load: the model file with class names and preprocessing.
@@ -139,6 +141,62 @@ fn a_run_leaves_config_checkpoints_logs_plots_and_a_loadable_model() {
         err.contains("--resume") && err.contains("already holds"),
         "{err}"
     );
+}
+
+/// TensorBoard's own reader (scripts/check_tensorboard.py) finds in the run's event files every
+/// step's loss, accuracy and learning rate and every epoch's scores, as the CSV logs hold them.
+fn tensorboard_holds_the_csv_logs(run: &Path, steps: &str, epochs: &str) {
+    let python =
+        std::env::var("REKINDLE_PYTHON").expect("REKINDLE_PYTHON (set by cargo xtask test)");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_tensorboard.py");
+    let out = run_ok(
+        Command::new(python)
+            .arg(script)
+            .arg(run.join("tensorboard")),
+    );
+    let scalars: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // TensorBoard keeps f32 values; serde_json's parse of their f64 text may miss by an f64 ulp,
+    // which the cast back to f32 removes.
+    let series = |tag: &str| -> Vec<(u64, f32)> {
+        scalars[tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag} in {scalars}"))
+            .iter()
+            .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap() as f32))
+            .collect()
+    };
+    let rows: Vec<Vec<f64>> = steps
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    for (tag, column) in [("train/loss", 2), ("train/accuracy", 3), ("train/lr", 4)] {
+        let want: Vec<(u64, f32)> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u64, r[column] as f32))
+            .collect();
+        assert_eq!(series(tag), want, "{tag}");
+    }
+    // Each epoch's row on the step axis: at that epoch's last step.
+    let last_step = |epoch: u64| rows.iter().filter(|r| r[0] as u64 <= epoch).count() as u64 - 1;
+    for split in ["train", "valid"] {
+        for (name, column) in [("loss", 2), ("accuracy", 3), ("top5", 4)] {
+            let want: Vec<(u64, f32)> = epochs
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').collect::<Vec<_>>())
+                .filter(|f| f[1] == split)
+                .map(|f| {
+                    let epoch: u64 = f[0].parse().unwrap();
+                    let value = f[column].parse::<f64>().unwrap() as f32;
+                    (last_step(epoch), value)
+                })
+                .collect();
+            let tag = format!("epoch/{split}/{name}");
+            assert_eq!(series(&tag), want, "{tag}");
+        }
+    }
 }
 
 #[test]
@@ -256,7 +314,20 @@ fn step_rows(run: &Path) -> Vec<Vec<f64>> {
 
 #[test]
 fn a_run_killed_mid_epoch_resumes_exactly() {
-    killed_mid_epoch_resumes_exactly(|run| fmnist_config(run, ""));
+    let (_tmp, cut) =
+        killed_mid_epoch_resumes_exactly(|run| fmnist_config(run, "") + "tensorboard = true\n");
+    // The killed attempt's event file holds epoch 2's first steps; TensorBoard drops them at
+    // the resumed run's start and shows each step once, as the CSV log does.
+    let read = |name: &str| std::fs::read_to_string(cut.join(name)).unwrap();
+    assert_eq!(
+        std::fs::read_dir(cut.join("tensorboard")).unwrap().count(),
+        2
+    );
+    tensorboard_holds_the_csv_logs(
+        &cut,
+        &read("metrics-steps.csv"),
+        &read("metrics-epochs.csv"),
+    );
 }
 
 /// The regularisation recipes draw at random every step (the balanced sampler's order, the
@@ -282,8 +353,11 @@ fn a_run_with_every_recipe_killed_mid_epoch_resumes_exactly() {
 }
 
 /// Trains `config(dir)` once uninterrupted and once killed in epoch 2 and resumed: the same
-/// loss and rate at every step, the same weights at the end.
-fn killed_mid_epoch_resumes_exactly(config: impl Fn(&Path) -> String) {
+/// loss and rate at every step, the same weights at the end. Returns the resumed run's folder
+/// (and the temporary folder that holds it).
+fn killed_mid_epoch_resumes_exactly(
+    config: impl Fn(&Path) -> String,
+) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let full = tmp.path().join("full");
     let cfg = write_config(&tmp.path().join("a.toml"), &config(&full));
@@ -349,6 +423,7 @@ fn killed_mid_epoch_resumes_exactly(config: impl Fn(&Path) -> String) {
             .fold(0.0f32, f32::max);
         assert!(worst <= 1e-5, "{na}: weights differ by {worst}");
     }
+    (tmp, cut)
 }
 
 /// A tensor's bytes read as little-endian f32 (a ResNet's tensors are all float32).
