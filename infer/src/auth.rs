@@ -8,6 +8,27 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The environment variable a token may come from.
+pub const ENV: &str = "REKINDLE_TOKEN";
+
+/// Refuses to serve `addr` beyond this machine without a token (unless `insecure`): `what`
+/// names what anyone who reaches it could use.
+pub fn check_exposure(
+    addr: std::net::SocketAddr,
+    token: bool,
+    insecure: bool,
+    what: &str,
+) -> Result<(), String> {
+    if token || addr.ip().is_loopback() || insecure {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to serve {addr} without a token: any machine that reaches it could use {what}. \
+         Set one with --token-file FILE, {ENV} or --token, listen on 127.0.0.1, or pass \
+         --insecure-no-token to serve it open"
+    ))
+}
+
 /// A secret the clients must present.
 #[derive(Clone)]
 pub struct Token {
@@ -29,6 +50,9 @@ pub enum TokenError {
     /// A token with characters a header value cannot carry.
     #[error("the token from {0} has whitespace or control characters; use printable ASCII")]
     NotPrintable(String),
+    /// The environment variable's value is not UTF-8.
+    #[error("the {0} environment variable is not valid UTF-8")]
+    NotUnicode(String),
     /// The token file could not be read.
     #[error("cannot read the token file {path}: {source}")]
     File {
@@ -61,6 +85,22 @@ impl Token {
             source,
         })?;
         Self::new(text.trim_end_matches(['\r', '\n']), &format!("file {name}"))
+    }
+
+    /// The token from a `--token` value, a `--token-file` or the `REKINDLE_TOKEN` environment
+    /// variable, in that order; `None` if none is set.
+    pub fn resolve(flag: Option<&str>, file: Option<&Path>) -> Result<Option<Self>, TokenError> {
+        if let Some(t) = flag {
+            return Self::new(t, "--token").map(Some);
+        }
+        if let Some(path) = file {
+            return Self::from_file(path).map(Some);
+        }
+        match std::env::var(ENV) {
+            Ok(t) => Self::new(&t, &format!("the {ENV} environment variable")).map(Some),
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => Err(TokenError::NotUnicode(ENV.into())),
+        }
     }
 
     /// Whether `presented` is this token, in time independent of where they differ.

@@ -183,35 +183,19 @@ impl ServeArgs {
     /// The token from --token, --token-file or REKINDLE_TOKEN, in that order; `None` if
     /// none is set.
     fn token(&self) -> Result<Option<Token>, Refusal> {
-        let refuse = |e: rekindle_infer::auth::TokenError| Refusal(e.to_string());
-        if let Some(t) = &self.token {
-            return Token::new(t, "--token").map(Some).map_err(refuse);
-        }
-        if let Some(path) = &self.token_file {
-            return Token::from_file(path).map(Some).map_err(refuse);
-        }
-        match std::env::var("REKINDLE_TOKEN") {
-            Ok(t) => Token::new(&t, "the REKINDLE_TOKEN environment variable")
-                .map(Some)
-                .map_err(refuse),
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Err(std::env::VarError::NotUnicode(_)) => Err(Refusal(
-                "the REKINDLE_TOKEN environment variable is not valid UTF-8".into(),
-            )),
-        }
+        Token::resolve(self.token.as_deref(), self.token_file.as_deref())
+            .map_err(|e| Refusal(e.to_string()))
     }
 
     /// Refuses to expose the service beyond this machine without a token.
     fn check_exposure(&self, token: &Option<Token>) -> Result<(), Refusal> {
-        if token.is_some() || self.addr.ip().is_loopback() || self.insecure_no_token {
-            return Ok(());
-        }
-        Err(Refusal(format!(
-            "refusing to serve {} without a token: any machine that reaches it could use the \
-             model. Set one with --token-file FILE, REKINDLE_TOKEN or --token, listen on \
-             127.0.0.1, or pass --insecure-no-token to serve it open",
-            self.addr
-        )))
+        rekindle_infer::auth::check_exposure(
+            self.addr,
+            token.is_some(),
+            self.insecure_no_token,
+            "the model",
+        )
+        .map_err(Refusal)
     }
 }
 

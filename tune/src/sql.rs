@@ -223,6 +223,32 @@ impl Conn {
         }
     }
 
+    /// Connects to read only: nothing is created, changed or locked for writing, so a reader
+    /// (the dashboard) can watch a study its workers are writing. SQLite in WAL mode gives it
+    /// the last committed state without blocking them.
+    pub fn open_read_only(storage: &Storage) -> Result<Self, String> {
+        match storage {
+            Storage::Sqlite(path) => {
+                let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let c = rusqlite::Connection::open_with_flags(path, flags)
+                    .map_err(|e| e.to_string())?;
+                c.busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .map_err(|e| e.to_string())?;
+                Ok(Self::Sqlite(c))
+            }
+            Storage::Postgres { url, schema } => {
+                let mut c = postgres::Client::connect(url, postgres::NoTls)
+                    .map_err(|e| format!("cannot connect: {e}"))?;
+                c.batch_execute(&format!(
+                    "SET default_transaction_read_only = on; SET search_path TO \"{schema}\""
+                ))
+                .map_err(|e| e.to_string())?;
+                Ok(Self::Postgres(Box::new(c)))
+            }
+        }
+    }
+
     /// Runs `f` in a transaction that holds the trials' write lock from its start, so that
     /// what it reads stays true until it commits, whatever other workers do; rolled back if
     /// `f` fails.

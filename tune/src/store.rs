@@ -107,6 +107,15 @@ impl Store {
         })
     }
 
+    /// Opens an existing store to read it only (see [`Conn::open_read_only`]).
+    pub fn open_read_only(storage: &Storage) -> Result<Self, TuneError> {
+        let conn = Conn::open_read_only(storage).map_err(|e| db_error(storage, e))?;
+        Ok(Self {
+            conn: RefCell::new(conn),
+            storage: storage.clone(),
+        })
+    }
+
     /// Where the trials are.
     pub fn storage(&self) -> &Storage {
         &self.storage

@@ -42,7 +42,7 @@ pub enum PrunerName {
 }
 
 /// What a trial is judged by, at its best epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Objective {
     /// Validation accuracy, maximised.

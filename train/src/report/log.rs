@@ -13,7 +13,7 @@ const STEPS_HEADER: &str = "epoch,step,loss,accuracy,lr,images_per_sec";
 const EPOCHS_HEADER: &str = "epoch,split,loss,accuracy,top5,lr,images_per_sec,seconds";
 
 /// One epoch of one split, as logged.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct EpochRow {
     /// 1-based epoch.
     pub epoch: usize,
@@ -151,10 +151,13 @@ fn open_log(path: &Path, header: &str, keep: usize) -> std::io::Result<(BufWrite
 
 /// Reads the epoch log of a run directory.
 pub fn read_epochs(dir: &RunDir) -> std::io::Result<Vec<EpochRow>> {
-    let text = std::fs::read_to_string(dir.epochs_csv())?;
+    Ok(parse_epochs(&std::fs::read_to_string(dir.epochs_csv())?))
+}
+
+/// The rows of an epoch log's text (header first).
+pub fn parse_epochs(text: &str) -> Vec<EpochRow> {
     let num = |s: Option<&str>| s.and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-    Ok(text
-        .lines()
+    text.lines()
         .skip(1)
         .filter_map(|l| {
             let mut f = l.split(',');
@@ -171,14 +174,17 @@ pub fn read_epochs(dir: &RunDir) -> std::io::Result<Vec<EpochRow>> {
                 seconds: num(f.next()),
             })
         })
-        .collect())
+        .collect()
 }
 
 /// Reads the step log: (global step, epoch, loss, accuracy, lr) per row.
 pub fn read_steps(dir: &RunDir) -> std::io::Result<Vec<[f64; 5]>> {
-    let text = std::fs::read_to_string(dir.steps_csv())?;
-    Ok(text
-        .lines()
+    Ok(parse_steps(&std::fs::read_to_string(dir.steps_csv())?))
+}
+
+/// The rows of a step log's text (header first): (global step, epoch, loss, accuracy, lr).
+pub fn parse_steps(text: &str) -> Vec<[f64; 5]> {
+    text.lines()
         .skip(1)
         .enumerate()
         .filter_map(|(i, l)| {
@@ -188,5 +194,5 @@ pub fn read_steps(dir: &RunDir) -> std::io::Result<Vec<[f64; 5]>> {
                 .collect();
             (f.len() >= 5).then(|| [i as f64 + 1.0, f[0], f[2], f[3], f[4]])
         })
-        .collect())
+        .collect()
 }

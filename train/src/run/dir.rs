@@ -85,6 +85,11 @@ impl RunDir {
         self.root.join("model.bpk.tmp")
     }
 
+    /// How the run's last process ended (see [`crate::run::ending`]).
+    pub fn ended(&self) -> PathBuf {
+        self.root.join("ended.json")
+    }
+
     /// The per-step log.
     pub fn steps_csv(&self) -> PathBuf {
         self.root.join("metrics-steps.csv")

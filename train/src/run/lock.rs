@@ -49,6 +49,46 @@ impl RunLock {
     }
 }
 
+/// Whether a process holds the lock of `dir` now, found without touching the lock: taking it,
+/// even shared and for a moment, could refuse a run starting at that instant. Linux lists every
+/// held `flock` in `/proc/locks` by device and inode; elsewhere (or if that cannot be read)
+/// `None`.
+#[cfg(target_os = "linux")]
+pub fn held(dir: &RunDir) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(dir.lock()).ok()?;
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(locks_name(&locks, meta.dev(), meta.ino()))
+}
+
+/// Whether a process holds the lock of `dir`: unknown off Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn held(_dir: &RunDir) -> Option<bool> {
+    None
+}
+
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+/// Whether `/proc/locks` text names a lock on the file with `dev` and `ino` (its fields:
+/// `N: FLOCK ADVISORY WRITE PID MAJOR:MINOR:INODE START END`, the device numbers in hex).
+fn locks_name(locks: &str, dev: u64, ino: u64) -> bool {
+    // Linux's dev_t: the major in bits 8-19 and 32-43, the minor in bits 0-7 and 20-39.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let want = |field: &str| {
+        let mut parts = field.split(':');
+        let (Some(ma), Some(mi), Some(i)) = (parts.next(), parts.next(), parts.next()) else {
+            return false;
+        };
+        u64::from_str_radix(ma, 16) == Ok(major)
+            && u64::from_str_radix(mi, 16) == Ok(minor)
+            && i.parse::<u64>() == Ok(ino)
+    };
+    locks
+        .lines()
+        .filter(|l| !l.contains("->")) // a waiter, not a holder
+        .any(|l| l.split_whitespace().nth(5).is_some_and(want))
+}
+
 /// The pid the lock file names, when it names one.
 fn holder(file: &mut File) -> Option<u32> {
     let mut text = String::new();
@@ -82,5 +122,31 @@ mod tests {
         );
         drop(first);
         let _again = RunLock::acquire(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_held_lock_is_seen_without_taking_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::new(tmp.path().join("run"));
+        let lock = RunLock::acquire(&dir).unwrap();
+        assert_eq!(held(&dir), Some(true));
+        drop(lock);
+        assert_eq!(held(&dir), Some(false));
+    }
+
+    #[test]
+    fn proc_locks_lines_match_on_device_and_inode_only() {
+        let text = "1: FLOCK  ADVISORY  WRITE 4242 fd:01:123456 0 EOF\n\
+                    2: POSIX  ADVISORY  READ 77 00:2a:99 0 EOF\n\
+                    2: -> FLOCK  ADVISORY  WRITE 78 00:2a:555 0 EOF\n";
+        let dev = |major: u64, minor: u64| (major << 8) | minor;
+        assert!(locks_name(text, dev(0xfd, 1), 123456));
+        assert!(!locks_name(text, dev(0xfd, 2), 123456));
+        assert!(!locks_name(text, dev(0xfd, 1), 12345));
+        assert!(locks_name(text, dev(0, 0x2a), 99));
+        assert!(
+            !locks_name(text, dev(0, 0x2a), 555),
+            "a waiter holds nothing"
+        );
     }
 }

@@ -12,6 +12,7 @@ pub mod checkpointer;
 pub mod checksum;
 pub mod dir;
 pub mod ema;
+pub mod ending;
 pub mod evaluate;
 pub mod export;
 pub mod fault;
@@ -87,9 +88,23 @@ pub fn train_watched(
     watch: Option<Box<dyn Watch>>,
 ) -> Result<Outcome, TrainError> {
     cfg.validate()?;
-    let started = Instant::now();
     let dir = RunDir::new(&cfg.run.dir);
     let _lock = RunLock::acquire(&dir)?;
+    ending::clear(&dir);
+    let result = train_locked(cfg, resume, watch, &dir);
+    ending::record(&dir, &result);
+    result
+}
+
+/// [`train_watched`] once the run directory's lock is held.
+fn train_locked(
+    cfg: &TrainConfig,
+    resume: bool,
+    watch: Option<Box<dyn Watch>>,
+    dir: &RunDir,
+) -> Result<Outcome, TrainError> {
+    let started = Instant::now();
+    let dir = dir.clone();
     // Held lock: any temporary file here is a dead process's.
     atomic::remove_leftovers(dir.path());
     atomic::remove_leftovers(&dir.checkpoints());
@@ -215,7 +230,7 @@ fn epochs_done(dir: &RunDir, epochs: usize, resume: bool) -> Result<usize, Train
         );
         return Ok(e);
     }
-    eprintln!("resuming {} after epoch {e}", dir.path().display());
+    eprintln!("resuming {} after epoch {e} (warm)", dir.path().display());
     Ok(e)
 }
 
