@@ -14,7 +14,7 @@ use crate::env::{base_env, cargo, feature_flags, run, target_dir};
 use crate::install;
 
 /// The packages whose binaries the README's tour runs (import, train, eval, tune, infer, serve,
-/// export): built in one cargo invocation with one feature set, so that the whole tour compiles
+/// export, dashboard): built in one cargo invocation with one feature set, so that the whole tour compiles
 /// Burn once per backend instead of once per command (each package alone unifies Burn's features
 /// differently, and cargo builds each set apart).
 pub const TOUR: &[&str] = &[
@@ -22,6 +22,7 @@ pub const TOUR: &[&str] = &[
     "rekindle-train",
     "rekindle-tune",
     "rekindle-infer",
+    "rekindle-dashboard",
 ];
 
 /// One pass-through: `cargo xtask NAME ARGS` runs `PACKAGE SUBCOMMAND ARGS`.
@@ -97,6 +98,12 @@ pub const COMMANDS: &[PassThrough] = &[
         package: "rekindle-infer",
         subcommand: "serve",
         about: "serve a model file over HTTP",
+    },
+    PassThrough {
+        name: "dashboard",
+        package: "rekindle-dashboard",
+        subcommand: "serve",
+        about: "a live web dashboard of the runs, studies and reports under the paths: `dashboard [PATH...]`",
     },
     PassThrough {
         name: "fuzz",
@@ -290,7 +297,8 @@ mod tests {
         let flags = feature_flags(TOUR, &[flex]);
         assert_eq!(
             flags[2],
-            "rekindle-import/flex,rekindle-train/flex,rekindle-tune/flex,rekindle-infer/flex"
+            "rekindle-import/flex,rekindle-train/flex,rekindle-tune/flex,rekindle-infer/flex,\
+             rekindle-dashboard/flex"
         );
         for c in COMMANDS.iter().filter(|c| c.package != "rekindle-fuzz") {
             assert!(TOUR.contains(&c.package), "{} is built apart", c.name);

@@ -32,7 +32,7 @@ pub fn default_test_backends() -> Vec<&'static Spec> {
 /// cold on 2 cores instead of about 20.
 pub const MATRIX_GROUPS: &[&[&str]] = &[
     &["rekindle-model", "rekindle-import", "rekindle-infer"],
-    &["rekindle-train", "rekindle-tune"],
+    &["rekindle-train", "rekindle-tune", "rekindle-dashboard"],
 ];
 
 /// The profile `cargo xtask test` and `lint` build with (`Cargo.toml`): release with the other
