@@ -230,7 +230,7 @@ fn epochs_done(dir: &RunDir, epochs: usize, resume: bool) -> Result<usize, Train
         );
         return Ok(e);
     }
-    eprintln!("resuming {} after epoch {e} (warm)", dir.path().display());
+    eprintln!("resuming {} after epoch {e}", dir.path().display());
     Ok(e)
 }
 
