@@ -3,8 +3,13 @@
 // Plain script, no build step: the server sends it as it is.
 "use strict";
 
-/** Every chart on the page by its element id, for the browser tests. */
+/** Every chart on the page by its element id, and every script error, for the browser tests. */
 window.__charts = {};
+window.__errors = [];
+window.addEventListener("error", (e) => window.__errors.push(String(e.message)));
+window.addEventListener("unhandledrejection", (e) => window.__errors.push(String(e.reason)));
+const consoleError = console.error;
+console.error = (...args) => { window.__errors.push(args.map(String).join(" ")); consoleError(...args); };
 
 const COLORS = ["#b3471d", "#1f6fb2", "#2e8b57", "#8e44ad", "#c0392b", "#d68910", "#16a085", "#34495e"];
 
@@ -85,9 +90,15 @@ function chart(id, title, xLabel, names, data, opts = {}) {
       points: { show: opts.points && opts.points[i] ? true : undefined, size: 5 },
     })));
     const width = Math.max(380, Math.min(el.clientWidth || 640, 960));
+    // Epochs and trials are whole numbers: no 1.5 on their axis.
+    const whole = xLabel === "epoch" || xLabel === "trial";
     state.plot = new uPlot({
       title, width, height: 260, series,
       scales: { x: { time: false }, y: state.log ? { distr: 3 } : {} },
+      axes: [
+        whole ? { incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] } : {},
+        { values: (u, vals) => vals.map(tick), size: 60 },
+      ],
       legend: { live: true },
     }, logSafe(state.data, state.log), holder);
   };
@@ -95,6 +106,7 @@ function chart(id, title, xLabel, names, data, opts = {}) {
   build();
   window.__charts[id] = {
     points: () => (state.data[0] || []).length,
+    series: () => names.length,
     log: () => state.log,
     append: (rows) => {
       rows.forEach((r) => r.forEach((v, i) => state.data[i].push(v)));
@@ -242,6 +254,13 @@ function parallel(canvas, s) {
     g.fillText(String(bottom ?? ""), x(i), H - pad + 16);
   });
   window.__charts["parallel"] = { points: () => done.length };
+}
+
+/** A y tick: enough digits to tell neighbours apart (a learning rate's 0.0199 and 0.0198). */
+function tick(v) {
+  if (v == null) return "";
+  if (v !== 0 && (Math.abs(v) < 1e-3 || Math.abs(v) >= 1e5)) return v.toExponential(2);
+  return String(+v.toPrecision(4));
 }
 
 function fmt(v) {

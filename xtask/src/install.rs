@@ -13,8 +13,9 @@ use crate::{libtorch, venv};
 /// What training, tuning and evaluation runs read: the demo's Fashion-MNIST and DejaVu for the
 /// plots' labels.
 pub const RUN_PACKAGES: &[&str] = &["dataset-fashion-mnist", "fonts-dejavu-core"];
-/// What only the tests need: PostgreSQL's server (the tune crate starts a throwaway cluster).
-pub const TEST_PACKAGES: &[&str] = &["postgresql"];
+/// What only the tests need: PostgreSQL's server (the tune crate starts a throwaway cluster),
+/// and Chromium with its WebDriver (the dashboard's tests drive a real browser).
+pub const TEST_PACKAGES: &[&str] = &["postgresql", "chromium", "chromium-driver"];
 
 /// Installs the Debian packages among `packages` that are missing (apt-get runs only then).
 pub fn debian(packages: &[&str]) -> Result<()> {
@@ -96,6 +97,15 @@ mod tests {
         assert!(packages_for(&[flex], &[]).is_empty());
         assert_eq!(packages_for(&[flex], RUN_PACKAGES), RUN_PACKAGES);
         let both = packages_for(&[wgpu, flex, wgpu], TEST_PACKAGES);
-        assert_eq!(both, ["mesa-vulkan-drivers", "libvulkan1", "postgresql"]);
+        assert_eq!(
+            both,
+            [
+                "mesa-vulkan-drivers",
+                "libvulkan1",
+                "postgresql",
+                "chromium",
+                "chromium-driver"
+            ]
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! 127.0.0.1, its pages, downloads, live updates and token checked over HTTP.
 
 mod auth;
+mod browser;
 mod common;
 mod live;
 mod pages;
