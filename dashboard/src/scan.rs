@@ -12,14 +12,12 @@ use rekindle_tune::{RESOLVED, Storage};
 /// How deep under a root the scan looks (a study's trials sit at depth 3 below its folder).
 const MAX_DEPTH: usize = 8;
 
-/// Folders no run or study sits in: a run's own checkpoints and event files.
-const SKIP: &[&str] = &[
-    "checkpoint",
-    "tensorboard",
-    "eval",
-    "node_modules",
-    "target",
-];
+/// A run's own folders (checkpoints, event files, its report, Burn's logs): shown on the run's
+/// page, never runs or reports of their own.
+const RUN_OWN: &[&str] = &["checkpoint", "tensorboard", "eval", "train", "valid"];
+
+/// Folders nothing of ours sits in.
+const SKIP: &[&str] = &["node_modules", "target"];
 
 /// Everything found under the roots, by id.
 #[derive(Clone, Debug, Default)]
@@ -98,7 +96,8 @@ impl Roots {
         if dir.join(RESOLVED).is_file() {
             index.studies.insert(id.to_string(), self.study(dir));
         }
-        if is_run(dir) {
+        let run = is_run(dir);
+        if run {
             index.runs.insert(id.to_string(), dir.to_path_buf());
         } else if dir.join("metrics.json").is_file() && dir.join("per-class.csv").is_file() {
             index.reports.insert(id.to_string(), dir.to_path_buf());
@@ -113,7 +112,9 @@ impl Roots {
             .filter_map(Result::ok)
             .filter_map(|e| {
                 let name = e.file_name().to_str()?.to_string();
-                let hidden = name.starts_with('.') || SKIP.contains(&name.as_str());
+                let hidden = name.starts_with('.')
+                    || SKIP.contains(&name.as_str())
+                    || (run && RUN_OWN.contains(&name.as_str()));
                 let path = e.path();
                 let kind = e.file_type().ok()?;
                 let dir = if kind.is_symlink() {
@@ -184,9 +185,12 @@ mod tests {
         run(&root.join("a"));
         run(&root.join("study/trials/0000"));
         std::fs::write(root.join("study").join(RESOLVED), "[study]\nname = \"s\"\n").unwrap();
-        std::fs::create_dir_all(root.join("report")).unwrap();
-        std::fs::write(root.join("report/metrics.json"), "{}").unwrap();
-        std::fs::write(root.join("report/per-class.csv"), "").unwrap();
+        // `cargo xtask eval` writes eval/ beside the model file; a run's own eval/ is its page's.
+        for report in [root.join("models/eval"), root.join("a/eval")] {
+            std::fs::create_dir_all(&report).unwrap();
+            std::fs::write(report.join("metrics.json"), "{}").unwrap();
+            std::fs::write(report.join("per-class.csv"), "").unwrap();
+        }
         let outside = tmp.path().join("outside");
         run(&outside.join("secret"));
         std::os::unix::fs::symlink(&outside, root.join("link-out")).unwrap();
@@ -197,7 +201,10 @@ mod tests {
         let runs: Vec<&str> = index.runs.keys().map(String::as_str).collect();
         assert_eq!(runs, ["runs/a", "runs/link-in", "runs/study/trials/0000"]);
         assert_eq!(index.studies.keys().collect::<Vec<_>>(), ["runs/study"]);
-        assert_eq!(index.reports.keys().collect::<Vec<_>>(), ["runs/report"]);
+        assert_eq!(
+            index.reports.keys().collect::<Vec<_>>(),
+            ["runs/models/eval"]
+        );
         assert!(roots.inside(&outside.join("secret/config.toml")).is_none());
         assert!(
             roots

@@ -110,7 +110,8 @@ pub struct DiffRow {
     pub differs: bool,
 }
 
-/// The configs' keys, flattened to dotted names, with their values side by side.
+/// The configs' keys, flattened to dotted names, with their values side by side: the keys
+/// whose values differ first.
 pub fn config_diff(configs: &[String]) -> Vec<DiffRow> {
     let flat: Vec<BTreeMap<String, String>> = configs
         .iter()
@@ -123,7 +124,8 @@ pub fn config_diff(configs: &[String]) -> Vec<DiffRow> {
         })
         .collect();
     let keys: BTreeSet<&String> = flat.iter().flat_map(|m| m.keys()).collect();
-    keys.into_iter()
+    let mut rows: Vec<DiffRow> = keys
+        .into_iter()
         .map(|k| {
             let values: Vec<String> = flat
                 .iter()
@@ -136,7 +138,9 @@ pub fn config_diff(configs: &[String]) -> Vec<DiffRow> {
                 differs,
             }
         })
-        .collect()
+        .collect();
+    rows.sort_by_key(|r| !r.differs);
+    rows
 }
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
@@ -175,5 +179,6 @@ mod tests {
         assert!(!row("train.epochs").differs);
         assert_eq!(row("optim.name").values, ["sgd", ""]);
         assert!(row("optim.name").differs);
+        assert!(diff.iter().take(2).all(|r| r.differs), "differences first");
     }
 }

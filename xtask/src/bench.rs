@@ -38,7 +38,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
             "--examples",
         ])
         .args(&features))?;
-    let mut cmd = if args.ops {
+    let mut cmd = if args.dashboard {
+        Command::new(target_dir(&env).join("release/examples/dashboard_load"))
+    } else if args.ops {
         Command::new(target_dir(&env).join("release/examples/ops"))
     } else {
         let mut cmd = Command::new(target_dir(&env).join("release/examples/bench"));

@@ -92,6 +92,9 @@ pub struct BenchArgs {
     /// gradients) and BatchNorm on flex, GFLOP/s and share of this machine's peak.
     #[arg(long)]
     pub ops: bool,
+    /// The dashboard's page loads at scale (1,000 trials, 100,000 logged steps) instead.
+    #[arg(long, conflicts_with_all = ["vs_pytorch", "ops"])]
+    pub dashboard: bool,
     /// More options for the benchmark (after `--`): --mode, --res, --batch, --min-time, --arch
     /// (with --ops: --res, --batch, --min-time).
     #[arg(last = true)]
