@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use rekindle_dashboard::{Roots, Settings, router};
-use rekindle_infer::auth::{Token, check_exposure};
+use rekindle_infer::auth::TokenArgs;
 
 #[derive(Parser)]
 #[command(
@@ -32,19 +32,12 @@ enum Command {
 struct ServeArgs {
     /// Folders to look in (default: `runs`, where runs and studies go unless told otherwise).
     paths: Vec<PathBuf>,
-    /// Address to listen on; any but a loopback address wants a token.
+    /// Address to listen on; any but a loopback address wants a token (a browser opens
+    /// /?token=TOKEN once and keeps it in a cookie).
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Bearer token every request must carry (a browser: open /?token=TOKEN once). Visible in
-    /// `ps`: prefer --token-file or the REKINDLE_TOKEN variable.
-    #[arg(long, conflicts_with = "token_file")]
-    token: Option<String>,
-    /// File holding the token (a trailing newline is ignored).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// Serve a non-loopback address without a token: anyone who reaches it may read every run.
-    #[arg(long)]
-    insecure_no_token: bool,
+    #[command(flatten)]
+    auth: TokenArgs,
     /// The PostgreSQL database of studies run with `--storage postgres://...` (their folders
     /// hold no study.db).
     #[arg(long)]
@@ -68,14 +61,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
-    let token = Token::resolve(a.token.as_deref(), a.token_file.as_deref())?;
-    check_exposure(
-        a.addr,
-        token.is_some(),
-        a.insecure_no_token,
-        "every run and study",
-    )
-    .map_err(anyhow::Error::msg)?;
+    let token = a
+        .auth
+        .token_for(a.addr, "every run and study")
+        .map_err(anyhow::Error::msg)?;
     let paths = if a.paths.is_empty() {
         vec![PathBuf::from("runs")]
     } else {

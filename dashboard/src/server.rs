@@ -455,38 +455,38 @@ async fn compare_page(
     )
 }
 
-async fn study_page(State(app): State<Arc<App>>, Query(q): Query<Id>) -> Response {
+/// The study `id`, read off the async threads; a 404 page if there is none.
+async fn study(app: &Arc<App>, id: &str) -> Result<studies::StudyView, Response> {
     let index = app.index();
-    let Some(found) = index.studies.get(&q.id).cloned() else {
-        return app.not_found("study", &q.id);
+    let Some(found) = index.studies.get(id).cloned() else {
+        return Err(app.not_found("study", id));
     };
-    let id = q.id.clone();
-    let a = app.clone();
-    let view = blocking(move || studies::read(&id, &found, &|d| a.run_id(&index, d))).await;
-    app.page("study.html", context! { study => Serde(&view) })
+    let (id, a) = (id.to_string(), app.clone());
+    Ok(blocking(move || studies::read(&id, &found, &|d| a.run_id(&index, d))).await)
+}
+
+async fn study_page(State(app): State<Arc<App>>, Query(q): Query<Id>) -> Response {
+    match study(&app, &q.id).await {
+        Ok(view) => app.page("study.html", context! { study => Serde(&view) }),
+        Err(page) => page,
+    }
 }
 
 async fn api_study(State(app): State<Arc<App>>, Query(q): Query<Id>) -> Response {
-    let index = app.index();
-    let Some(found) = index.studies.get(&q.id).cloned() else {
-        return app.not_found("study", &q.id);
-    };
-    let id = q.id.clone();
-    let a = app.clone();
-    let view = blocking(move || studies::read(&id, &found, &|d| a.run_id(&index, d))).await;
-    let best = view.best_so_far();
-    Json(serde_json::json!({ "study": view, "best_so_far": best })).into_response()
+    match study(&app, &q.id).await {
+        Ok(view) => {
+            let best = view.best_so_far();
+            Json(serde_json::json!({ "study": view, "best_so_far": best })).into_response()
+        }
+        Err(page) => page,
+    }
 }
 
 async fn api_study_trials(State(app): State<Arc<App>>, Query(q): Query<Id>) -> Response {
-    let index = app.index();
-    let Some(found) = index.studies.get(&q.id).cloned() else {
-        return app.not_found("study", &q.id);
-    };
-    let id = q.id.clone();
-    let a = app.clone();
-    let view = blocking(move || studies::read(&id, &found, &|d| a.run_id(&index, d))).await;
-    table::trials(&view, q.format.as_deref())
+    match study(&app, &q.id).await {
+        Ok(view) => table::trials(&view, q.format.as_deref()),
+        Err(page) => page,
+    }
 }
 
 async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Response {

@@ -11,6 +11,37 @@ use subtle::ConstantTimeEq;
 /// The environment variable a token may come from.
 pub const ENV: &str = "REKINDLE_TOKEN";
 
+/// A server's token options on its command line (the service's and the dashboard's).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct TokenArgs {
+    /// Bearer token every request must carry (`Authorization: Bearer TOKEN`; the service's
+    /// health probes excepted). Visible in `ps`: prefer --token-file or the REKINDLE_TOKEN
+    /// variable.
+    #[arg(long, conflicts_with = "token_file")]
+    pub token: Option<String>,
+    /// File holding the bearer token (a trailing newline is ignored).
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// Serve a non-loopback address without a token: anyone who reaches it may use it.
+    #[arg(long)]
+    pub insecure_no_token: bool,
+}
+
+impl TokenArgs {
+    /// The token from --token, --token-file or REKINDLE_TOKEN, if one is set; serving `addr`
+    /// beyond this machine without one is refused (`what`: what anyone reaching it could use).
+    pub fn token_for(
+        &self,
+        addr: std::net::SocketAddr,
+        what: &str,
+    ) -> Result<Option<Token>, String> {
+        let token = Token::resolve(self.token.as_deref(), self.token_file.as_deref())
+            .map_err(|e| e.to_string())?;
+        check_exposure(addr, token.is_some(), self.insecure_no_token, what)?;
+        Ok(token)
+    }
+}
+
 /// Refuses to serve `addr` beyond this machine without a token (unless `insecure`): `what`
 /// names what anyone who reaches it could use.
 pub fn check_exposure(

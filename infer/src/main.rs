@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use rekindle_infer::auth::Token;
+use rekindle_infer::auth::{Token, TokenArgs};
 use rekindle_infer::batcher::Batcher;
 use rekindle_infer::limits::ServiceLimits;
 use rekindle_infer::server::{App, serve, shutdown_signal};
@@ -116,16 +116,8 @@ struct ServeArgs {
     /// Logs as JSON lines instead of text.
     #[arg(long)]
     log_json: bool,
-    /// Bearer token clients must send (`Authorization: Bearer TOKEN`) on every route but the
-    /// probes (/healthz, /v2/health/live, /v2/health/ready). Visible in `ps`: prefer --token-file or the REKINDLE_TOKEN variable.
-    #[arg(long, conflicts_with = "token_file")]
-    token: Option<String>,
-    /// File holding the bearer token (a trailing newline is ignored).
-    #[arg(long)]
-    token_file: Option<PathBuf>,
-    /// Serve a non-loopback address without a token: anyone who reaches it may use it.
-    #[arg(long)]
-    insecure_no_token: bool,
+    #[command(flatten)]
+    auth: TokenArgs,
     /// Connections served at once; further ones wait, unaccepted, until one closes.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
@@ -180,22 +172,9 @@ impl ServeArgs {
         }
     }
 
-    /// The token from --token, --token-file or REKINDLE_TOKEN, in that order; `None` if
-    /// none is set.
+    /// The token, if one is set; a non-loopback address without one is refused.
     fn token(&self) -> Result<Option<Token>, Refusal> {
-        Token::resolve(self.token.as_deref(), self.token_file.as_deref())
-            .map_err(|e| Refusal(e.to_string()))
-    }
-
-    /// Refuses to expose the service beyond this machine without a token.
-    fn check_exposure(&self, token: &Option<Token>) -> Result<(), Refusal> {
-        rekindle_infer::auth::check_exposure(
-            self.addr,
-            token.is_some(),
-            self.insecure_no_token,
-            "the model",
-        )
-        .map_err(Refusal)
+        self.auth.token_for(self.addr, "the model").map_err(Refusal)
     }
 }
 
@@ -339,7 +318,6 @@ fn serve_cmd(a: ServeArgs) -> Result<ExitCode> {
         logs.init();
     }
     let token = a.token()?;
-    a.check_exposure(&token)?;
     if token.is_none() {
         tracing::warn!(addr = %a.addr, "serving without a token: anyone who reaches the address may use it");
     }
