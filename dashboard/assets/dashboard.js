@@ -42,6 +42,33 @@ function tablePage(tableId) {
   if (onlyDiff) onlyDiff.addEventListener("change", () => document.getElementById("diff").classList.toggle("only-diff", onlyDiff.checked));
 }
 
+/**
+ * A CSV and a JSON link under every table marked `data-download="NAME"`, made from its cells
+ * as shown (the big tables' downloads come from the server instead: what the store holds).
+ */
+function tableDownloads() {
+  document.querySelectorAll("table[data-download]").forEach((table) => {
+    const head = Array.from(table.querySelectorAll("thead th")).map((th) => th.textContent.trim());
+    const rows = Array.from(table.querySelectorAll("tbody tr")).map((tr) =>
+      Array.from(tr.children).map((td) => td.textContent.trim()));
+    const quote = (v) => (/[",\n]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v);
+    const csv = [head].concat(rows).map((r) => r.map(quote).join(",")).join("\n") + "\n";
+    const json = JSON.stringify(rows.map((r) => Object.fromEntries(r.map((v, i) => [head[i] || "column " + i, v]))));
+    const link = (text, body, type, ext) => {
+      const a = document.createElement("a");
+      a.textContent = text;
+      a.download = table.dataset.download + "." + ext;
+      a.href = URL.createObjectURL(new Blob([body], { type }));
+      return a;
+    };
+    const p = document.createElement("p");
+    p.className = "downloads";
+    p.append("table as ", link("CSV", csv, "text/csv", "csv"), " · ", link("JSON", json, "application/json", "json"));
+    table.after(p);
+  });
+}
+document.addEventListener("DOMContentLoaded", tableDownloads);
+
 function sortBy(table, th, col) {
   const desc = th.classList.contains("asc");
   table.querySelectorAll("thead th").forEach((h) => h.classList.remove("asc", "desc"));

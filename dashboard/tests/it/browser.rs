@@ -210,6 +210,22 @@ fn the_pages_draw_live_in_chromium() {
         // A finished run with its report; compare overlays two runs.
         let pets = format!("/run?id={}", q("runs/pets"));
         open(&c, &base, &pets, &chart("chart-epoch-accuracy"), "run").await;
+        // A small table's download is made in the page from its cells.
+        let csv = c
+            .execute_async(
+                "const done = arguments[0]; \
+                 fetch(document.querySelector('a[download=\"checkpoints.csv\"]').href) \
+                 .then(r => r.text()).then(done);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let ckpts = rekindle_train::run::dir::RunDir::new(root.join("pets")).checkpoints();
+        let kept = std::fs::read_dir(ckpts).unwrap().filter_map(Result::ok);
+        let models = kept.filter(|e| e.file_name().to_string_lossy().starts_with("model-"));
+        let want = 1 + models.count();
+        let got: Vec<&str> = csv.as_str().unwrap().lines().collect();
+        assert_eq!((got[0], got.len()), ("epoch,files", want), "{csv}");
         let both = format!("/compare?id={}&id={}", q("runs/pets"), q("runs/live"));
         let acc = chart("chart-compare-accuracy");
         open(&c, &base, &both, &acc, "compare").await;
