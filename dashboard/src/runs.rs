@@ -9,7 +9,7 @@ use serde::Serialize;
 use rekindle_train::TrainConfig;
 use rekindle_train::report::log::{EpochRow, parse_epochs, parse_steps};
 use rekindle_train::run::dir::RunDir;
-use rekindle_train::run::{ending, lock};
+use rekindle_train::run::{ending, lock, strategy};
 
 use crate::lttb::lttb;
 
@@ -200,6 +200,39 @@ pub fn curves(dir: &Path, keep: usize) -> Curves {
     }
 }
 
+/// One phase of a run's plan, as the run page lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseRow {
+    /// First epoch, 1-based.
+    pub first: usize,
+    /// Last epoch, inclusive.
+    pub last: usize,
+    /// What trains (train's own wording: "full fine-tuning", "stem+layer1 frozen, ...").
+    pub trains: String,
+    /// Images per batch.
+    pub batch_size: usize,
+}
+
+/// The phases the config plans (frozen stages and batch size), epochs with the same ones merged.
+pub fn phases(cfg: &TrainConfig) -> Vec<PhaseRow> {
+    let mut out: Vec<PhaseRow> = Vec::new();
+    for p in strategy::phases(&cfg.train, false) {
+        let trains = strategy::describe(p.depth);
+        match out.last_mut() {
+            Some(last) if last.trains == trains && last.batch_size == p.batch_size => {
+                last.last = p.last
+            }
+            _ => out.push(PhaseRow {
+                first: p.first,
+                last: p.last,
+                trains,
+                batch_size: p.batch_size,
+            }),
+        }
+    }
+    out
+}
+
 /// The checkpoints on disk: (epoch, whole), whole when all three files of the epoch are.
 pub fn checkpoints(dir: &Path) -> Vec<(usize, bool)> {
     let run = RunDir::new(dir);
@@ -226,4 +259,32 @@ pub fn checkpoints(dir: &Path) -> Vec<(usize, bool)> {
             (e, whole)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradual_unfreezing_lists_a_phase_per_stage_thawed() {
+        let cfg = TrainConfig::from_toml(
+            "[train]\nepochs = 5\nstrategy = \"gradual\"\nunfreeze_every = 2\n",
+        )
+        .unwrap();
+        let phases = phases(&cfg);
+        assert_eq!(
+            phases.iter().map(|p| (p.first, p.last)).collect::<Vec<_>>(),
+            [(1, 2), (3, 4), (5, 5)]
+        );
+        assert_eq!(phases[0].trains, strategy::describe(usize::MAX));
+        let full = TrainConfig::from_toml("[train]\nepochs = 3\n").unwrap();
+        assert_eq!(phases_of(&full), [(1, 3, "full fine-tuning".to_string())]);
+    }
+
+    fn phases_of(cfg: &TrainConfig) -> Vec<(usize, usize, String)> {
+        phases(cfg)
+            .into_iter()
+            .map(|p| (p.first, p.last, p.trains))
+            .collect()
+    }
 }

@@ -237,22 +237,22 @@ async fn run_page(State(app): State<Arc<App>>, Query(q): Query<Id>) -> Response 
         return app.not_found("run", &q.id);
     };
     let id = q.id.clone();
-    let (row, config, checkpoints, report) = blocking(move || {
+    let (row, config, phases, checkpoints, report) = blocking(move || {
         let config = std::fs::read_to_string(RunDir::new(&dir).config()).unwrap_or_default();
+        let phases = runs::config(&dir)
+            .map(|c| runs::phases(&c))
+            .unwrap_or_default();
         let report = report(&RunDir::new(&dir).eval());
-        (
-            runs::row(&id, &dir),
-            config,
-            runs::checkpoints(&dir),
-            report,
-        )
+        let row = runs::row(&id, &dir);
+        (row, config, phases, runs::checkpoints(&dir), report)
     })
     .await;
     app.page(
         "run.html",
         context! {
-            run => Serde(&row), config => config, checkpoints => checkpoints,
-            report => report, report_id => q.id, report_kind => "run",
+            run => Serde(&row), config => config, phases => Serde(&phases),
+            checkpoints => checkpoints, report => report, report_id => q.id,
+            report_kind => "run",
         },
     )
 }

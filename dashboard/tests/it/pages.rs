@@ -68,6 +68,7 @@ fn runs_a_study_and_a_report_are_listed_drawn_and_downloadable_as_stored() {
         "id=\"confusion\"",
         "mistakes.png",
         "[train]",
+        "<td>full fine-tuning</td>",
     ] {
         assert!(html.contains(part), "{part} missing:\n{html}");
     }
