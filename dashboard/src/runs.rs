@@ -71,8 +71,13 @@ pub fn steps(dir: &Path) -> Vec<[f64; 5]> {
 /// Where the run stands: running while a process holds its lock, else how its last process
 /// ended; a run killed outright left no record and no model: interrupted.
 pub fn state(dir: &Path) -> (&'static str, String) {
+    state_in(dir, lock::HeldLocks::read().as_ref())
+}
+
+/// [`state`], asking `locks` (one snapshot for many runs) whether the run's lock is held.
+pub fn state_in(dir: &Path, locks: Option<&lock::HeldLocks>) -> (&'static str, String) {
     let run = RunDir::new(dir);
-    if lock::held(&run) == Some(true) {
+    if locks.is_some_and(|l| l.holds(&run)) {
         return ("running", String::new());
     }
     match ending::read(&run) {
@@ -99,9 +104,9 @@ fn named<T: Serialize>(value: &T) -> String {
     }
 }
 
-/// The row of the run at `dir`.
-pub fn row(id: &str, dir: &Path) -> RunRow {
-    let (state, message) = state(dir);
+/// The row of the run at `dir` (`locks`: see [`state_in`]).
+pub fn row(id: &str, dir: &Path, locks: Option<&lock::HeldLocks>) -> RunRow {
+    let (state, message) = state_in(dir, locks);
     let epochs = epochs(dir);
     let best = epochs
         .iter()
@@ -161,7 +166,11 @@ pub struct Curves {
 
 /// The curves of the run at `dir`, each step series at most `keep` points.
 pub fn curves(dir: &Path, keep: usize) -> Curves {
-    let steps = steps(dir);
+    curves_of(&steps(dir), &epochs(dir), keep)
+}
+
+/// The curves of step and epoch rows already read.
+pub fn curves_of(steps: &[[f64; 5]], rows: &[EpochRow], keep: usize) -> Curves {
     let series = |col: usize| {
         let points: Vec<(f64, f64)> = steps.iter().map(|r| (r[0], r[col])).collect();
         let kept = lttb(&points, keep);
@@ -170,7 +179,6 @@ pub fn curves(dir: &Path, keep: usize) -> Curves {
             kept.iter().map(|p| p.1).collect(),
         ]
     };
-    let rows = epochs(dir);
     let mut epoch: Vec<usize> = rows.iter().map(|r| r.epoch).collect();
     epoch.sort_unstable();
     epoch.dedup();

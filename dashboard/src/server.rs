@@ -1,7 +1,7 @@
 //! The web app: pages, their JSON and CSV, the live updates of a running run (Server-Sent
 //! Events) and the token check, on axum as the inference service. It only reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +17,7 @@ use minijinja::context;
 use minijinja::value::{Serde, Value};
 use rekindle_infer::auth::{Check, Token};
 use rekindle_train::run::dir::RunDir;
+use rekindle_train::run::lock::HeldLocks;
 use serde::Deserialize;
 
 use crate::scan::{Index, Roots};
@@ -98,15 +99,6 @@ impl App {
         *r.status_mut() = StatusCode::NOT_FOUND;
         r
     }
-
-    /// The dashboard id of a run directory, if it is one under the roots.
-    fn run_id(&self, index: &Index, dir: &Path) -> Option<String> {
-        index
-            .runs
-            .iter()
-            .find(|(_, p)| p.as_path() == dir)
-            .map(|(id, _)| id.clone())
-    }
 }
 
 /// Admits a request that carries the token (as a bearer header or the cookie); `?token=` sets
@@ -123,16 +115,15 @@ async fn authenticate(State(app): State<Arc<App>>, req: Request, next: Next) -> 
         return next.run(req).await;
     }
     let query = req.uri().query().unwrap_or("");
-    let presented = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(percent_decode);
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let presented = pairs.iter().find(|(k, _)| k == "token").map(|(_, v)| v);
     if let Some(t) = presented.filter(|t| token.matches(t.as_bytes())) {
-        let rest: Vec<&str> = query
-            .split('&')
-            .filter(|kv| !kv.starts_with("token="))
-            .collect();
-        let to = match rest.join("&") {
+        let rest = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs.iter().filter(|(k, _)| k != "token"))
+            .finish();
+        let to = match rest {
             q if q.is_empty() => req.uri().path().to_string(),
             q => format!("{}?{q}", req.uri().path()),
         };
@@ -156,33 +147,6 @@ fn cookie(headers: &HeaderMap) -> Option<&[u8]> {
             kv.trim_ascii()
                 .strip_prefix(format!("{COOKIE}=").as_bytes())
         })
-}
-
-/// `%XX` decoded (tokens are printable ASCII; anything else stays as written).
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Deserialize)]
@@ -215,12 +179,14 @@ async fn runs_page(State(app): State<Arc<App>>) -> Response {
     )
 }
 
+/// Every run's row, with one look at the held locks for all of them.
 fn all_rows(index: &Index) -> Vec<runs::RunRow> {
-    index
+    let locks = HeldLocks::read();
+    let rows = index
         .runs
         .iter()
-        .map(|(id, dir)| runs::row(id, dir))
-        .collect()
+        .map(|(id, dir)| runs::row(id, dir, locks.as_ref()));
+    rows.collect()
 }
 
 async fn api_runs(
@@ -243,7 +209,7 @@ async fn run_page(State(app): State<Arc<App>>, Query(q): Query<Id>) -> Response 
             .map(|c| runs::phases(&c))
             .unwrap_or_default();
         let report = report(&RunDir::new(&dir).eval());
-        let row = runs::row(&id, &dir);
+        let row = runs::row(&id, &dir, HeldLocks::read().as_ref());
         (row, config, phases, runs::checkpoints(&dir), report)
     })
     .await;
@@ -385,29 +351,24 @@ async fn api_run_events(
         }
         loop {
             let dir = live.dir.clone();
-            let keep = live.app.settings.keep_points;
-            let (steps, state, curves) = blocking(move || {
-                (
-                    runs::steps(&dir),
-                    runs::state(&dir).0,
-                    runs::curves(&dir, keep),
-                )
-            })
-            .await;
+            let (steps, rows, state) =
+                blocking(move || (runs::steps(&dir), runs::epochs(&dir), runs::state(&dir).0))
+                    .await;
             let new: Vec<[f64; 4]> = steps
                 .iter()
                 .skip(live.steps)
                 .map(|r| [r[0], r[2], r[3], r[4]])
                 .collect();
-            let epochs_changed = curves.epoch.len() != live.epochs;
+            let epochs: BTreeSet<usize> = rows.iter().map(|r| r.epoch).collect();
+            let epochs_changed = epochs.len() != live.epochs;
             if !new.is_empty() || epochs_changed || state != live.state {
                 live.steps = steps.len();
-                live.epochs = curves.epoch.len();
+                live.epochs = epochs.len();
                 live.state = state;
-                let body = serde_json::json!({
-                    "steps": new, "state": state,
-                    "epochs": epochs_changed.then_some(&curves),
-                });
+                // The epoch curves only when an epoch was added (they come downsampled whole).
+                let keep = live.app.settings.keep_points;
+                let curves = epochs_changed.then(|| runs::curves_of(&steps, &rows, keep));
+                let body = serde_json::json!({ "steps": new, "state": state, "epochs": curves });
                 let event = Event::default().event("update").data(body.to_string());
                 return Some((Ok::<_, std::convert::Infallible>(event), live));
             }
@@ -441,7 +402,11 @@ async fn compare_page(
         }
     }
     let (rows, diff) = blocking(move || {
-        let rows: Vec<runs::RunRow> = dirs.iter().map(|(id, d)| runs::row(id, d)).collect();
+        let locks = HeldLocks::read();
+        let rows: Vec<runs::RunRow> = dirs
+            .iter()
+            .map(|(id, d)| runs::row(id, d, locks.as_ref()))
+            .collect();
         let configs: Vec<String> = dirs
             .iter()
             .map(|(_, d)| std::fs::read_to_string(RunDir::new(d).config()).unwrap_or_default())
@@ -461,8 +426,14 @@ async fn study(app: &Arc<App>, id: &str) -> Result<studies::StudyView, Response>
     let Some(found) = index.studies.get(id).cloned() else {
         return Err(app.not_found("study", id));
     };
-    let (id, a) = (id.to_string(), app.clone());
-    Ok(blocking(move || studies::read(&id, &found, &|d| a.run_id(&index, d))).await)
+    let id = id.to_string();
+    Ok(blocking(move || {
+        // Each trial's run id, looked up by its folder.
+        let ids: HashMap<&Path, &String> =
+            index.runs.iter().map(|(id, p)| (p.as_path(), id)).collect();
+        studies::read(&id, &found, &|d| ids.get(d).map(|id| id.to_string()))
+    })
+    .await)
 }
 
 async fn study_page(State(app): State<Arc<App>>, Query(q): Query<Id>) -> Response {
@@ -493,16 +464,5 @@ async fn asset(axum::extract::Path(name): axum::extract::Path<String>) -> Respon
     match pages::ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, mime, body)) => ([(header::CONTENT_TYPE, *mime)], *body).into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset\n").into_response(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding_of_tokens() {
-        assert_eq!(percent_decode("a%2Fb+c%zz"), "a/b c%zz");
-        assert_eq!(percent_decode("plain"), "plain");
     }
 }

@@ -193,15 +193,7 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 /// `?id=` for a dashboard id.
 pub fn q(id: &str) -> String {
-    let mut out = String::new();
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            out += &format!("%{b:02X}");
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(id.as_bytes()).collect()
 }
 
 /// A temporary root holding `runs/` (and the dataset beside it, outside the root).

@@ -49,22 +49,47 @@ impl RunLock {
     }
 }
 
-/// Whether a process holds the lock of `dir` now, found without touching the lock: taking it,
-/// even shared and for a moment, could refuse a run starting at that instant. Linux lists every
-/// held `flock` in `/proc/locks` by device and inode; elsewhere (or if that cannot be read)
-/// `None`.
-#[cfg(target_os = "linux")]
-pub fn held(dir: &RunDir) -> Option<bool> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(dir.lock()).ok()?;
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
-    Some(locks_name(&locks, meta.dev(), meta.ino()))
+/// The locks held on this machine at one moment, to ask of several run directories at once.
+/// Found without touching any lock: taking one, even shared and for a moment, could refuse a run
+/// starting at that instant. Linux lists every held `flock` in `/proc/locks` by device and
+/// inode; elsewhere (or if that cannot be read) there is no snapshot.
+pub struct HeldLocks {
+    text: String,
 }
 
-/// Whether a process holds the lock of `dir`: unknown off Linux.
-#[cfg(not(target_os = "linux"))]
-pub fn held(_dir: &RunDir) -> Option<bool> {
-    None
+impl HeldLocks {
+    /// The locks held now.
+    #[cfg(target_os = "linux")]
+    pub fn read() -> Option<Self> {
+        let text = std::fs::read_to_string("/proc/locks").ok()?;
+        Some(Self { text })
+    }
+
+    /// The locks held now: unknown off Linux.
+    #[cfg(not(target_os = "linux"))]
+    pub fn read() -> Option<Self> {
+        None
+    }
+
+    /// Whether a process held the lock of `dir` (false when it has no lock file).
+    #[cfg(unix)]
+    pub fn holds(&self, dir: &RunDir) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(dir.lock())
+            .is_ok_and(|meta| locks_name(&self.text, meta.dev(), meta.ino()))
+    }
+
+    /// Whether a process held the lock of `dir`: unknown off Unix.
+    #[cfg(not(unix))]
+    pub fn holds(&self, _dir: &RunDir) -> bool {
+        false
+    }
+}
+
+/// Whether a process holds the lock of `dir` now (see [`HeldLocks`]); `None` where that cannot
+/// be known.
+pub fn held(dir: &RunDir) -> Option<bool> {
+    HeldLocks::read().map(|locks| locks.holds(dir))
 }
 
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
