@@ -69,6 +69,10 @@ pub struct TestArgs {
     /// whole suite's (so nothing is rebuilt for it); no backend matrix.
     #[arg(long, short = 'p', value_name = "CRATE")]
     pub package: Vec<String>,
+    /// Also write cargo's HTML report of the test build's compile times
+    /// (`cargo-timings/cargo-timing.html` in the target folder), to see where a build's time goes.
+    #[arg(long)]
+    pub timings: bool,
     /// Test executables run at once (each runs its own tests on several threads).
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub jobs: usize,

@@ -38,15 +38,16 @@ struct Package {
     dir: PathBuf,
 }
 
-/// Builds the suite's test executables as `cargo xtask test` does, then runs those of `packages`
-/// (every package when empty) with `test_args` (libtest's: a name filter, `--nocapture`), `jobs`
-/// at a time. Fails when a test or an executable failed.
+/// Builds the suite's test executables as `cargo xtask test` does (with cargo's timing report
+/// when `timings`), then runs those of `packages` (every package when empty) with `test_args`
+/// (libtest's: a name filter, `--nocapture`), `jobs` at a time. Fails when a test or an
+/// executable failed.
 pub fn build_and_run(
     env: &BTreeMap<String, String>,
     backends: &[&Spec],
     packages: &[String],
     test_args: &[String],
-    jobs: usize,
+    (jobs, timings): (usize, bool),
 ) -> Result<()> {
     let workspace = workspace_packages(env)?;
     for p in packages {
@@ -59,6 +60,9 @@ pub fn build_and_run(
     }
     let mut cmd = suite_test_command(env, backends)?;
     cmd.args(["--no-run", "--message-format=json-render-diagnostics"]);
+    if timings {
+        cmd.arg("--timings");
+    }
     eprintln!("+ {}", render(&cmd));
     let built = cmd
         .stderr(Stdio::inherit())

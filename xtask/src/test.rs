@@ -121,7 +121,7 @@ pub fn test(args: TestArgs) -> Result<()> {
             &backends,
             &args.package,
             &args.test_args,
-            args.jobs,
+            (args.jobs, args.timings),
         );
     }
     // Cold, the install (a few GB of wheels to fetch and unpack) and the compiler's work each
@@ -141,8 +141,13 @@ pub fn test(args: TestArgs) -> Result<()> {
             let env = env.clone();
             std::thread::spawn(move || fixtures::fixtures(&env, false))
         };
-        let build =
-            suite_test_command(&env, &backends).and_then(|mut build| run(build.arg("--no-run")));
+        let build = suite_test_command(&env, &backends).and_then(|mut build| {
+            build.arg("--no-run");
+            if args.timings {
+                build.arg("--timings");
+            }
+            run(&mut build)
+        });
         let fixtures = fixtures
             .join()
             .unwrap_or_else(|_| bail!("the fixtures' thread panicked"))?;
@@ -153,7 +158,8 @@ pub fn test(args: TestArgs) -> Result<()> {
         .join()
         .unwrap_or_else(|_| vec!["the matrix's thread panicked".into()]);
     let tests = built.and_then(|()| {
-        crate::runner::build_and_run(&env, &backends, &[], &args.test_args, args.jobs)
+        // Built above (with the timing report, if asked): this build only lists the executables.
+        crate::runner::build_and_run(&env, &backends, &[], &args.test_args, (args.jobs, false))
     });
     if !matrix.is_empty() {
         println!("\nbackend matrix failures:");
