@@ -7,9 +7,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use rekindle_train::TrainConfig;
+use rekindle_train::durable::dir::RunDir;
+use rekindle_train::durable::{ending, lock};
 use rekindle_train::report::log::{EpochRow, parse_epochs, parse_steps};
-use rekindle_train::run::dir::RunDir;
-use rekindle_train::run::{ending, lock, strategy};
+use rekindle_train::run::strategy;
 
 use crate::lttb::lttb;
 
@@ -260,7 +261,7 @@ pub fn checkpoints(dir: &Path) -> Vec<(usize, bool)> {
     epochs
         .into_iter()
         .map(|e| {
-            use rekindle_train::run::dir::Checkpoint;
+            use rekindle_train::durable::dir::Checkpoint;
             let whole = Checkpoint::ALL
                 .iter()
                 .all(|k| run.checkpoint(*k, e).is_file());

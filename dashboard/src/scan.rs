@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use rekindle_train::run::dir::RunDir;
+use rekindle_train::durable::dir::RunDir;
 use rekindle_tune::{RESOLVED, Storage};
 
 /// How deep under a root the scan looks (a study's trials sit at depth 3 below its folder).

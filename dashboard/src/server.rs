@@ -16,8 +16,8 @@ use axum::{Json, Router};
 use minijinja::context;
 use minijinja::value::{Serde, Value};
 use rekindle_infer::auth::{Check, Token};
-use rekindle_train::run::dir::RunDir;
-use rekindle_train::run::lock::HeldLocks;
+use rekindle_train::durable::dir::RunDir;
+use rekindle_train::durable::lock::HeldLocks;
 use serde::Deserialize;
 
 use crate::scan::{Index, Roots};

@@ -6,12 +6,15 @@
 //!
 //! The folders follow a run: [`config`] (what to do) -> [`data`] (the images) -> [`run`] (plan,
 //! starting model, phases, export) using [`catalog`] (init, optimiser, schedule, pruning) and
-//! [`report`] (progress, CSV logs, plots).
+//! [`report`] (progress, CSV logs, plots); [`durable`] keeps the run's directory whole through
+//! crashes; [`eval`] is a model file's report; [`cli`] is the `rekindle-train` command line.
 
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod data;
 pub mod demo;
+pub mod durable;
 pub mod error;
 pub mod eval;
 pub mod report;

@@ -6,14 +6,13 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rekindle_model::Backend;
 use rekindle_train::data::dataset::{Dataset, Item};
 use rekindle_train::demo::Demo;
-use rekindle_train::run::evaluate::accuracy;
+use rekindle_train::eval::top1_accuracy;
 use rekindle_train::{TrainConfig, train};
 
 use crate::error::TuneError;
@@ -116,8 +115,7 @@ impl TuneDemo {
         let default = train(&base, false).map_err(|e| self.error(e))?;
         let best_cfg = TrainConfig::from_file(&best_config).map_err(|e| self.error(e))?;
         let (data, test) = test_split(&base)?;
-        let data = Arc::new(data);
-        let score = |model: &Path| accuracy(model, data.clone(), test.clone(), self.backend);
+        let score = |model: &Path| top1_accuracy(model, &data, &test, self.backend);
         let test_default = score(&default.model).map_err(|e| self.error(e))?;
         let test_best = score(&best_cfg.run.dir.join("model.bpk")).map_err(|e| self.error(e))?;
         Ok(DemoResult {

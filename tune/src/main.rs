@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use rekindle_model::Backend;
-use rekindle_train::run::dir::RunDir;
+use rekindle_train::durable::dir::RunDir;
 use rekindle_tune::demo::TuneDemo;
 use rekindle_tune::report::ReportOptions;
 use rekindle_tune::worker::INTERRUPTED;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use rekindle_model::Backend;
 use rekindle_train::TrainConfig;
+use rekindle_train::durable::dir::RunDir;
 use rekindle_train::report::log::read_epochs;
-use rekindle_train::run::dir::RunDir;
 
 use crate::error::TuneError;
 use crate::launch::RESOLVED;

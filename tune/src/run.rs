@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use rekindle_train::durable::dir::RunDir;
 use rekindle_train::report::log::{EpochRow, read_epochs};
-use rekindle_train::run::dir::RunDir;
 use rekindle_train::{TrainConfig, TrainError, Watch, train_watched};
 
 use crate::error::TuneError;

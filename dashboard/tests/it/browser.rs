@@ -220,7 +220,7 @@ fn the_pages_draw_live_in_chromium() {
             )
             .await
             .unwrap();
-        let ckpts = rekindle_train::run::dir::RunDir::new(root.join("pets")).checkpoints();
+        let ckpts = rekindle_train::durable::dir::RunDir::new(root.join("pets")).checkpoints();
         let kept = std::fs::read_dir(ckpts).unwrap().filter_map(Result::ok);
         let models = kept.filter(|e| e.file_name().to_string_lossy().starts_with("model-"));
         let want = 1 + models.count();

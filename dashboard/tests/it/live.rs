@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use rekindle_train::run::dir::RunDir;
+use rekindle_train::durable::dir::RunDir;
 
 use crate::common::{config, get, image_folder, q, serve};
 

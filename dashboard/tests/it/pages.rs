@@ -2,7 +2,7 @@
 //! standalone evaluation report: what they show is what the run directories and the study's
 //! store hold, and names are text, never markup.
 
-use rekindle_train::run::dir::RunDir;
+use rekindle_train::durable::dir::RunDir;
 use rekindle_tune::Store;
 
 use crate::common::{HOSTILE, get, q, root, serve, study, train};

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use burn::train::checkpoint::{Checkpoint as Record, Checkpointer, CheckpointerError};
 
-use crate::run::checksum::{self, Sum};
-use crate::run::dir::{Checkpoint, RunDir};
-use crate::run::{atomic, fault};
+use crate::durable::checksum::{self, Sum};
+use crate::durable::dir::{Checkpoint, RunDir};
+use crate::durable::{atomic, fault};
 
 /// The sums of the files written so far, per epoch, shared by the three checkpointers.
 #[derive(Debug, Default)]
@@ -106,7 +106,7 @@ fn io(path: &Path, e: std::io::Error) -> CheckpointerError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::checksum::verify;
+    use crate::durable::checksum::verify;
     use burn::lr_scheduler::LrSchedulerRecord;
 
     #[test]

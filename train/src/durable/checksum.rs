@@ -7,8 +7,8 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::run::atomic;
-use crate::run::dir::{Checkpoint, RunDir};
+use crate::durable::atomic;
+use crate::durable::dir::{Checkpoint, RunDir};
 
 /// One checkpoint file's length and CRC-32.
 #[derive(Clone, Debug, PartialEq, Eq)]

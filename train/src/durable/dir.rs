@@ -85,7 +85,7 @@ impl RunDir {
         self.root.join("model.bpk.tmp")
     }
 
-    /// How the run's last process ended (see [`crate::run::ending`]).
+    /// How the run's last process ended (see [`crate::durable::ending`]).
     pub fn ended(&self) -> PathBuf {
         self.root.join("ended.json")
     }

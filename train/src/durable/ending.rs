@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::durable::dir::RunDir;
 use crate::error::TrainError;
-use crate::run::dir::RunDir;
 
 /// The way a run's process ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +59,7 @@ pub fn record<T>(dir: &RunDir, result: &Result<T, TrainError>) {
             .map_or(0, |d| d.as_secs()),
     };
     if let Ok(text) = serde_json::to_string(&ended) {
-        let _ = crate::run::atomic::write(&dir.ended(), text.as_bytes());
+        let _ = crate::durable::atomic::write(&dir.ended(), text.as_bytes());
     }
 }
 

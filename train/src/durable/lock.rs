@@ -6,8 +6,8 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
 
+use crate::durable::dir::RunDir;
 use crate::error::TrainError;
-use crate::run::dir::RunDir;
 
 /// The held lock of a run directory; dropping it releases the lock.
 #[derive(Debug)]

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::run::checksum::{self, Bad};
-use crate::run::dir::{Checkpoint, RunDir};
+use crate::durable::checksum::{self, Bad};
+use crate::durable::dir::{Checkpoint, RunDir};
 
 /// The epoch to resume after, or `None` when no checkpoint is usable. Warns (on stderr) about
 /// every newer epoch passed over.
@@ -80,7 +80,7 @@ fn warn(passed: &[(usize, Bad)], chosen: Option<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::checksum::Sum;
+    use crate::durable::checksum::Sum;
 
     /// Writes epoch `e`'s three files, with checksums when `sums`.
     fn epoch(dir: &RunDir, e: usize, sums: bool) {

@@ -63,6 +63,25 @@ pub fn evaluate(opts: &EvalOptions) -> Result<Evaluation, TrainError> {
     report_on(&net, &meta, &data, &items, opts.tta, &opts.out)
 }
 
+/// The percentage of `items` (images of `data`) that the model file `model` classifies right
+/// (top-1, its own preprocessing, no test-time augmentation) on `backend`: how a search's winner
+/// is checked on a test split that played no part in choosing it.
+pub fn top1_accuracy(
+    model: &Path,
+    data: &Dataset,
+    items: &[Item],
+    backend: Backend,
+) -> Result<f64, TrainError> {
+    if items.is_empty() {
+        return Err(TrainError::data(model, "no images to evaluate on"));
+    }
+    let device = backend.device_at(0)?;
+    let (net, meta) = load_model(model, &device)?;
+    let probs = predict(&net, &meta, data, items, Tta::None)?;
+    let labels: Vec<usize> = items.iter().map(|i| i.label).collect();
+    Ok(100.0 * metrics(&probs, &labels, &meta.class_names).top1)
+}
+
 /// Predicts `items` of `data` with `net`, measures and writes the report to `out`.
 pub fn report_on(
     net: &ResNet,

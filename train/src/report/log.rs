@@ -6,8 +6,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
+use crate::durable::dir::RunDir;
 use crate::report::tensorboard::EventWriter;
-use crate::run::dir::RunDir;
 
 const STEPS_HEADER: &str = "epoch,step,loss,accuracy,lr,images_per_sec";
 const EPOCHS_HEADER: &str = "epoch,split,loss,accuracy,top5,lr,images_per_sec,seconds";
@@ -142,7 +142,7 @@ fn open_log(path: &Path, header: &str, keep: usize) -> std::io::Result<(BufWrite
         .chain(kept)
         .map(|l| l + "\n")
         .collect();
-    crate::run::atomic::write(path, text.as_bytes())?;
+    crate::durable::atomic::write(path, text.as_bytes())?;
     Ok((
         BufWriter::new(OpenOptions::new().append(true).open(path)?),
         rows,

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
+use crate::durable::dir::RunDir;
 use crate::report::log::{EpochRow, read_epochs, read_steps};
-use crate::run::dir::RunDir;
 use crate::run::ema::SPLIT as EMA_SPLIT;
 
 /// Fonts tried for the plot labels (Debian's fonts-dejavu-core, installed by `cargo xtask setup`).

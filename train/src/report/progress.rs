@@ -17,8 +17,8 @@ use burn::train::renderer::{
 use burn::train::{Interrupter, LearnerSummary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::durable::dir::RunDir;
 use crate::report::log::{EpochRow, MetricsLog};
-use crate::run::dir::RunDir;
 use crate::run::ema::EmaWatch;
 use crate::run::watch::Watch;
 

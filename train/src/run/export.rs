@@ -8,12 +8,13 @@ use burn::store::ModuleRecord;
 use rekindle_model::{ModelMetadata, Preprocess};
 
 use crate::catalog::prune::{self, LayerSparsity};
+use crate::durable::dir::{Checkpoint, RunDir};
+use crate::durable::{checksum, resume};
 use crate::error::TrainError;
 use crate::report::log::EpochRow;
 use crate::report::plot;
-use crate::run::dir::{Checkpoint, RunDir};
+use crate::run::ema;
 use crate::run::trainee::Trainee;
-use crate::run::{checksum, ema, resume};
 
 /// What the export wrote.
 #[derive(Debug)]

@@ -1,26 +1,16 @@
 //! A training run as a pipeline of named steps, data flowing one way:
 //! config -> [`plan::Plan`] (pure) -> [`start::open`] (the starting network) -> one
 //! [`phase::Launcher::launch`] per phase -> [`export::export`] (the best epoch as a model
-//! file). Everything it writes is named by [`dir::RunDir`]; a run resumes from its directory.
-//!
-//! Crash safety: one process per directory ([`lock`]); every checkpoint written atomically
-//! with checksums ([`checkpointer`]); a resume continues from the newest epoch that verifies
-//! ([`resume`]); the model file is published last, so `model.bpk` means the run finished.
+//! file). Everything it writes is named by [`RunDir`]; a run resumes from its directory.
+//! What keeps that directory whole through a crash (the lock, atomic writes, checksums, the
+//! resume) is [`crate::durable`]'s; the model file is published last, so `model.bpk` means the
+//! run finished.
 
-pub mod atomic;
-pub mod checkpointer;
-pub mod checksum;
-pub mod dir;
 pub mod ema;
-pub mod ending;
-pub mod evaluate;
 pub mod export;
-pub mod fault;
-pub mod lock;
 pub mod lr_find;
 pub mod phase;
 pub mod plan;
-pub mod resume;
 pub mod start;
 pub mod strategy;
 pub mod trainee;
@@ -36,14 +26,15 @@ use rekindle_model::{Preprocess, load_model};
 use crate::catalog::prune::LayerSparsity;
 use crate::config::{Strategy, TrainConfig};
 use crate::data::dataset::{Dataset, skip_warning};
+use crate::durable::dir::RunDir;
+use crate::durable::lock::RunLock;
+use crate::durable::{atomic, ending, fault, resume};
 use crate::error::TrainError;
 use crate::eval::tta::Tta;
 use crate::eval::{self, Evaluation};
 use crate::report::log::{EpochRow, read_epochs};
 use crate::report::progress::Shared;
-use crate::run::dir::RunDir;
 use crate::run::ema::EmaWatch;
-use crate::run::lock::RunLock;
 use crate::run::phase::{Launcher, PhaseEnd};
 use crate::run::plan::{Plan, effective_batch};
 use crate::run::trainee::Trainee;

@@ -18,8 +18,8 @@ use rekindle_model::{PathMapper, PathVisitor, ResNet, map_with_paths, visit_with
 use crate::catalog::loss::{Loss, Targets};
 use crate::catalog::prune::{self, PruneScope};
 use crate::data::loader::Batch;
+use crate::durable::fault;
 use crate::run::ema::{self, EmaWatch};
-use crate::run::fault;
 
 /// What happens around every optimiser step, shared by the clones Burn makes of the model.
 #[derive(Default)]

@@ -3,7 +3,7 @@
 //! bitwise the weights of an uninterrupted run; a corrupted or truncated newest checkpoint is
 //! passed over, named, and the run still ends identical; a second process on a run directory
 //! in use is refused. The kills use the binary's fault hook (`REKINDLE_FAULT`, see
-//! `rekindle_train::run::fault`) and `Child::kill` (SIGKILL); every choice comes from a seeded
+//! `rekindle_train::durable::fault`) and `Child::kill` (SIGKILL); every choice comes from a seeded
 //! RNG (`REKINDLE_CHAOS_SEED` replays another schedule).
 
 use std::os::unix::process::ExitStatusExt;
@@ -18,8 +18,8 @@ use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rekindle_model::load_model;
-use rekindle_train::run::checksum;
-use rekindle_train::run::dir::{Checkpoint, RunDir};
+use rekindle_train::durable::checksum;
+use rekindle_train::durable::dir::{Checkpoint, RunDir};
 use rekindle_train::run::trainee::Trainee;
 
 use crate::common;
@@ -355,5 +355,5 @@ fn a_second_process_on_a_run_directory_in_use_is_refused_naming_it_and_the_holde
     first.kill().unwrap();
     first.wait().unwrap();
     let dir = RunDir::new(&run);
-    drop(rekindle_train::run::lock::RunLock::acquire(&dir).unwrap());
+    drop(rekindle_train::durable::lock::RunLock::acquire(&dir).unwrap());
 }

@@ -376,7 +376,8 @@ fn killed_mid_epoch_resumes_exactly(
     let deadline = Instant::now() + Duration::from_secs(300);
     // Kill during epoch 2, a few steps in (12 steps an epoch), once epoch 1's checkpoint is
     // on disk: Burn writes it on another thread while epoch 2 trains, later on a busy machine.
-    let epoch_1_saved = || rekindle_train::run::dir::RunDir::new(&cut).last_checkpoint() == Some(1);
+    let epoch_1_saved =
+        || rekindle_train::durable::dir::RunDir::new(&cut).last_checkpoint() == Some(1);
     while !(step_rows(&cut).iter().any(|r| r[0] == 2.0 && r[1] >= 3.0) && epoch_1_saved()) {
         assert!(Instant::now() < deadline, "the run never reached epoch 2");
         assert!(
@@ -388,7 +389,7 @@ fn killed_mid_epoch_resumes_exactly(
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(
-        rekindle_train::run::dir::RunDir::new(&cut).last_checkpoint(),
+        rekindle_train::durable::dir::RunDir::new(&cut).last_checkpoint(),
         Some(1),
         "not killed mid-epoch 2"
     );
@@ -600,7 +601,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     assert!(!ckpt.join("optim-2.bpk").exists());
     assert_eq!(read(1), epoch1);
     assert_eq!(
-        rekindle_train::run::dir::RunDir::new(&run).last_checkpoint(),
+        rekindle_train::durable::dir::RunDir::new(&run).last_checkpoint(),
         Some(1)
     );
     // The thread not reported may still have been writing when the process exited: its
@@ -617,7 +618,7 @@ fn a_full_disk_while_checkpointing_keeps_the_previous_checkpoint() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("resuming"));
     assert_eq!(
-        rekindle_train::run::dir::RunDir::new(&run).last_checkpoint(),
+        rekindle_train::durable::dir::RunDir::new(&run).last_checkpoint(),
         Some(2)
     );
     let epochs = std::fs::read_to_string(run.join("metrics-epochs.csv")).unwrap();

@@ -215,7 +215,7 @@ fn a_trial_whose_worker_is_killed_is_resumed_by_another_and_ends_as_if_uninterru
     // epoch 1's checkpoint is on disk (Burn writes it on another thread).
     let in_epoch_2 = || {
         let steps = std::fs::read_to_string(trial0.join("metrics-steps.csv")).unwrap_or_default();
-        let saved = rekindle_train::run::dir::RunDir::new(&trial0).last_checkpoint() == Some(1);
+        let saved = rekindle_train::durable::dir::RunDir::new(&trial0).last_checkpoint() == Some(1);
         saved && steps.lines().any(|l| l.starts_with("2,3,"))
     };
     while !in_epoch_2() {
