@@ -14,6 +14,7 @@ pub mod images;
 pub mod memory;
 pub mod mutate;
 pub mod request;
+pub mod seed_model;
 pub mod structure;
 pub mod targets;
 pub mod worker;

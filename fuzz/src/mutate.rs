@@ -4,23 +4,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::structure::Structure;
-
-/// Integers that break size arithmetic: zero, one, sign bits, and lengths past any buffer.
-pub const INTERESTING: [u64; 12] = [
-    0,
-    1,
-    0x7f,
-    0xff,
-    0x7fff,
-    0xffff,
-    0x7fff_ffff,
-    0xffff_ffff,
-    1 << 32,
-    1 << 40,
-    i64::MAX as u64,
-    u64::MAX,
-];
+use crate::structure::{INTERESTING, Structure};
 
 /// A mutation engine over one input format; every choice comes from its seed.
 pub struct Mutator {

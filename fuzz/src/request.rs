@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use image::ImageFormat;
 use rekindle_infer::Classifier;
+use rekindle_infer::app::App;
 use rekindle_infer::auth::Token;
 use rekindle_infer::batcher::Batcher;
-use rekindle_infer::server::{App, serve};
+use rekindle_infer::server::serve;
 
 /// The token the fuzzed service wants; seeds carry it, mutations break it.
 const TOKEN: &str = "fuzz-token-0123456789";
@@ -42,8 +43,9 @@ impl Service {
     /// Starts the service on 127.0.0.1 over a small model written to `dir`.
     pub fn start(dir: &Path) -> Result<Self, String> {
         let path = dir.join("service.bpk");
-        std::fs::write(&path, crate::targets::model_file_bytes(dir)).map_err(|e| e.to_string())?;
-        let device = crate::targets::device();
+        std::fs::write(&path, crate::seed_model::model_file_bytes(dir))
+            .map_err(|e| e.to_string())?;
+        let device = crate::seed_model::device();
         let classifier = Classifier::load(&path, &device).map_err(|e| e.to_string())?;
         let metadata = classifier.metadata().clone();
         let crop = metadata.preprocess.crop;

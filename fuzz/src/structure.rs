@@ -7,7 +7,21 @@
 use rand::Rng;
 use rand::rngs::StdRng;
 
-use crate::mutate::INTERESTING;
+/// Integers that break size arithmetic: zero, one, sign bits, and lengths past any buffer.
+pub const INTERESTING: [u64; 12] = [
+    0,
+    1,
+    0x7f,
+    0xff,
+    0x7fff,
+    0xffff,
+    0x7fff_ffff,
+    0xffff_ffff,
+    1 << 32,
+    1 << 40,
+    i64::MAX as u64,
+    u64::MAX,
+];
 
 /// An input format the fuzzer knows the fields of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

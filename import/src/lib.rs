@@ -10,6 +10,7 @@ pub mod detect;
 pub mod error;
 pub mod export;
 pub mod import;
+pub mod limits;
 pub mod naming;
 pub mod onnx;
 pub mod source;

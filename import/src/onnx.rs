@@ -17,7 +17,7 @@ use rekindle_model::{Arch, BlockKind, ModelMetadata, Stage};
 
 use crate::error::Error;
 use crate::export::onnx::METADATA_KEY;
-use crate::source::MAX_TENSOR_BYTES;
+use crate::limits::MAX_TENSOR_BYTES;
 
 /// PyTorch's BatchNorm epsilon, for the identity BatchNorm that carries a folded bias.
 const BN_EPS: f32 = 1e-5;

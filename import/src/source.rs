@@ -7,10 +7,7 @@ use rekindle_model::burn::store::burn_pack::{MAGIC_NUMBER, Tensor as PackTensor}
 use rekindle_model::burn::store::{ModuleStore, PytorchStore, SafetensorsStore};
 
 use crate::error::{Error, format_error};
-
-/// The most bytes one weight may declare: a ResNet-152's classifier over ImageNet-21k's classes
-/// takes 179 MB. A file declaring more is refused before anything is allocated for it.
-pub const MAX_TENSOR_BYTES: usize = 4 << 30;
+use crate::limits::MAX_TENSOR_BYTES;
 
 /// A weights container we recognise.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

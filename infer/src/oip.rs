@@ -23,11 +23,11 @@ use rekindle_model::preprocess::eval_transform;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::app::App;
 use crate::batcher::{BatchError, Batched};
 use crate::classifier::top_indices;
 use crate::decode::decode;
 use crate::limits::Counters;
-use crate::server::App;
 
 /// The version every model here answers to: a service serves one model file.
 pub const MODEL_VERSION: &str = "1";

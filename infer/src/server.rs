@@ -20,7 +20,6 @@ use axum::{Json, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use rekindle_model::ModelMetadata;
 use rekindle_model::preprocess::eval_transform;
 use serde::Deserialize;
 use serde_json::json;
@@ -28,64 +27,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::InferError;
-use crate::auth::{Check, Token};
-use crate::batcher::{Admission, BatchError, Batcher, Full, Preparing};
-use crate::decode::{Limits, decode};
-use crate::limits::{Counters, ServiceLimits};
-use crate::metrics::Metrics;
+use crate::app::App;
+use crate::auth::Check;
+use crate::batcher::{Admission, BatchError, Full, Preparing};
+use crate::decode::decode;
+use crate::limits::Counters;
 use crate::oip::{self, OipError};
-
-/// What the handlers share.
-pub struct App {
-    /// The model thread.
-    pub batcher: Batcher,
-    /// The model's metadata (class names, preprocessing).
-    pub metadata: ModelMetadata,
-    /// Input limits.
-    pub limits: Limits,
-    /// Backend name, for `/v1/model`.
-    pub backend: String,
-    /// Whether BatchNorm is folded, for `/v1/model`.
-    pub folded: bool,
-    /// Top-k when the request does not say.
-    pub default_top_k: usize,
-    /// The bearer token every route but `/healthz` wants; `None` serves without one.
-    pub token: Option<Token>,
-    /// Timeouts and the connection cap.
-    pub service: ServiceLimits,
-    /// What was refused, and the connections open.
-    pub counters: Counters,
-    /// The name `/v2/models/{name}` answers to.
-    pub model_name: String,
-    /// What `GET /metrics` reports.
-    pub metrics: Metrics,
-}
-
-impl App {
-    /// An app over `batcher` with no token, the default service limits and top-k 5.
-    pub fn new(batcher: Batcher, metadata: ModelMetadata, limits: Limits) -> Self {
-        let counters = Counters::default();
-        let metrics = Metrics::new(&counters, batcher.stats());
-        Self {
-            batcher,
-            metadata,
-            limits,
-            backend: String::new(),
-            folded: false,
-            default_top_k: 5,
-            token: None,
-            service: ServiceLimits::default(),
-            counters,
-            model_name: "model".into(),
-            metrics,
-        }
-    }
-
-    /// The largest request body: an image of the maximum size with room for multipart framing.
-    pub fn body_limit(&self) -> usize {
-        self.limits.max_bytes + 64 * 1024
-    }
-}
 
 /// A JSON error response: `{"error": {"status": .., "kind": .., "message": ..}}`.
 #[derive(Debug)]

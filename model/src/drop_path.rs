@@ -1,13 +1,10 @@
 //! Stochastic depth (Huang et al. 2016) as timm's `DropPath` in its ResNets: in training, each
 //! image's residual branch is dropped with probability `rate` and the kept ones are scaled by
 //! 1 / (1 - rate), so the expectation is unchanged; in evaluation it is the identity. Rates
-//! grow linearly with depth, timm's rule: block i of n gets `rate * i / (n - 1)`.
+//! grow linearly with depth, timm's rule: block i of n gets `rate * i / (n - 1)`
+//! ([`crate::ResNet::with_drop_path`] sets them).
 
 use burn::tensor::{Distribution, Tensor};
-
-use crate::block::Block;
-use crate::norm::Norm;
-use crate::resnet::ResNet;
 
 /// `x` `[batch, ..]` with each image's values zeroed with probability `rate`, the others
 /// divided by `1 - rate`. Draws from the device's random stream (seeded by the run).
@@ -29,31 +26,11 @@ pub fn block_rate(rate: f64, i: usize, n: usize) -> f64 {
     rate * i as f64 / (n - 1) as f64
 }
 
-impl<N: Norm> ResNet<N> {
-    /// The network with stochastic depth at `rate` for its deepest block, less for the others
-    /// ([`block_rate`]); 0 turns it off. A setting of training: model files do not keep it.
-    pub fn with_drop_path(mut self, rate: f64) -> Self {
-        let n = self.stages().iter().map(|s| s.len()).sum();
-        let blocks = [
-            &mut self.layer1,
-            &mut self.layer2,
-            &mut self.layer3,
-            &mut self.layer4,
-        ];
-        for (i, block) in blocks.into_iter().flatten().enumerate() {
-            let r = block_rate(rate, i, n);
-            match block {
-                Block::Basic(b) => b.drop_path = r,
-                Block::Bottleneck(b) => b.drop_path = r,
-            }
-        }
-        self
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ResNet;
+    use crate::block::Block;
     use crate::{Arch, ResNetConfig};
     use burn::tensor::{Device, TensorData};
 

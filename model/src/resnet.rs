@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 use crate::Error;
 use crate::arch::{Arch, BlockKind};
 use crate::block::{Block, BlockConfig, bn, conv};
+use crate::drop_path::block_rate;
 use crate::head::{Head, HeadConfig};
 use crate::norm::Norm;
 use crate::params::{PathVisitor, is_running_stat, visit_with_paths};
@@ -199,6 +200,28 @@ impl PathVisitor for LearnableCounter {
         if !is_running_stat(path) {
             self.count += param.shape().num_elements();
         }
+    }
+}
+
+impl<N: Norm> ResNet<N> {
+    /// The network with stochastic depth at `rate` for its deepest block, less for the others
+    /// ([`block_rate`]); 0 turns it off. A setting of training: model files do not keep it.
+    pub fn with_drop_path(mut self, rate: f64) -> Self {
+        let n = self.stages().iter().map(|s| s.len()).sum();
+        let blocks = [
+            &mut self.layer1,
+            &mut self.layer2,
+            &mut self.layer3,
+            &mut self.layer4,
+        ];
+        for (i, block) in blocks.into_iter().flatten().enumerate() {
+            let r = block_rate(rate, i, n);
+            match block {
+                Block::Basic(b) => b.drop_path = r,
+                Block::Bottleneck(b) => b.drop_path = r,
+            }
+        }
+        self
     }
 }
 

@@ -5,8 +5,9 @@ use std::process::Command;
 use anyhow::{Result, bail};
 
 use crate::BenchArgs;
+use crate::command::run;
 use crate::env::{
-    base_env, cache_dir, cargo, feature_flags, joined, parse_backends, root, run, target_dir,
+    base_env, cache_dir, cargo, feature_flags, joined, parse_backends, root, target_dir,
 };
 use crate::venv;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use rekindle_backends::Spec;
 
 use crate::libtorch;
@@ -146,25 +146,6 @@ pub fn feature_flags(packages: &[&str], backends: &[&Spec]) -> Vec<String> {
         "--features".into(),
         features.join(","),
     ]
-}
-
-pub fn run(cmd: &mut Command) -> Result<()> {
-    eprintln!("+ {}", render(cmd));
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {}", render(cmd)))?;
-    if !status.success() {
-        bail!("`{}` failed ({status})", render(cmd));
-    }
-    Ok(())
-}
-
-pub fn render(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub fn cargo(env: &BTreeMap<String, String>) -> Command {

@@ -7,7 +7,8 @@ use std::process::Command;
 
 use anyhow::{Context, Result};
 
-use crate::env::{cache_dir, root, run};
+use crate::command::run;
+use crate::env::{cache_dir, root};
 use crate::venv;
 
 /// Generates the PyTorch fixtures unless the ones on disk came from the same scripts run by the

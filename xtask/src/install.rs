@@ -7,7 +7,8 @@ use std::process::Command;
 use anyhow::Result;
 use rekindle_backends::Spec;
 
-use crate::env::{cache_dir, root, run, use_libtorch};
+use crate::command::run;
+use crate::env::{cache_dir, root, use_libtorch};
 use crate::{libtorch, venv};
 
 /// What training, tuning and evaluation runs read: the demo's Fashion-MNIST and DejaVu for the

@@ -82,7 +82,7 @@ fn link_tree(from: &Path, to: &Path) -> Result<()> {
         .is_ok_and(|s| s.success());
     if !linked {
         let _ = std::fs::remove_dir_all(to);
-        crate::env::run(Command::new("cp").arg("-a").args([from, to]))?;
+        crate::command::run(Command::new("cp").arg("-a").args([from, to]))?;
     }
     Ok(())
 }

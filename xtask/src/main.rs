@@ -7,12 +7,16 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod bench;
+mod command;
 mod env;
 mod fixtures;
 mod install;
 mod libtorch;
+#[cfg(test)]
+mod module_cycles;
 mod passthrough;
 mod runner;
+mod suite;
 mod test;
 mod venv;
 

@@ -10,7 +10,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use rekindle_backends::Spec;
 
-use crate::env::{base_env, cargo, feature_flags, run, target_dir};
+use crate::command::run;
+use crate::env::{base_env, cargo, feature_flags, target_dir};
 use crate::install;
 
 /// The packages whose binaries the README's tour runs (import, train, eval, tune, infer, serve,

@@ -17,8 +17,9 @@ use anyhow::{Context, Result, bail};
 use rekindle_backends::Spec;
 use serde_json::Value;
 
-use crate::env::{cargo, render, run_env_of_xtask, target_dir};
-use crate::test::{SUITE_PROFILE, Tally, suite_test_command};
+use crate::command::render;
+use crate::env::{cargo, run_env_of_xtask, target_dir};
+use crate::suite::{SUITE_PROFILE, suite_test_command};
 
 /// One test executable: its package (name, version, folder: the tests' working directory), its
 /// path, and the name it is remembered by (`package/target`).
@@ -261,9 +262,80 @@ fn test_binaries(messages: &str, workspace: &BTreeMap<String, Package>) -> Vec<T
         .collect()
 }
 
+/// Tests passed, failed and skipped over several libtest runs, and the failed tests' names.
+#[derive(Default)]
+pub struct Tally {
+    counts: [u64; 3],
+    failures: Vec<String>,
+}
+
+impl Tally {
+    /// Counts one line of a test executable's output (closing counts and failed tests).
+    pub fn add_line(&mut self, line: &str) {
+        if let Some(counts) = parse_test_result(line) {
+            for (total, n) in self.counts.iter_mut().zip(counts) {
+                *total += n;
+            }
+        }
+        if let Some(name) = failed_test(line) {
+            self.failures.push(name.to_string());
+        }
+    }
+
+    /// Prints the failed tests, then the closing count.
+    pub fn report(&self) {
+        if !self.failures.is_empty() {
+            println!("\nfailed tests:");
+            for f in &self.failures {
+                println!("  {f}");
+            }
+        }
+        let [passed, failed, ignored] = self.counts;
+        println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
+    }
+}
+
+/// The test a libtest line reports failed (`test a::b ... FAILED`).
+fn failed_test(line: &str) -> Option<&str> {
+    line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
+}
+
+/// Counts (passed, failed, ignored) from a libtest closing line
+/// (`test result: ok. 17 passed; 0 failed; 0 ignored; ...`).
+pub fn parse_test_result(line: &str) -> Option<[u64; 3]> {
+    let rest = line.strip_prefix("test result: ")?;
+    let mut counts = [0; 3];
+    for part in rest.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let slot = match kind {
+            "passed" => 0,
+            "failed" => 1,
+            "ignored" => 2,
+            _ => continue,
+        };
+        counts[slot] += n.parse::<u64>().ok()?;
+    }
+    Some(counts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_libtest_closing_lines() {
+        let line = "test result: ok. 17 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out; finished in 7.68s";
+        assert_eq!(parse_test_result(line), Some([17, 2, 3]));
+        assert_eq!(parse_test_result("running 17 tests"), None);
+        assert_eq!(
+            failed_test("test it::cli::resume ... FAILED"),
+            Some("it::cli::resume")
+        );
+        assert_eq!(failed_test("test it::cli::resume ... ok"), None);
+    }
 
     #[test]
     fn names_each_test_executable_after_its_package_and_target() {

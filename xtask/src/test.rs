@@ -3,16 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 use rekindle_backends::Spec;
 
+use crate::command::{render, run};
 use crate::env::{
-    base_env, cargo, feature_flags, joined, offline_backends, parse_backends, render, run,
-    target_dir,
+    base_env, cargo, feature_flags, joined, offline_backends, parse_backends, target_dir,
 };
+use crate::suite::{SUITE_PROFILE, lint_while_building, suite_test_command};
 use crate::{BackendArgs, TestArgs, fixtures, install};
 
 /// The backends `cargo xtask test` builds, checks and trains on when none are named: every one
@@ -34,10 +34,6 @@ pub const MATRIX_GROUPS: &[&[&str]] = &[
     &["rekindle-model", "rekindle-import", "rekindle-infer"],
     &["rekindle-train", "rekindle-tune", "rekindle-dashboard"],
 ];
-
-/// The profile `cargo xtask test` and `lint` build with (`Cargo.toml`): release with the other
-/// backends' host code at opt-level 1.
-pub const SUITE_PROFILE: &str = "suite";
 
 /// The profile of the backend matrix's checks (`Cargo.toml`): dev without debug info, so that the
 /// C and C++ compiled by build scripts (LibTorch's bindings above all) is not optimised for checks
@@ -203,23 +199,6 @@ fn overlapped_matrix(
     failed
 }
 
-/// `cargo test` of the whole workspace with `backends` compiled in, in the suite's profile,
-/// linted by clippy as it compiles.
-pub fn suite_test_command(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Result<Command> {
-    let mut cmd = cargo(env);
-    cmd.args([
-        "test",
-        "--profile",
-        SUITE_PROFILE,
-        "--locked",
-        "--workspace",
-        "--no-fail-fast",
-    ])
-    .args(feature_flags(&["rekindle-model"], backends));
-    lint_while_building(&mut cmd)?;
-    Ok(cmd)
-}
-
 /// The environment of the backend matrix: its own target folder beside the suite's
 /// (`target-matrix`), shared by all of its checks.
 pub fn matrix_env(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
@@ -310,69 +289,6 @@ pub fn backend_matrix(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Vec
     failed
 }
 
-/// Makes `cmd` (a cargo build of the workspace) run clippy on the workspace's own crates as it
-/// compiles them, warnings denied: `cargo clippy` is `cargo check` with clippy-driver wrapping
-/// rustc, and a check is a second pass over every dependency; wrapping the test build itself
-/// lints the same targets (libraries, binaries, tests, examples) with no second pass.
-pub fn lint_while_building(cmd: &mut Command) -> Result<()> {
-    let sysroot = Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-        .context("rustc --print sysroot")?;
-    let driver = std::path::PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim())
-        .join("bin/clippy-driver");
-    if !driver.exists() {
-        bail!(
-            "clippy is not installed ({} is missing): rustup component add clippy",
-            driver.display()
-        );
-    }
-    // CLIPPY_ARGS is how cargo-clippy hands its lint flags to clippy-driver.
-    cmd.env("RUSTC_WORKSPACE_WRAPPER", driver).env(
-        "CLIPPY_ARGS",
-        "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
-    );
-    Ok(())
-}
-
-/// Tests passed, failed and skipped over several libtest runs, and the failed tests' names.
-#[derive(Default)]
-pub struct Tally {
-    counts: [u64; 3],
-    failures: Vec<String>,
-}
-
-impl Tally {
-    /// Counts one line of a test executable's output (closing counts and failed tests).
-    pub fn add_line(&mut self, line: &str) {
-        if let Some(counts) = parse_test_result(line) {
-            for (total, n) in self.counts.iter_mut().zip(counts) {
-                *total += n;
-            }
-        }
-        if let Some(name) = failed_test(line) {
-            self.failures.push(name.to_string());
-        }
-    }
-
-    /// Prints the failed tests, then the closing count.
-    pub fn report(&self) {
-        if !self.failures.is_empty() {
-            println!("\nfailed tests:");
-            for f in &self.failures {
-                println!("  {f}");
-            }
-        }
-        let [passed, failed, ignored] = self.counts;
-        println!("\ntests: {passed} passed, {failed} failed, {ignored} skipped");
-    }
-}
-
-/// The test a libtest line reports failed (`test a::b ... FAILED`).
-fn failed_test(line: &str) -> Option<&str> {
-    line.strip_prefix("test ")?.strip_suffix(" ... FAILED")
-}
-
 pub fn lint(args: BackendArgs) -> Result<()> {
     let backends = parse_backends(&args.backends, default_test_backends)?;
     let env = base_env();
@@ -396,42 +312,9 @@ pub fn lint(args: BackendArgs) -> Result<()> {
     Ok(())
 }
 
-/// Counts (passed, failed, ignored) from a libtest closing line
-/// (`test result: ok. 17 passed; 0 failed; 0 ignored; ...`).
-pub fn parse_test_result(line: &str) -> Option<[u64; 3]> {
-    let rest = line.strip_prefix("test result: ")?;
-    let mut counts = [0; 3];
-    for part in rest.split(';') {
-        let mut words = part.split_whitespace().rev();
-        let (Some(kind), Some(n)) = (words.next(), words.next()) else {
-            continue;
-        };
-        let slot = match kind {
-            "passed" => 0,
-            "failed" => 1,
-            "ignored" => 2,
-            _ => continue,
-        };
-        counts[slot] += n.parse::<u64>().ok()?;
-    }
-    Some(counts)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_libtest_closing_lines() {
-        let line = "test result: ok. 17 passed; 2 failed; 3 ignored; 0 measured; 0 filtered out; finished in 7.68s";
-        assert_eq!(parse_test_result(line), Some([17, 2, 3]));
-        assert_eq!(parse_test_result("running 17 tests"), None);
-        assert_eq!(
-            failed_test("test it::cli::resume ... FAILED"),
-            Some("it::cli::resume")
-        );
-        assert_eq!(failed_test("test it::cli::resume ... ok"), None);
-    }
 
     #[test]
     fn prunes_only_stale_executables() {

@@ -134,7 +134,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         }
         warn_on_other_python(&lock_text);
         eprintln!("creating the Python venv at {}", venv.display());
-        crate::env::run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
+        crate::command::run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
     }
     let diff = differences(&want, &freeze(venv)?);
     if diff.is_empty() {
@@ -152,7 +152,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         venv.display(),
         diff.len()
     );
-    crate::env::run(
+    crate::command::run(
         // --no-compile: byte-compiling every module of torch and its CUDA wheels took minutes of
         // CPU in a cold run; Python compiles what it imports, once, into the venv.
         pip(venv)
@@ -164,7 +164,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         .filter(|n| !want.contains_key(n))
         .collect();
     if !extras.is_empty() {
-        crate::env::run(pip(venv).args(["uninstall", "-y", "-q"]).args(extras))?;
+        crate::command::run(pip(venv).args(["uninstall", "-y", "-q"]).args(extras))?;
     }
     let left = differences(&want, &freeze(venv)?);
     if !left.is_empty() {
@@ -175,7 +175,7 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
         );
     }
     // `--no-deps` trusts the lock to be complete; pip check proves it is.
-    crate::env::run(pip(venv).args(["check"]))?;
+    crate::command::run(pip(venv).args(["check"]))?;
     Ok(python(venv))
 }
 
@@ -201,13 +201,13 @@ fn warn_on_other_python(lock_text: &str) {
 pub fn relock(root: &Path, scratch: &Path) -> Result<()> {
     let venv = scratch.join("relock-venv");
     let _ = std::fs::remove_dir_all(&venv);
-    crate::env::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-    crate::env::run(
+    crate::command::run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    crate::command::run(
         pip(&venv)
             .args(["install", "-q", "-r"])
             .arg(root.join(REQUIREMENTS)),
     )?;
-    crate::env::run(pip(&venv).args(["check"]))?;
+    crate::command::run(pip(&venv).args(["check"]))?;
     let version = python_version(&python(&venv)).unwrap_or_default();
     let text = format!(
         "# The fixtures venv, pinned whole: `pip freeze --all` of a venv made from\n\

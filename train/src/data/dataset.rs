@@ -113,11 +113,42 @@ pub fn skip_warning(what: &str, files: &[(PathBuf, String)]) -> Option<String> {
     Some(msg)
 }
 
+/// Fashion-MNIST's two splits as a dataset held in memory, classes in label order.
+fn in_memory((train, val): (fashion_mnist::Split, fashion_mnist::Split)) -> Dataset {
+    let (train_images, train_labels) = train;
+    let (val_images, val_labels) = val;
+    let offset = train_images.len();
+    let items = |labels: Vec<u8>, base: usize| -> Vec<Item> {
+        labels
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| Item {
+                image: ImageRef::Memory(base + i),
+                label: l as usize,
+            })
+            .collect()
+    };
+    let mut memory = train_images;
+    memory.extend(val_images);
+    Dataset {
+        class_names: fashion_mnist::FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        train: items(train_labels, 0),
+        val: items(val_labels, offset),
+        memory: Arc::new(memory),
+        skipped: Vec::new(),
+        on_bad_image: BadImage::Fail,
+        load_failures: Default::default(),
+    }
+}
+
 impl Dataset {
     /// Loads the dataset `cfg` describes; `seed` drives the split and the subsampling.
     pub fn load(cfg: &DataSection, seed: u64) -> Result<Self, TrainError> {
         let mut ds = match cfg.kind {
-            DataKind::FashionMnist => fashion_mnist::load(&cfg.root)?,
+            DataKind::FashionMnist => in_memory(fashion_mnist::load(&cfg.root)?),
             DataKind::Folder => folder(cfg, seed)?,
             DataKind::Manifest => manifests(cfg, seed)?,
         };

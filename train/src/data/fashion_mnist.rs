@@ -3,12 +3,9 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 use image::GrayImage;
 
-use crate::config::BadImage;
-use crate::data::dataset::{Dataset, ImageRef, Item};
 use crate::error::TrainError;
 
 /// Fashion-MNIST's classes, in label order.
@@ -25,37 +22,12 @@ pub const FASHION_MNIST_CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
+/// Images in memory and their labels, as one split of the IDX files holds them.
+pub type Split = (Vec<GrayImage>, Vec<u8>);
+
 /// Both splits of the dataset under `root`: 60,000 training and 10,000 validation images.
-pub fn load(root: &Path) -> Result<Dataset, TrainError> {
-    let (train_images, train_labels) = idx_pair(root, "train")?;
-    let (val_images, val_labels) = idx_pair(root, "t10k")?;
-    let offset = train_images.len();
-    let items = |labels: Vec<u8>, base: usize| -> Vec<Item> {
-        labels
-            .into_iter()
-            .enumerate()
-            .map(|(i, l)| Item {
-                image: ImageRef::Memory(base + i),
-                label: l as usize,
-            })
-            .collect()
-    };
-    let train = items(train_labels, 0);
-    let val = items(val_labels, offset);
-    let mut memory = train_images;
-    memory.extend(val_images);
-    Ok(Dataset {
-        class_names: FASHION_MNIST_CLASSES
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        train,
-        val,
-        memory: Arc::new(memory),
-        skipped: Vec::new(),
-        on_bad_image: BadImage::Fail,
-        load_failures: Default::default(),
-    })
+pub fn load(root: &Path) -> Result<(Split, Split), TrainError> {
+    Ok((idx_pair(root, "train")?, idx_pair(root, "t10k")?))
 }
 
 /// Reads `<prefix>-images-idx3-ubyte.gz` and `<prefix>-labels-idx1-ubyte.gz`.
