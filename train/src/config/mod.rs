@@ -185,6 +185,7 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rekindle_model::{Arch, Preprocess};
 
     #[test]
     fn defaults_round_trip_through_toml() {
