@@ -35,6 +35,11 @@ pub const MATRIX_GROUPS: &[&[&str]] = &[
     &["rekindle-train", "rekindle-tune", "rekindle-dashboard"],
 ];
 
+/// Checked beside the service group (never a group of its own): a crate with no code whose
+/// manifest turns on, below Burn, the features the training group turns on, so that both groups
+/// resolve those dependencies alike and the second check re-checks only Burn and our crates.
+pub const MATRIX_FEATURES: &str = "rekindle-matrix-features";
+
 /// The backend `burn-train` turns on in Burn whatever the features asked for: with it alone the
 /// two groups resolve Burn alike, so one check covers all six crates. Checked apart, the training
 /// group re-checked nearly everything (its proc-macros and `libc` get other features, which
@@ -267,12 +272,9 @@ pub fn backend_matrix(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Vec
                 "--locked",
                 "--lib",
                 "--bins",
-            ]);
-            for krate in &group {
-                cmd.args(["--package", krate]);
-            }
-            cmd.args(feature_flags(&group, &[b]))
-                .args(["--", "-D", "warnings"]);
+            ])
+            .args(matrix_selection(&group, b))
+            .args(["--", "-D", "warnings"]);
             // Captured: it runs beside the test build, whose output it would cut into.
             let check = std::time::Instant::now();
             let what = format!("{} with {b} alone", group.join(" + "));
@@ -303,6 +305,17 @@ pub fn backend_matrix(env: &BTreeMap<String, String>, backends: &[&Spec]) -> Vec
         failed.len()
     );
     failed
+}
+
+/// The packages and features of one matrix check: `group` with backend `b` alone, and
+/// [`MATRIX_FEATURES`] beside it.
+pub fn matrix_selection(group: &[&str], b: &Spec) -> Vec<String> {
+    let mut args = Vec::new();
+    for krate in group.iter().chain([&MATRIX_FEATURES]) {
+        args.extend(["--package".to_string(), krate.to_string()]);
+    }
+    args.extend(feature_flags(group, &[b]));
+    args
 }
 
 pub fn lint(args: BackendArgs) -> Result<()> {
@@ -345,6 +358,70 @@ mod tests {
             let one_check = b.name == TRAINING_BACKEND;
             assert_eq!(groups.len() == 1, one_check, "{b}: {groups:?}");
         }
+    }
+
+    /// Each package `cargo tree` resolves for one matrix check, with the feature sets of its
+    /// variants (a package built for the host and for the target can differ), Burn's and ours
+    /// left out: Burn differs between the groups by design (`burn-train` turns on flex).
+    fn resolved_below_burn(group: &[&str], b: &Spec) -> BTreeMap<String, Vec<String>> {
+        let mut cmd = cargo(&BTreeMap::new());
+        cmd.args(["tree", "--locked", "--offline", "-e", "normal,build"])
+            .args(["--prefix", "none", "--format", "{p} [{f}]"])
+            .args(matrix_selection(group, b));
+        let out = cmd.output().expect("cargo tree");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut resolved: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let line = line.trim_end_matches(" (*)").replace(" (proc-macro)", "");
+            let Some((package, features)) = line.split_once(" [") else {
+                continue;
+            };
+            let package = package.split(" (").next().unwrap_or(package);
+            if package.starts_with("burn") || package.starts_with("rekindle") {
+                continue;
+            }
+            let variants = resolved.entry(package.to_string()).or_default();
+            let features = features.trim_end_matches(']').to_string();
+            if !variants.contains(&features) {
+                variants.push(features);
+                variants.sort_unstable();
+            }
+        }
+        resolved
+    }
+
+    #[test]
+    fn the_matrix_groups_resolve_alike_below_burn() {
+        let mut differ = Vec::new();
+        for b in default_test_backends() {
+            let groups = matrix_groups(b);
+            let [service, training] = groups.as_slice() else {
+                continue;
+            };
+            let (s, t) = (
+                resolved_below_burn(service, b),
+                resolved_below_burn(training, b),
+            );
+            assert!(s.keys().any(|p| p.starts_with("libc ")), "{b}: {s:?}");
+            for (package, want) in &t {
+                match s.get(package) {
+                    Some(got) if got != want => differ.push(format!(
+                        "{b}: {package}: service group {got:?}, training group {want:?}"
+                    )),
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            differ.is_empty(),
+            "the training group's check would re-check everything above these (put the \
+             features the training group adds in xtask/matrix-features/Cargo.toml):\n{}",
+            differ.join("\n")
+        );
     }
 
     #[test]
