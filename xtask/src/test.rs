@@ -35,9 +35,10 @@ pub const MATRIX_GROUPS: &[&[&str]] = &[
     &["rekindle-train", "rekindle-tune", "rekindle-dashboard"],
 ];
 
-/// Checked beside the service group (never a group of its own): a crate with no code whose
-/// manifest turns on, below Burn, the features the training group turns on, so that both groups
-/// resolve those dependencies alike and the second check re-checks only Burn and our crates.
+/// Checked beside every matrix check (never a group of its own): a crate with no code whose
+/// manifest turns on, below Burn, the features the training group turns on itself, so that the
+/// service group resolves those dependencies alike and the training group's check re-checks only
+/// Burn and our crates.
 pub const MATRIX_FEATURES: &str = "rekindle-matrix-features";
 
 /// The backend `burn-train` turns on in Burn whatever the features asked for: with it alone the
@@ -344,6 +345,7 @@ pub fn lint(args: BackendArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     #[test]
     fn the_matrix_checks_every_crate_once_per_backend_and_flex_in_one_go() {
@@ -363,7 +365,7 @@ mod tests {
     /// Each package `cargo tree` resolves for one matrix check, with the feature sets of its
     /// variants (a package built for the host and for the target can differ), Burn's and ours
     /// left out: Burn differs between the groups by design (`burn-train` turns on flex).
-    fn resolved_below_burn(group: &[&str], b: &Spec) -> BTreeMap<String, Vec<String>> {
+    fn resolved_below_burn(group: &[&str], b: &Spec) -> BTreeMap<String, BTreeSet<String>> {
         let mut cmd = cargo(&BTreeMap::new());
         cmd.args(["tree", "--locked", "--offline", "-e", "normal,build"])
             .args(["--prefix", "none", "--format", "{p} [{f}]"])
@@ -374,7 +376,7 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut resolved: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut resolved: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let line = line.trim_end_matches(" (*)").replace(" (proc-macro)", "");
             let Some((package, features)) = line.split_once(" [") else {
@@ -384,12 +386,10 @@ mod tests {
             if package.starts_with("burn") || package.starts_with("rekindle") {
                 continue;
             }
-            let variants = resolved.entry(package.to_string()).or_default();
-            let features = features.trim_end_matches(']').to_string();
-            if !variants.contains(&features) {
-                variants.push(features);
-                variants.sort_unstable();
-            }
+            resolved
+                .entry(package.to_string())
+                .or_default()
+                .insert(features.trim_end_matches(']').to_string());
         }
         resolved
     }
@@ -412,7 +412,7 @@ mod tests {
             // check resolved otherwise, and everything above it is checked twice.
             for (package, got) in &s {
                 match t.get(package) {
-                    Some(want) if got.iter().any(|v| !want.contains(v)) => differ.push(format!(
+                    Some(want) if !got.is_subset(want) => differ.push(format!(
                         "{b}: {package}: service group {got:?}, training group {want:?}"
                     )),
                     _ => {}
