@@ -1,7 +1,8 @@
 //! The driver: runs each target's worker as a child process and watches it. A worker that
 //! aborts (a failed allocation past the memory limit, a stack overflow), runs one input past
 //! the time limit, or grows past the memory limit is a crash: the driver saves the input it was
-//! running and starts a fresh worker with the next seed, until the target's time is up.
+//! running and starts a fresh worker with the next seed, until the target's time or number of
+//! runs is up.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,6 +28,9 @@ pub struct Limits {
 pub struct Plan {
     /// Seconds per target.
     pub seconds: f64,
+    /// Most inputs per target, seeds included (`--runs`): a run that depends on the input
+    /// count alone, not on the machine's speed.
+    pub runs: Option<u64>,
     /// The first worker's seed; each restart takes the next.
     pub seed: u64,
     /// Worker folders and saved crashes go under `out/TARGET/`.
@@ -48,6 +52,8 @@ pub struct Report {
     pub corpus: usize,
     /// Distinct outcomes seen (the last worker's).
     pub behaviours: usize,
+    /// Seed inputs among the execs (the last worker's); past them, inputs were mutated.
+    pub seeds: usize,
     /// Each distinct crash: its kind, message and input, under `out/TARGET/crashes/`.
     pub crashes: Vec<Crash>,
 }
@@ -79,7 +85,8 @@ pub fn fuzz_target(
     let mut execs = 0;
     let mut last = Stats::default();
     let mut restart = 0;
-    while started.elapsed().as_secs_f64() < seconds {
+    let runs = plan.runs.unwrap_or(u64::MAX);
+    while started.elapsed().as_secs_f64() < seconds && execs < runs {
         let left = seconds - started.elapsed().as_secs_f64();
         let _ = std::fs::remove_file(dir.current());
         let _ = std::fs::remove_file(dir.stats());
@@ -93,6 +100,8 @@ pub fn fuzz_target(
             .arg((plan.seed + restart).to_string())
             .arg("--seconds")
             .arg(format!("{left:.3}"))
+            .arg("--runs")
+            .arg((runs - execs).to_string())
             .arg("--dir")
             .arg(&dir.0)
             .arg("--max-mb")
@@ -119,6 +128,7 @@ pub fn fuzz_target(
         seconds: started.elapsed().as_secs_f64(),
         corpus: last.corpus,
         behaviours: last.behaviours,
+        seeds: last.seeds,
         crashes: crashes(&dir)?,
     })
 }

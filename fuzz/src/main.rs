@@ -72,6 +72,11 @@ struct RunArgs {
     /// Seconds per target.
     #[arg(long, default_value_t = 60.0)]
     seconds: f64,
+    /// Most inputs per target, seeds included (as libFuzzer's -runs): the target ends at this
+    /// count or at --seconds, whichever comes first. A run bounded by --runs alone does the same
+    /// work on every machine.
+    #[arg(long)]
+    runs: Option<u64>,
     /// Seed of the first worker (each restart takes the next).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -107,6 +112,8 @@ struct WorkerArgs {
     seed: u64,
     #[arg(long, default_value_t = 1.0)]
     seconds: f64,
+    #[arg(long, default_value_t = u64::MAX)]
+    runs: u64,
     #[arg(long)]
     dir: PathBuf,
     #[arg(long, default_value_t = 2048)]
@@ -164,6 +171,9 @@ fn run_targets(a: RunArgs) -> Result<ExitCode> {
     if !(a.seconds > 0.0 && a.seconds.is_finite()) {
         bail!("--seconds must be a positive number, got {}", a.seconds);
     }
+    if a.runs == Some(0) {
+        bail!("--runs must be at least 1, got 0");
+    }
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     if let Some(dir) = &a.seeds
         && !dir.is_dir()
@@ -172,6 +182,7 @@ fn run_targets(a: RunArgs) -> Result<ExitCode> {
     }
     let plan = Plan {
         seconds: a.seconds,
+        runs: a.runs,
         seed: a.seed,
         out: out_dir(a.out),
         seeds: a.seeds,
@@ -330,7 +341,7 @@ fn worker(a: WorkerArgs) -> Result<ExitCode> {
     fuzz(
         target,
         a.seed,
-        a.seconds,
+        (a.seconds, a.runs),
         &WorkDir(a.dir),
         a.seeds.as_deref(),
     )

@@ -31,6 +31,8 @@ pub struct Stats {
     pub corpus: usize,
     /// Distinct outcomes seen (accepted, or each refusal with its numbers masked).
     pub behaviours: usize,
+    /// Seed inputs, run first; the rest were mutated.
+    pub seeds: usize,
 }
 
 /// The files of a worker's folder.
@@ -108,12 +110,12 @@ fn behaviour(result: &Result<(), String>) -> String {
     }
 }
 
-/// Fuzzes `target` for `seconds` from `seed`, in `dir`, starting from its seeds and any in
-/// `extra_seeds`.
+/// Fuzzes `target` for `seconds` or `runs` inputs, whichever ends first, from `seed`, in
+/// `dir`, starting from its seeds and any in `extra_seeds`.
 pub fn fuzz(
     target: &'static Target,
     seed: u64,
-    seconds: f64,
+    (seconds, runs): (f64, u64),
     dir: &WorkDir,
     extra_seeds: Option<&Path>,
 ) -> Result<(), String> {
@@ -125,9 +127,12 @@ pub fn fuzz(
     let mut mutator = Mutator::new(seed, target.structure);
     mutator.max_len = corpus.iter().map(Vec::len).max().unwrap_or(0).max(4096) * 2;
     let mut seen = HashSet::new();
-    let mut stats = Stats::default();
+    let mut stats = Stats {
+        seeds,
+        ..Stats::default()
+    };
     let mut last_write = Instant::now();
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && stats.execs < runs {
         let i = stats.execs as usize;
         let input = if i < seeds {
             corpus[i].clone()

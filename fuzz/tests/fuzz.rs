@@ -28,17 +28,25 @@ fn reports(path: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&text).expect("a JSON list of reports")
 }
 
+/// Inputs per target in the short run. A count, not seconds: the same work on every machine
+/// (at 3 seconds a target, the bpk target, whose inputs are whole model files, ran 2 inputs on a
+/// loaded 2-core EPYC and the test failed), and past the seeds of every target (request has 11).
+const SHORT_RUNS: u64 = 20;
+
 #[test]
 fn every_target_survives_a_short_run() {
     let out = tempfile::tempdir().unwrap();
     let json = out.path().join("report.json");
     let json_arg = json.to_string_lossy().into_owned();
-    let seconds = std::env::var("REKINDLE_FUZZ_SECONDS").unwrap_or_else(|_| "3".into());
+    let runs = SHORT_RUNS.to_string();
+    // The seconds only stop a run that hangs without the harness noticing.
     let o = fuzz(
         &[
             "run",
+            "--runs",
+            &runs,
             "--seconds",
-            &seconds,
+            "300",
             "--seed",
             "18",
             "--json",
@@ -66,9 +74,10 @@ fn every_target_survives_a_short_run() {
         ]
     );
     for r in &reports {
-        // Seeds run first (one for bpk, whose inputs are whole model files): every target got
-        // past them into mutated inputs.
-        assert!(r["execs"].as_u64().unwrap() >= 3, "{r}");
+        // Every target ran its count, got past its seeds into mutated inputs, and saw more
+        // than one outcome.
+        assert_eq!(r["execs"].as_u64().unwrap(), SHORT_RUNS, "{r}");
+        assert!(r["seeds"].as_u64().unwrap() < SHORT_RUNS, "{r}");
         assert!(r["behaviours"].as_u64().unwrap() >= 2, "{r}");
         assert_eq!(r["crashes"].as_array().unwrap().len(), 0, "{r}");
     }
@@ -213,8 +222,12 @@ fn bad_arguments_are_refused_by_name() {
         err.contains("nonesuch") && err.contains("safetensors"),
         "{err}"
     );
-    let o = fuzz(&["run", "png", "--seconds=-1"], out.path());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--seconds"));
+    for (bad, name) in [("--seconds=-1", "--seconds"), ("--runs=0", "--runs")] {
+        let o = fuzz(&["run", "png", bad], out.path());
+        assert_ne!(o.status.code(), Some(0), "{bad}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(name), "{bad}: {err}");
+    }
 }
 
 /// The request target's seeds are what it says: requests the service answers with a 2xx

@@ -38,7 +38,8 @@ pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> 
                 .cloned()
                 .context("no Python with torch: run `cargo xtask setup` first")?;
             std::fs::create_dir_all(&dir)?;
-            run(Command::new(python).arg(&script).arg(&dir))?;
+            let python_env = env.iter().filter(|(k, _)| k.starts_with("PYTHON"));
+            run(Command::new(python).arg(&script).arg(&dir).envs(python_env))?;
             std::fs::write(&stamp, &source)?;
         } else {
             eprintln!("{output} up to date in {}", dir.display());

@@ -154,7 +154,8 @@ pub fn sync(root: &Path, venv: &Path, install: bool) -> Result<PathBuf> {
     );
     crate::command::run(
         // --no-compile: byte-compiling every module of torch and its CUDA wheels took minutes of
-        // CPU in a cold run; Python compiles what it imports, once, into the venv.
+        // CPU in a cold run; Python compiles what it imports, once, into the venv (xtask's
+        // children run with PYTHONDONTWRITEBYTECODE cleared for that: `env::base_env`).
         pip(venv)
             .args(["install", "--no-deps", "--no-compile", "-q", "-r"])
             .arg(&lock_path),
