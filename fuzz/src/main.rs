@@ -261,43 +261,33 @@ fn collect(path: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-/// Replays each file in its own worker, so an abort or a hang names its file.
+/// Replays the files in workers, one per run of files for the same target (a worker's start
+/// costs more than most inputs: ~0.9 s with LibTorch linked in, on a 2-core EPYC). A worker
+/// that aborts or hangs names the file it was on, and a fresh one takes the files after it.
 fn replay_files(a: ReplayArgs) -> Result<ExitCode> {
     let limits = a.limits.limits()?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
     let dir = tempfile::tempdir()?;
-    let mut failed = 0;
     let files = inputs(&a)?;
-    for (target, file) in &files {
-        let mut child = std::process::Command::new(&exe)
-            .args(["worker", target.name, "--dir"])
-            .arg(dir.path())
-            .arg("--max-mb")
-            .arg(limits.max_mb.to_string())
-            .arg("--replay")
-            .arg(file)
-            .spawn()?;
-        let status = wait_timeout(&mut child, limits.timeout + Duration::from_secs(60))?;
-        match status {
-            // 3: a panic, already reported on the worker's line.
-            Some(s) if s.success() => {}
-            Some(s) if s.code() == Some(3) => failed += 1,
-            Some(s) => {
-                failed += 1;
-                println!(
-                    "{{\"target\":\"{}\",\"file\":{:?},\"outcome\":\"crash\",\"message\":\"{s}\"}}",
-                    target.name,
-                    file.display().to_string()
-                );
-            }
-            None => {
-                failed += 1;
-                println!(
-                    "{{\"target\":\"{}\",\"file\":{:?},\"outcome\":\"hang\"}}",
-                    target.name,
-                    file.display().to_string()
-                );
-            }
+    let (mut next, mut failed) = (0, 0);
+    while next < files.len() {
+        let target = files[next].0;
+        let batch: Vec<&PathBuf> = files[next..]
+            .iter()
+            .take_while(|(t, _)| t.name == target.name)
+            .map(|(_, f)| f)
+            .collect();
+        let (done, ended) = replay_batch(&exe, target, &batch, dir.path(), limits)?;
+        failed += done.panics;
+        next += done.files;
+        if let Some(outcome) = ended {
+            let file = batch[done.files].display().to_string();
+            println!(
+                "{}",
+                serde_json::json!({"target": target.name, "file": file, "outcome": outcome.0, "message": outcome.1})
+            );
+            failed += 1;
+            next += 1;
         }
     }
     eprintln!("{} inputs replayed, {failed} crashed", files.len());
@@ -308,21 +298,65 @@ fn replay_files(a: ReplayArgs) -> Result<ExitCode> {
     })
 }
 
-fn wait_timeout(
-    child: &mut std::process::Child,
-    limit: Duration,
-) -> Result<Option<std::process::ExitStatus>> {
-    let start = std::time::Instant::now();
+/// What a replay worker got through: files finished (their lines printed) and panics among them.
+#[derive(Default)]
+struct Replayed {
+    files: usize,
+    panics: usize,
+}
+
+/// Replays `files` in one worker, passing its lines on; `Some((outcome, message))` when it
+/// crashed or hung on the file after those it finished.
+fn replay_batch(
+    exe: &Path,
+    target: &Target,
+    files: &[&PathBuf],
+    dir: &Path,
+    limits: Limits,
+) -> Result<(Replayed, Option<(&'static str, String)>)> {
+    let mut child = std::process::Command::new(exe)
+        .args(["worker", target.name, "--dir"])
+        .arg(dir)
+        .arg("--max-mb")
+        .arg(limits.max_mb.to_string())
+        .arg("--replay")
+        .args(files)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("the worker's output")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if line.map(|l| tx.send(l)).is_err() {
+                return;
+            }
+        }
+    });
+    let mut done = Replayed::default();
+    // Each file gets the time one file had in a worker of its own.
+    let per_file = limits.timeout + Duration::from_secs(60);
     loop {
-        if let Some(s) = child.try_wait()? {
-            return Ok(Some(s));
+        match rx.recv_timeout(per_file) {
+            Ok(line) => {
+                let outcome = serde_json::from_str::<serde_json::Value>(&line)
+                    .map(|v| v["outcome"] == "panic")
+                    .unwrap_or(false);
+                done.panics += usize::from(outcome);
+                done.files += 1;
+                println!("{line}");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let message = format!("no outcome within {} s", per_file.as_secs());
+                return Ok((done, Some(("hang", message))));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait()?;
+                let ended = (done.files < files.len()).then(|| ("crash", status.to_string()));
+                return Ok((done, ended));
+            }
         }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

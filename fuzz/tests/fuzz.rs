@@ -3,7 +3,7 @@
 //! success or a clear error, and the harness itself reports a panic, an allocation past the
 //! limit and a hang, each with its input saved.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const EXE: &str = env!("CARGO_BIN_EXE_rekindle-fuzz");
@@ -82,6 +82,46 @@ fn every_target_survives_a_short_run() {
         assert_eq!(r["crashes"].as_array().unwrap().len(), 0, "{r}");
     }
     assert!(o.status.success());
+}
+
+/// A replay worker that aborts is replaced: every file gets its own line, the one it died on
+/// named as a crash, and the run fails; panics are counted without a restart.
+#[test]
+fn a_replay_names_each_file_that_ended_its_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let path = dir.path().join(n);
+            std::fs::write(&path, b"canary").unwrap();
+            path
+        })
+        .collect();
+    for (target, outcome) in [("canary-panic", "panic"), ("canary-alloc", "crash")] {
+        let o = Command::new(EXE)
+            .args(["replay", "--target", target, "--max-mb", "512"])
+            .args(&files)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+            .collect();
+        let named: Vec<&str> = lines.iter().map(|l| l["file"].as_str().unwrap()).collect();
+        let want: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        assert_eq!(named, want, "{target}: {stdout}");
+        assert!(
+            lines.iter().all(|l| l["outcome"] == outcome),
+            "{target}: {stdout}"
+        );
+        assert_eq!(o.status.code(), Some(1), "{target}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("3 inputs replayed, 3 crashed"),
+            "{target}: {err}"
+        );
+    }
 }
 
 /// Every saved crash and hostile file ends in success or a clear error, one report line each,
