@@ -338,11 +338,14 @@ fn replay_batch(
     loop {
         match rx.recv_timeout(per_file) {
             Ok(line) => {
+                // A file's line names its outcome; anything else a target prints passes through.
                 let outcome = serde_json::from_str::<serde_json::Value>(&line)
-                    .map(|v| v["outcome"] == "panic")
-                    .unwrap_or(false);
-                done.panics += usize::from(outcome);
-                done.files += 1;
+                    .ok()
+                    .and_then(|v| v["outcome"].as_str().map(|o| o == "panic"));
+                if let Some(panicked) = outcome {
+                    done.panics += usize::from(panicked);
+                    done.files += 1;
+                }
                 println!("{line}");
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -353,6 +356,16 @@ fn replay_batch(
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait()?;
+                // 3: panics, each already on its file's line.
+                let clean = status.success() || status.code() == Some(3);
+                if done.files == files.len() && !clean {
+                    // Died on its way out: the last file is named a second time, as the crash.
+                    done.files -= 1;
+                    return Ok((
+                        done,
+                        Some(("crash", format!("after its outcome: {status}"))),
+                    ));
+                }
                 let ended = (done.files < files.len()).then(|| ("crash", status.to_string()));
                 return Ok((done, ended));
             }
