@@ -327,7 +327,9 @@ fn replay_batch(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
-            if line.map(|l| tx.send(l)).is_err() {
+            // Unreadable output, or the replay gave up on this worker.
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
                 return;
             }
         }
