@@ -50,6 +50,15 @@ impl Distribution {
         }
     }
 
+    /// Whether it yields one value only (a range of width 0, one choice).
+    pub fn single(&self) -> bool {
+        match self {
+            Self::Uniform(lo, hi) | Self::LogUniform(lo, hi) => lo == hi,
+            Self::Int(lo, hi) => lo == hi,
+            Self::Choice(values) => values.len() == 1,
+        }
+    }
+
     /// Values of every shape this distribution yields: each choice, or the lower bound.
     pub fn shapes(&self) -> Vec<toml::Value> {
         match self {

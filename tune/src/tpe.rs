@@ -1,17 +1,22 @@
-//! Optuna's tree-structured Parzen estimator with its `TPESampler()` defaults (independent
-//! per key, 10 random start-up trials, 24 candidates, prior weight 1, magic clip, Optuna's
-//! gamma and weights), plus its constant liar: trials still running count as the worst, so
-//! workers proposing side by side are pushed away from each other's points.
+//! Optuna's tree-structured Parzen estimator as `TPESampler()` runs it by default for one
+//! objective (Optuna 5.1, pinned in `scripts/requirements.lock`): 10 random start-up trials,
+//! then the keys every finished trial has are drawn together from one multivariate density
+//! (`multivariate`, Optuna's default for one objective) and the others, keys
+//! under a `when` that did not always hold, one at a time; 24 candidates, prior weight 1,
+//! magic clip, Optuna's gamma and weights; and its constant liar: trials still running count
+//! as the worst, so workers proposing side by side are pushed away from each other's points.
 //!
 //! Written here because no Rust crate implements TPE; it follows Optuna's
-//! `optuna/samplers/_tpe` (Bergstra et al. 2011, Watanabe 2023).
+//! `optuna/samplers/_tpe` (Bergstra et al. 2011, Watanabe 2023). `scripts/tpe_reference.py` runs
+//! Optuna itself: the tests below match its split and densities, `tests/it/tpe_studies.rs` its
+//! results over 200 seeded studies.
 
 use rand::Rng;
 
 use crate::space::{Assignment, Distribution, Space};
 use crate::store::{Trial, TrialState};
 
-/// TPE's settings; [`Default`] is Optuna's `TPESampler(constant_liar=True)`.
+/// TPE's settings; [`Default`] is Optuna's `TPESampler()`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Tpe {
     /// Trials drawn at random before the estimator takes over.
@@ -23,6 +28,9 @@ pub struct Tpe {
     pub prior_weight: f64,
     /// Count running trials as the worst, so that parallel proposals spread out.
     pub constant_liar: bool,
+    /// Draw the keys every finished trial has together, from one density over all of them
+    /// (Optuna's `multivariate`); off, every key is drawn on its own.
+    pub multivariate: bool,
 }
 
 impl Default for Tpe {
@@ -32,8 +40,17 @@ impl Default for Tpe {
             ei_candidates: 24,
             prior_weight: 1.0,
             constant_liar: true,
+            multivariate: true,
         }
     }
+}
+
+/// The trials TPE learns from, split into the good ones and the others.
+struct Split<'t> {
+    /// The best `gamma(n)` finished trials, by id.
+    below: Vec<&'t Trial>,
+    /// The rest, running ones included under the constant liar, by id.
+    above: Vec<&'t Trial>,
 }
 
 impl Tpe {
@@ -45,39 +62,112 @@ impl Tpe {
         maximize: bool,
         rng: &mut impl Rng,
     ) -> Result<Assignment, String> {
+        let Some(split) = self.split(trials, maximize) else {
+            return space.sample(rng);
+        };
+        let order = space.order()?;
+        let joint = self.joint_keys(space, &order, trials);
+        let mut drawn = self.draw(space, &joint, &split, rng);
+        let mut point = Assignment::new();
+        for key in order {
+            if !space.0[key].applies(&point) {
+                continue;
+            }
+            let value = match drawn.remove(key) {
+                Some(v) => Some(v),
+                None => self.draw(space, &[key], &split, rng).remove(key),
+            };
+            if let Some(v) = value {
+                point.insert(key.to_string(), v);
+            }
+        }
+        Ok(point)
+    }
+
+    /// The good/bad split of `trials` as Optuna's `_split_trials` makes it, or `None` while
+    /// fewer than the start-up trials have finished. As Optuna, the start-up and gamma count
+    /// finished trials only; running ones (the constant liar) join the bad side.
+    fn split<'t>(&self, trials: &'t [Trial], maximize: bool) -> Option<Split<'t>> {
         let ranked = self.ranked(trials, maximize);
-        // As Optuna: the start-up and the good/bad split count finished trials only; running
-        // ones (the constant liar) join the bad side.
         let finished = ranked
             .iter()
             .filter(|t| t.state != TrialState::Running)
             .count();
         if finished < self.startup_trials {
-            return space.sample(rng);
+            return None;
         }
         let (below, above) = ranked.split_at(gamma(finished));
-        let mut point = Assignment::new();
-        for key in space.order()? {
-            let param = &space.0[key];
-            if !param.applies(&point) {
-                continue;
-            }
-            let d = &param.distribution;
-            let l = Parzen::new(d, &observed(below, key, d), self.prior_weight);
-            let g = Parzen::new(d, &observed(above, key, d), self.prior_weight);
-            let mut best = (f64::NEG_INFINITY, None);
-            for _ in 0..self.ei_candidates.max(1) {
-                let x = l.sample(rng);
-                let score = l.log_pdf(x) - g.log_pdf(x);
-                if best.1.is_none() || score > best.0 {
-                    best = (score, Some(x));
-                }
-            }
-            if let (_, Some(x)) = best {
-                point.insert(key.to_string(), value(d, x));
+        let by_id = |side: &[&'t Trial]| {
+            let mut v = side.to_vec();
+            v.sort_by_key(|t| t.id);
+            v
+        };
+        Some(Split {
+            below: by_id(below),
+            above: by_id(above),
+        })
+    }
+
+    /// The keys drawn together: with `multivariate`, those every finished trial has, as
+    /// Optuna's intersection search space (pruned trials included); keys with one value only
+    /// are left to be drawn alone, as Optuna leaves out its `single()` distributions.
+    fn joint_keys<'s>(&self, space: &Space, order: &[&'s str], trials: &[Trial]) -> Vec<&'s str> {
+        if !self.multivariate {
+            return Vec::new();
+        }
+        let finished = || {
+            trials
+                .iter()
+                .filter(|t| matches!(t.state, TrialState::Complete | TrialState::Pruned))
+        };
+        let mut keys: Vec<&str> = order
+            .iter()
+            .copied()
+            .filter(|k| !space.0[*k].distribution.single())
+            .filter(|k| finished().all(|t| t.point.contains_key(*k)))
+            .collect();
+        // Optuna orders the intersection by name.
+        keys.sort_unstable();
+        keys
+    }
+
+    /// The best of the candidates for `keys` drawn from the good trials' density, scored by
+    /// its log density over the bad trials'; empty when `keys` is.
+    fn draw(&self, space: &Space, keys: &[&str], split: &Split, rng: &mut impl Rng) -> Assignment {
+        if keys.is_empty() {
+            return Assignment::new();
+        }
+        let dists: Vec<&Distribution> = keys.iter().map(|k| &space.0[*k].distribution).collect();
+        let (l, g) = self.densities(&dists, keys, split);
+        let mut best: Option<(f64, Vec<f64>)> = None;
+        for _ in 0..self.ei_candidates.max(1) {
+            let x = l.sample(rng);
+            let score = l.log_pdf(&x) - g.log_pdf(&x);
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, x));
             }
         }
-        Ok(point)
+        let x = best.map(|(_, x)| x).unwrap_or_default();
+        keys.iter()
+            .zip(dists)
+            .zip(x)
+            .map(|((k, d), x)| (k.to_string(), value(d, x)))
+            .collect()
+    }
+
+    /// The good trials' density over `keys` and the other trials'.
+    fn densities(&self, dists: &[&Distribution], keys: &[&str], split: &Split) -> (Parzen, Parzen) {
+        let l = Parzen::new(
+            dists,
+            &observed(&split.below, keys, dists),
+            self.prior_weight,
+        );
+        let g = Parzen::new(
+            dists,
+            &observed(&split.above, keys, dists),
+            self.prior_weight,
+        );
+        (l, g)
     }
 
     /// The trials TPE learns from, best first, as Optuna's `_split_trials` orders them:
@@ -140,14 +230,17 @@ fn weights(n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// The values `trials` (sorted by id, as Optuna weighs them) took for `key`, in TPE's internal
-/// scale: log for a log-uniform key, the index for a choice.
-fn observed(trials: &[&Trial], key: &str, d: &Distribution) -> Vec<f64> {
-    let mut by_id: Vec<&&Trial> = trials.iter().collect();
-    by_id.sort_by_key(|t| t.id);
-    by_id
-        .into_iter()
-        .filter_map(|t| internal(d, t.point.get(key)?))
+/// Per trial (in the order given: by id, as Optuna weighs them) that has every one of `keys`,
+/// its values in TPE's internal scale: log for a log-uniform key, the index for a choice.
+fn observed(trials: &[&Trial], keys: &[&str], dists: &[&Distribution]) -> Vec<Vec<f64>> {
+    trials
+        .iter()
+        .filter_map(|t| {
+            keys.iter()
+                .zip(dists)
+                .map(|(k, d)| internal(d, t.point.get(*k)?))
+                .collect::<Option<Vec<f64>>>()
+        })
         .collect()
 }
 
@@ -171,21 +264,25 @@ fn value(d: &Distribution, x: f64) -> toml::Value {
     }
 }
 
-/// One density of TPE: a mixture over the observations plus the prior.
-enum Parzen {
+/// One density of TPE over one or more keys: a weighted mixture whose every component is a
+/// product of one kernel per key (Optuna's `_MixtureOfProductDistribution`). Component `i` sits
+/// on observation `i` in every key; the last is the prior.
+struct Parzen {
+    weights: Vec<f64>,
+    keys: Vec<Kernels>,
+}
+
+/// One key's kernels, one per component.
+enum Kernels {
     /// Truncated normals, for a range.
     Numeric(Normals),
     /// Per component, a probability per choice.
-    Categorical {
-        weights: Vec<f64>,
-        probs: Vec<Vec<f64>>,
-    },
+    Categorical(Vec<Vec<f64>>),
 }
 
-/// A weighted mixture of normals truncated to `[low, high]`; `step` is 1 for integers (then
-/// each integer's mass is that of its unit bin), 0 for continuous keys.
+/// Normals truncated to `[low, high]`, one per component; `step` is 1 for integers (then each
+/// integer's mass is that of its unit bin), 0 for continuous keys.
 struct Normals {
-    weights: Vec<f64>,
     mus: Vec<f64>,
     sigmas: Vec<f64>,
     low: f64,
@@ -194,18 +291,50 @@ struct Normals {
 }
 
 impl Parzen {
-    /// Optuna's `_ParzenEstimator` for one key over `obs` (internal scale).
-    fn new(d: &Distribution, obs: &[f64], prior_weight: f64) -> Self {
+    /// Optuna's `_ParzenEstimator` over `obs` (per trial, a value per key, internal scale).
+    fn new(dists: &[&Distribution], obs: &[Vec<f64>], prior_weight: f64) -> Self {
         let mut weights = weights(obs.len());
         weights.push(prior_weight);
         let total: f64 = weights.iter().sum();
         weights.iter_mut().for_each(|w| *w /= total);
+        let keys = dists
+            .iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let column: Vec<f64> = obs.iter().map(|o| o[k]).collect();
+                Kernels::new(d, &column, prior_weight)
+            })
+            .collect();
+        Self { weights, keys }
+    }
+
+    /// A draw: a component by weight, then each key's value from that component.
+    fn sample(&self, rng: &mut impl Rng) -> Vec<f64> {
+        let c = pick(&self.weights, rng);
+        self.keys.iter().map(|k| k.sample(c, rng)).collect()
+    }
+
+    /// The log density (log mass for integers and choices) at `x`.
+    fn log_pdf(&self, x: &[f64]) -> f64 {
+        let terms: Vec<f64> = (0..self.weights.len())
+            .map(|c| {
+                let keys: f64 = self.keys.iter().zip(x).map(|(k, x)| k.log_pdf(c, *x)).sum();
+                self.weights[c].ln() + keys
+            })
+            .collect();
+        log_sum_exp(&terms)
+    }
+}
+
+impl Kernels {
+    /// One key's kernels over its observations `obs` (internal scale), the prior last.
+    fn new(d: &Distribution, obs: &[f64], prior_weight: f64) -> Self {
         let (low, high, step) = match d {
             Distribution::Uniform(lo, hi) => (*lo, *hi, 0.0),
             Distribution::LogUniform(lo, hi) => (lo.ln(), hi.ln(), 0.0),
             Distribution::Int(lo, hi) => (*lo as f64, *hi as f64, 1.0),
             Distribution::Choice(values) => {
-                return Self::categorical(values.len(), obs, weights, prior_weight);
+                return Self::Categorical(categorical(values.len(), obs, prior_weight));
             }
         };
         let mut mus = obs.to_vec();
@@ -213,7 +342,6 @@ impl Parzen {
         mus.push(0.5 * (low + high));
         sigmas.push(high - low + step);
         Self::Numeric(Normals {
-            weights,
             mus,
             sigmas,
             low,
@@ -222,43 +350,35 @@ impl Parzen {
         })
     }
 
-    /// Each observed choice's component puts one count on its choice over the prior spread
-    /// evenly (Optuna's `_calculate_categorical_distributions`).
-    fn categorical(n: usize, obs: &[f64], weights: Vec<f64>, prior_weight: f64) -> Self {
-        let kernels = obs.len() + 1;
-        let mut probs = vec![vec![prior_weight / kernels as f64; n]; kernels];
-        for (row, &o) in probs.iter_mut().zip(obs) {
-            row[o as usize] += 1.0;
-        }
-        for row in &mut probs {
-            let s: f64 = row.iter().sum();
-            row.iter_mut().for_each(|p| *p /= s);
-        }
-        Self::Categorical { weights, probs }
-    }
-
-    /// A draw: a component by weight, then a value from it.
-    fn sample(&self, rng: &mut impl Rng) -> f64 {
+    fn sample(&self, component: usize, rng: &mut impl Rng) -> f64 {
         match self {
-            Self::Numeric(n) => n.sample(rng),
-            Self::Categorical { weights, probs } => pick(&probs[pick(weights, rng)], rng) as f64,
+            Self::Numeric(n) => n.sample(component, rng),
+            Self::Categorical(probs) => pick(&probs[component], rng) as f64,
         }
     }
 
-    /// The log density (log mass for integers and choices) at `x`.
-    fn log_pdf(&self, x: f64) -> f64 {
+    fn log_pdf(&self, component: usize, x: f64) -> f64 {
         match self {
-            Self::Numeric(n) => n.log_pdf(x),
-            Self::Categorical { weights, probs } => {
-                let terms: Vec<f64> = weights
-                    .iter()
-                    .zip(probs)
-                    .map(|(w, row)| w.ln() + row[x as usize].ln())
-                    .collect();
-                log_sum_exp(&terms)
-            }
+            Self::Numeric(n) => n.log_pdf(component, x),
+            Self::Categorical(probs) => probs[component][x as usize].ln(),
         }
     }
+}
+
+/// Each observed choice's component puts one count on its choice over the prior spread
+/// evenly; the prior's component is the prior alone (Optuna's
+/// `_calculate_categorical_distributions`).
+fn categorical(n: usize, obs: &[f64], prior_weight: f64) -> Vec<Vec<f64>> {
+    let kernels = obs.len() + 1;
+    let mut probs = vec![vec![prior_weight / kernels as f64; n]; kernels];
+    for (row, &o) in probs.iter_mut().zip(obs) {
+        row[o as usize] += 1.0;
+    }
+    for row in &mut probs {
+        let s: f64 = row.iter().sum();
+        row.iter_mut().for_each(|p| *p /= s);
+    }
+    probs
 }
 
 impl Normals {
@@ -267,10 +387,9 @@ impl Normals {
         (self.low - self.step / 2.0, self.high + self.step / 2.0)
     }
 
-    fn sample(&self, rng: &mut impl Rng) -> f64 {
-        let k = pick(&self.weights, rng);
+    fn sample(&self, c: usize, rng: &mut impl Rng) -> f64 {
         let (a, b) = self.bounds();
-        let x = truncated_normal(self.mus[k], self.sigmas[k], a, b, rng);
+        let x = truncated_normal(self.mus[c], self.sigmas[c], a, b, rng);
         if self.step > 0.0 {
             x.round().clamp(self.low, self.high)
         } else {
@@ -278,51 +397,47 @@ impl Normals {
         }
     }
 
-    fn log_pdf(&self, x: f64) -> f64 {
+    fn log_pdf(&self, c: usize, x: f64) -> f64 {
         let (a, b) = self.bounds();
+        let (m, s) = (self.mus[c], self.sigmas[c]);
+        let z = |v: f64| (v - m) / s;
         let half = self.step / 2.0;
-        let terms: Vec<f64> = (0..self.mus.len())
-            .map(|k| {
-                let (m, s) = (self.mus[k], self.sigmas[k]);
-                let z = |v: f64| (v - m) / s;
-                let log_p = if self.step > 0.0 {
-                    mass(z(x - half), z(x + half)).ln()
-                } else {
-                    -0.5 * z(x).powi(2) - (s * (2.0 * std::f64::consts::PI).sqrt()).ln()
-                };
-                self.weights[k].ln() + log_p - mass(z(a), z(b)).ln()
-            })
-            .collect();
-        log_sum_exp(&terms)
+        let log_p = if self.step > 0.0 {
+            mass(z(x - half), z(x + half)).ln()
+        } else {
+            -0.5 * z(x).powi(2) - (s * (2.0 * std::f64::consts::PI).sqrt()).ln()
+        };
+        log_p - mass(z(a), z(b)).ln()
     }
 }
 
-/// Optuna's bandwidths: each observation's distance to its farther neighbour among the sorted
-/// observations, the prior's centre and the range's ends (the first and last take their inner
-/// neighbour's distance), clipped to `[range / min(100, 1 + kernels), range]`.
+/// Optuna's bandwidths (5.1): each observation's distance to its farther neighbour among the
+/// sorted observations and the range's ends (the first and last take their inner neighbour's
+/// distance), clipped to `[range / min(100, 1 + kernels), range]`. The prior's centre is not
+/// a neighbour (rekindle's first TPE, written from older Optuna sources, counted it). Tied
+/// observations take their bandwidths in a stable order here; in Optuna in the order numpy's
+/// unstable argsort leaves them, which differs by CPU (`scripts/tpe_reference.py` avoids ties).
 fn sigmas(obs: &[f64], low: f64, high: f64, step: f64) -> Vec<f64> {
-    let prior = 0.5 * (low + high);
-    let mut with_prior: Vec<(f64, usize)> = obs.iter().copied().chain([prior]).zip(0..).collect();
-    with_prior.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut sorted: Vec<(f64, usize)> = obs.iter().copied().zip(0..).collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mut ends = vec![low - step / 2.0];
-    ends.extend(with_prior.iter().map(|p| p.0));
+    ends.extend(sorted.iter().map(|p| p.0));
     ends.push(high + step / 2.0);
-    let n = with_prior.len();
-    let mut sorted: Vec<f64> = (1..=n)
+    let n = sorted.len();
+    let mut by_rank: Vec<f64> = (1..=n)
         .map(|i| (ends[i] - ends[i - 1]).max(ends[i + 1] - ends[i]))
         .collect();
     if ends.len() >= 4 {
-        sorted[0] = ends[2] - ends[1];
-        sorted[n - 1] = ends[n] - ends[n - 1];
+        by_rank[0] = ends[2] - ends[1];
+        by_rank[n - 1] = ends[n] - ends[n - 1];
     }
     let range = high - low + step;
     let kernels = obs.len() + 1;
     let min = range / (1.0 + kernels as f64).min(100.0);
     let mut out = vec![0.0; n];
-    for (s, (_, original)) in sorted.iter().zip(&with_prior) {
+    for (s, (_, original)) in by_rank.iter().zip(&sorted) {
         out[*original] = s.clamp(min, range);
     }
-    out.truncate(obs.len());
     out
 }
 
@@ -530,18 +645,26 @@ mod tests {
 
     #[test]
     fn bandwidths_follow_optunas_rule() {
-        // Observations 0.2 and 0.9 on [0, 1] with the prior at 0.5: sorted 0.2, 0.5, 0.9 with
-        // ends 0 and 1. Distances to the farther neighbour: 0.3 (but the first takes its inner
-        // one, 0.3), 0.4, and the last its inner one, 0.4; clipped to [1/4, 1].
+        // Observations 0.2 and 0.9 on [0, 1]: sorted 0.2, 0.9 with ends 0 and 1. Distances to
+        // the farther neighbour: 0.7 and 0.7 (the first and last take their inner one, 0.7);
+        // clipped to [1/4, 1]. The prior's centre 0.5 is no neighbour: with it, 0.2 got 0.3.
         let s = sigmas(&[0.9, 0.2], 0.0, 1.0, 0.0);
         assert_eq!(s.len(), 2);
         assert!(
-            (s[0] - 0.4).abs() < 1e-12 && (s[1] - 0.3).abs() < 1e-12,
+            (s[0] - 0.7).abs() < 1e-12 && (s[1] - 0.7).abs() < 1e-12,
             "{s:?}"
         );
-        // One observation: min sigma 1/3.
+        // Three: 0.1, 0.4, 0.95 -> 0.3 (inner), max(0.3, 0.55) = 0.55, 0.55 (inner).
+        let s = sigmas(&[0.4, 0.95, 0.1], 0.0, 1.0, 0.0);
+        assert!(
+            (s[0] - 0.55).abs() < 1e-12
+                && (s[1] - 0.55).abs() < 1e-12
+                && (s[2] - 0.3).abs() < 1e-12,
+            "{s:?}"
+        );
+        // One observation: its farther end (0.5), above the minimum 1/3.
         let s = sigmas(&[0.5], 0.0, 1.0, 0.0);
-        assert!((s[0] - 1.0 / 3.0).abs() < 1e-12, "{s:?}");
+        assert!((s[0] - 0.5).abs() < 1e-12, "{s:?}");
         assert_eq!(gamma(9), 1);
         assert_eq!(gamma(11), 2);
         assert_eq!(gamma(1000), 25);
@@ -552,20 +675,156 @@ mod tests {
 
     #[test]
     fn densities_integrate_to_one() {
-        let d = Distribution::Uniform(0.0, 2.0);
-        let p = Parzen::new(&d, &[0.1, 1.7, 1.0], 1.0);
+        let one = |d: Distribution, obs: &[f64]| {
+            let o: Vec<Vec<f64>> = obs.iter().map(|x| vec![*x]).collect();
+            Parzen::new(&[&d], &o, 1.0)
+        };
+        let p = one(Distribution::Uniform(0.0, 2.0), &[0.1, 1.7, 1.0]);
         let n = 20_000;
         let h = 2.0 / n as f64;
         let total: f64 = (0..n)
-            .map(|i| p.log_pdf((i as f64 + 0.5) * h).exp() * h)
+            .map(|i| p.log_pdf(&[(i as f64 + 0.5) * h]).exp() * h)
             .sum();
         assert!((total - 1.0).abs() < 1e-3, "{total}");
-        let p = Parzen::new(&Distribution::Int(1, 5), &[2.0, 2.0, 5.0], 1.0);
-        let total: f64 = (1..=5).map(|i| p.log_pdf(i as f64).exp()).sum();
+        let p = one(Distribution::Int(1, 5), &[2.0, 2.0, 5.0]);
+        let total: f64 = (1..=5).map(|i| p.log_pdf(&[i as f64]).exp()).sum();
         assert!((total - 1.0).abs() < 1e-9, "{total}");
         let c = Distribution::Choice(vec![1.into(), 2.into(), 3.into()]);
-        let p = Parzen::new(&c, &[0.0, 2.0], 1.0);
-        let total: f64 = (0..3).map(|i| p.log_pdf(i as f64).exp()).sum();
+        let p = one(c.clone(), &[0.0, 2.0]);
+        let total: f64 = (0..3).map(|i| p.log_pdf(&[i as f64]).exp()).sum();
         assert!((total - 1.0).abs() < 1e-12, "{total}");
+        // Jointly over an integer and a choice: the masses of all 15 pairs sum to one.
+        let int = Distribution::Int(1, 5);
+        let p = Parzen::new(&[&int, &c], &[vec![2.0, 0.0], vec![4.0, 2.0]], 1.0);
+        let total: f64 = (1..=5)
+            .flat_map(|i| (0..3).map(move |j| [i as f64, j as f64]))
+            .map(|x| p.log_pdf(&x).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+    }
+
+    /// `tpe.json` (`scripts/tpe_reference.py`, run by `cargo xtask test`): Optuna's split and
+    /// densities on fixed histories.
+    mod optuna {
+        use std::path::PathBuf;
+
+        use super::*;
+
+        #[derive(serde::Deserialize)]
+        struct Reference {
+            optuna: String,
+            histories: Vec<History>,
+        }
+
+        #[derive(serde::Deserialize)]
+        struct History {
+            name: String,
+            space: String,
+            direction: String,
+            trials: Vec<RefTrial>,
+            below: Vec<i64>,
+            above: Vec<i64>,
+            groups: Vec<Group>,
+        }
+
+        #[derive(serde::Deserialize)]
+        struct RefTrial {
+            id: i64,
+            state: String,
+            point: serde_json::Map<String, serde_json::Value>,
+            value: Option<f64>,
+            last: Option<(usize, Option<f64>)>,
+        }
+
+        /// Keys drawn together, points as Optuna's estimator draws them, and its log densities.
+        #[derive(serde::Deserialize)]
+        struct Group {
+            keys: Vec<String>,
+            points: Vec<Vec<f64>>,
+            l: Vec<f64>,
+            g: Vec<f64>,
+        }
+
+        fn reference() -> Reference {
+            let dir = std::env::var_os("REKINDLE_FIXTURES")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures"));
+            let path = dir.join("tpe.json");
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                panic!("{}: {e}; run `cargo xtask test` first", path.display())
+            });
+            serde_json::from_str(&text).expect("tpe.json")
+        }
+
+        fn stored(t: &RefTrial) -> Trial {
+            let state = match t.state.as_str() {
+                "complete" => TrialState::Complete,
+                "pruned" => TrialState::Pruned,
+                "running" => TrialState::Running,
+                other => panic!("state {other}"),
+            };
+            let point = t
+                .point
+                .iter()
+                .map(|(k, v)| (k.clone(), toml::Value::try_from(v).expect("a TOML value")))
+                .collect();
+            let mut trial = trial(t.id, state, point, t.value);
+            trial.last = t.last.map(|(step, v)| (step, v.unwrap_or(f64::NAN)));
+            trial
+        }
+
+        /// Optuna's point (a float, an integer as a float, a choice's index) in TPE's
+        /// internal scale.
+        fn internal_point(dists: &[&Distribution], x: &[f64]) -> Vec<f64> {
+            dists
+                .iter()
+                .zip(x)
+                .map(|(d, x)| match d {
+                    Distribution::LogUniform(..) => x.ln(),
+                    _ => *x,
+                })
+                .collect()
+        }
+
+        fn close(a: f64, b: f64) -> bool {
+            (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+        }
+
+        #[test]
+        fn the_split_the_joint_keys_and_every_density_are_optunas() {
+            let r = reference();
+            assert!(r.optuna.starts_with("5.1"), "Optuna {}", r.optuna);
+            let tpe = Tpe::default();
+            for h in &r.histories {
+                let s = space(&h.space);
+                let trials: Vec<Trial> = h.trials.iter().map(stored).collect();
+                let split = tpe
+                    .split(&trials, h.direction == "maximize")
+                    .expect("past the start-up trials");
+                let ids = |v: &[&Trial]| v.iter().map(|t| t.id).collect::<Vec<_>>();
+                assert_eq!(ids(&split.below), h.below, "{}: good trials", h.name);
+                assert_eq!(ids(&split.above), h.above, "{}: other trials", h.name);
+                let order = s.order().expect("order");
+                let joint = tpe.joint_keys(&s, &order, &trials);
+                assert_eq!(joint, h.groups[0].keys, "{}: keys drawn together", h.name);
+                for g in &h.groups {
+                    let keys: Vec<&str> = g.keys.iter().map(String::as_str).collect();
+                    let dists: Vec<&Distribution> =
+                        keys.iter().map(|k| &s.0[*k].distribution).collect();
+                    let (l, gd) = tpe.densities(&dists, &keys, &split);
+                    for (i, x) in g.points.iter().enumerate() {
+                        let x = internal_point(&dists, x);
+                        let (ours_l, ours_g) = (l.log_pdf(&x), gd.log_pdf(&x));
+                        assert!(
+                            close(ours_l, g.l[i]) && close(ours_g, g.g[i]),
+                            "{} {keys:?} at {x:?}: l {ours_l} vs Optuna's {}, g {ours_g} vs {}",
+                            h.name,
+                            g.l[i],
+                            g.g[i]
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::venv;
 
 /// Generates the PyTorch fixtures unless the ones on disk came from the same scripts run by the
 /// same locked venv: the models (`make_fixtures.py`), the tuning catalog's answers
-/// (`tuning_reference.py`), Optuna's pruning decisions (`optuna_reference.py`), the training
+/// (`tuning_reference.py`), Optuna's pruning decisions (`optuna_reference.py`) and TPE (`tpe_reference.py`), the training
 /// recipes' losses (`recipe_reference.py`) and ResNet-50 training steps taken as a run takes
 /// them (`train_step_reference.py`).
 pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> {
@@ -23,6 +23,7 @@ pub fn fixtures(env: &BTreeMap<String, String>, force: bool) -> Result<PathBuf> 
         ("make_fixtures.py", "reference.json"),
         ("tuning_reference.py", "tuning.json"),
         ("optuna_reference.py", "optuna.json"),
+        ("tpe_reference.py", "tpe.json"),
         ("recipe_reference.py", "recipe.json"),
         ("train_step_reference.py", "step_parity.json"),
     ] {

@@ -3,3 +3,4 @@
 
 mod cli;
 mod optuna;
+mod tpe_studies;
