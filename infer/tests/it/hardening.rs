@@ -429,7 +429,17 @@ fn half_open(addr: SocketAddr) -> TcpStream {
 fn the_connection_cap_holds_further_connections_until_one_closes() {
     let svc = start(&["--max-connections", "2", "--header-timeout-ms", "20000"]);
     let (a, b) = (half_open(svc.addr), half_open(svc.addr));
-    std::thread::sleep(Duration::from_millis(100));
+    // Both slots taken: the server says so once it has accepted two and waits for a third slot
+    // (a fixed sleep here let a loaded machine accept the third connection before `b`).
+    let waited = Instant::now();
+    while !svc.log().contains("connection cap reached") {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "the server never filled its two slots: {}",
+            svc.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut third = TcpStream::connect(svc.addr).unwrap();
     third
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
