@@ -12,7 +12,7 @@ use regex::Regex;
 use serde::{Deserialize, Serialize};
 
 /// How weights are drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum InitScheme {
     /// PyTorch's own default for Linear and Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -47,7 +47,7 @@ impl InitScheme {
 }
 
 /// Which parameters are (re-)initialised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum InitScope {
     /// The new classifier head only; the pretrained backbone stays as loaded.
@@ -59,7 +59,7 @@ pub enum InitScope {
 }
 
 /// The bias policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BiasInit {
     /// Biases start at zero.
@@ -69,7 +69,7 @@ pub enum BiasInit {
 }
 
 /// Which fan Kaiming uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum FanMode {
     /// Preserves the forward pass's variance.
@@ -79,7 +79,7 @@ pub enum FanMode {
 }
 
 /// The activation after the layer, for `torch.nn.init.calculate_gain`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Nonlinearity {
     /// Gain 1.
@@ -97,7 +97,7 @@ pub enum Nonlinearity {
 }
 
 /// `[init]`: how the parameters in `scope` start.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct InitSection {
     /// The scheme for convolution and linear weights.

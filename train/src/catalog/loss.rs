@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::check::{End::Closed, in_range};
 
 /// `[loss]`: what the training step minimises.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossSection {
     /// PyTorch's `label_smoothing`: targets become (1 - e) * target + e / classes.
@@ -22,7 +22,7 @@ pub struct LossSection {
 }
 
 /// How classes weigh in the loss.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(try_from = "WeightsRepr", into = "WeightsRepr")]
 pub enum ClassWeights {
     /// Every class weighs 1.
@@ -36,7 +36,7 @@ pub enum ClassWeights {
 }
 
 /// `class_weights` as written in TOML: a name or a list.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 enum WeightsRepr {
     Name(String),

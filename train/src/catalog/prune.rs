@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// Where the sparsity target applies.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PruneScope {
     /// The smallest weights of the whole network (`prune.global_unstructured`).
@@ -24,7 +24,7 @@ pub enum PruneScope {
 }
 
 /// When pruning happens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PruneSchedule {
     /// All at once, at the start of `start_epoch`.
@@ -35,7 +35,7 @@ pub enum PruneSchedule {
 }
 
 /// `[prune]`: magnitude pruning during fine-tuning (off while `sparsity` is 0).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PruneSection {
     /// Fraction of the convolution and linear weights set to zero, in [0, 1).

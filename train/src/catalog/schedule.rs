@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::check::{End, in_range, non_negative, positive};
 
 /// The shape of the learning rate over the run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScheduleKind {
     /// `lr` throughout.
@@ -48,7 +48,7 @@ impl ScheduleKind {
 }
 
 /// What one schedule step is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Per {
     /// Every optimiser step (Burn's, timm's `step_update`).
@@ -58,7 +58,7 @@ pub enum Per {
 }
 
 /// One-cycle's annealing curve.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Anneal {
     /// Cosine.
@@ -68,7 +68,7 @@ pub enum Anneal {
 }
 
 /// The warmup's shape.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum WarmupKind {
     /// From `lr * warmup_factor` up to `lr` (LinearLR).
@@ -78,7 +78,7 @@ pub enum WarmupKind {
 }
 
 /// The validation metric a plateau schedule watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum PlateauMetric {
     /// Validation loss; lower is better.
@@ -88,7 +88,7 @@ pub enum PlateauMetric {
 }
 
 /// How a plateau decides that a metric improved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ThresholdMode {
     /// Better by more than `threshold` times the best so far.
@@ -98,7 +98,7 @@ pub enum ThresholdMode {
 }
 
 /// `[schedule]`: the learning rate per step; every field has PyTorch's default.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleSection {
     /// The schedule.

@@ -6,6 +6,7 @@ mod eval;
 mod lr_find;
 mod parse;
 mod prune;
+mod reference;
 mod run;
 mod schedule;
 
@@ -16,6 +17,7 @@ pub use demo::DemoArgs;
 pub use eval::EvalArgs;
 pub use lr_find::LrFindArgs;
 pub use prune::PruneArgs;
+pub use reference::ReferenceArgs;
 pub use run::RunArgs;
 pub use schedule::ScheduleArgs;
 
@@ -48,6 +50,8 @@ pub enum Cmd {
     /// Evaluation report of a model file on labelled images: top-1/top-5, per-class
     /// precision, recall and F1, confusion matrix, calibration, the most confident mistakes.
     Eval(EvalArgs),
+    /// The config's reference, made from its types: Markdown (docs/config.md) or a JSON Schema.
+    Reference(ReferenceArgs),
 }
 
 impl Cmd {
@@ -60,6 +64,7 @@ impl Cmd {
             Cmd::Prune(a) => prune::prune_model(a),
             Cmd::LrFind(a) => lr_find::lr_find(a),
             Cmd::Eval(a) => eval::eval(a),
+            Cmd::Reference(a) => reference::reference(a),
         }
     }
 }

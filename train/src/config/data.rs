@@ -15,7 +15,7 @@ use crate::data::sampler::Sampler;
 use crate::error::TrainError;
 
 /// The kind of dataset under `data.root`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataKind {
     /// `root/<class>/*.png|jpg`, or `root/train/<class>/..` and `root/val/<class>/..`.
@@ -27,7 +27,7 @@ pub enum DataKind {
 }
 
 /// What to do with an image that cannot be decoded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BadImage {
     /// Leave it out, with a warning and a count.
@@ -37,7 +37,7 @@ pub enum BadImage {
 }
 
 /// `[data]`: the dataset and its transforms.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataSection {
     /// Dataset layout.

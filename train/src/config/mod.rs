@@ -5,6 +5,7 @@ pub mod check;
 mod data;
 mod model;
 mod names;
+pub mod reference;
 mod train;
 
 pub use data::{BadImage, DataKind, DataSection};
@@ -30,7 +31,7 @@ use crate::error::TrainError;
 use crate::run::ema::EmaSection;
 
 /// Everything a run needs; `TrainConfig::default()` is a sensible full fine-tune.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Where the starting weights come from and which head to put on.
@@ -58,13 +59,14 @@ pub struct TrainConfig {
 }
 
 /// `[run]`: output and hardware.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunSection {
     /// Run directory: config copy, checkpoints, logs, plots, final model.
     pub dir: PathBuf,
     /// Backend: flex, ndarray, wgpu, tch, cuda (aliases as `--backend` takes them).
     #[serde(with = "names")]
+    #[schemars(with = "String")]
     pub backend: Backend,
     /// Device indices; more than one trains data-parallel.
     pub devices: Vec<usize>,

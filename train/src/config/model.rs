@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::names;
 
 /// Where a run's starting weights come from; written `"random"` or a path in the config.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(from = "String", into = "String")]
 pub enum ModelSource {
     /// torchvision's initialisation, seeded by `train.seed`.
@@ -38,13 +38,14 @@ impl From<ModelSource> for String {
 }
 
 /// `[model]`: the starting point.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
     /// `random`, a rekindle model file (`.bpk`), or a `.pth`/`.pt`/`.safetensors` file to import.
     pub source: ModelSource,
     /// Architecture for `random` (none: resnet18), or to check a file against (none: detect).
     #[serde(with = "names::optional", skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
     pub arch: Option<Arch>,
     /// Width of an optional hidden layer in the new head.
     pub head_hidden: Option<usize>,

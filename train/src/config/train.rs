@@ -9,7 +9,7 @@ use crate::config::check::{
 };
 
 /// How much of the pretrained network trains.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Strategy {
     /// Every layer trains.
@@ -24,7 +24,7 @@ pub enum Strategy {
 }
 
 /// How the learning rate follows the effective batch size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum LrScaling {
     /// `lr` as written.
@@ -36,7 +36,7 @@ pub enum LrScaling {
 }
 
 /// `[train]`: optimisation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSection {
     /// Passes over the training set.
@@ -62,6 +62,7 @@ pub struct TrainSection {
     /// Which layers train.
     pub strategy: Strategy,
     /// Last frozen stage for `partial`: `stem`, `layer1` .. `layer4`.
+    #[schemars(with = "String")]
     pub freeze_to: Stage,
     /// Epochs between two unfreezings for `gradual`.
     pub unfreeze_every: usize,

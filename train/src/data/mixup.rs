@@ -15,7 +15,7 @@ use crate::config::check::{
 };
 
 /// `[mixup]`: timm's `Mixup` arguments (all off by default).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MixupSection {
     /// `mixup_alpha`: lam ~ Beta(a, a) for blending; 0: no mixup.

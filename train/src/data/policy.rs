@@ -14,7 +14,9 @@ use crate::data::ops::{self, Op};
 pub const BINS: usize = 31;
 
 /// `data.auto_augment`: an automatic augmentation policy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum AutoAugment {
     /// None.
@@ -149,7 +151,9 @@ fn negate(op: Op) -> Op {
 }
 
 /// What to write into an erased box.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErasingFill {
     /// Zeros (torchvision's default `value=0`): the dataset's mean colour once normalised.

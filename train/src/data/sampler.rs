@@ -5,7 +5,9 @@ use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
 /// `data.sampler`: how an epoch's images are chosen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Sampler {
     /// Every image once, in a new order each epoch.

@@ -27,7 +27,7 @@ use crate::report::log::EpochRow;
 pub const SPLIT: &str = "valid-ema";
 
 /// `[ema]`: timm's `ModelEmaV3` arguments; off while `decay` is 0.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmaSection {
     /// `decay`: the weight the average keeps each step (timm's default 0.9999); 0: no average.
