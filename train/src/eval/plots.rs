@@ -5,6 +5,9 @@ use std::path::Path;
 
 use image::imageops::FilterType;
 use image::{Rgb, RgbImage};
+use plotters::coord::Shift;
+use plotters::coord::ranged1d::SegmentedCoord;
+use plotters::coord::types::RangedCoordusize;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -42,94 +45,145 @@ pub fn confusion(path: &Path, m: &Metrics, names: &[String]) -> Result<bool, Str
     let mut buf = vec![255u8; (size.0 * size.1 * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
-        let e = |x: &dyn std::fmt::Display| format!("confusion matrix: {x}");
-        root.fill(&WHITE).map_err(|x| e(&x))?;
-        let title = format!(
-            "Confusion matrix ({} images, top-1 {:.2}%)",
-            m.images,
-            100.0 * m.top1
-        );
-        // Segments put each class's label at the centre of its cell, not on a cell border.
-        let mut c = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(130)
-            .y_label_area_size(130)
-            .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
-            .map_err(|x| e(&x))?;
-        let label = |i: usize| names.get(i).cloned().unwrap_or_default();
-        // Rows run top to bottom in class order: segment y holds class k - 1 - y.
-        let row_label = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(y) => k.checked_sub(1 + y).map_or_else(String::new, label),
-            _ => String::new(),
-        };
-        c.configure_mesh()
-            .disable_mesh()
-            .x_labels(k.min(NUMBERED))
-            .y_labels(k.min(NUMBERED))
-            // Plotters centres an axis label on its tick, so a rotated one would stand half inside
-            // the chart: the column names are drawn below instead.
-            .x_label_formatter(&|_| String::new())
-            .y_label_formatter(&row_label)
-            .x_desc("predicted")
-            .y_desc("true")
-            .axis_desc_style(("sans-serif", 14))
-            .draw()
-            .map_err(|x| e(&x))?;
+        root.fill(&WHITE).map_err(failed)?;
+        let mut chart = axes(&root, m, names)?;
         if k <= NUMBERED {
-            let style = ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90)
-                .color(&BLACK)
-                .pos(Pos::new(HPos::Left, VPos::Center));
-            for p in 0..k {
-                let (x, y) = c.backend_coord(&(SegmentValue::CenterOf(p), SegmentValue::Exact(0)));
-                root.draw(&Text::new(label(p), (x, y + 10), style.clone()))
-                    .map_err(|x| e(&x))?;
-            }
+            column_names(&root, &chart, names)?;
         }
-        // The far edge of segment i: the next one's start, or the chart's end after the last.
-        let edge = |i: usize| {
-            if i + 1 < k {
-                SegmentValue::Exact(i + 1)
-            } else {
-                SegmentValue::Last
-            }
-        };
         for (t, row) in m.confusion.iter().enumerate() {
             let total = row.iter().sum::<usize>().max(1) as f64;
             for (p, &count) in row.iter().enumerate() {
-                let share = count as f64 / total;
-                // White (none) to deep blue (all of the class).
-                let shade = |full: f64| (255.0 - share * (255.0 - full)) as u8;
-                let color = RGBColor(shade(20.0), shade(60.0), shade(160.0));
-                let y = k - 1 - t;
-                c.draw_series(std::iter::once(Rectangle::new(
-                    [
-                        (SegmentValue::Exact(p), SegmentValue::Exact(y)),
-                        (edge(p), edge(y)),
-                    ],
-                    color.filled(),
-                )))
-                .map_err(|x| e(&x))?;
-                if k <= NUMBERED && count > 0 {
-                    let ink = if share > 0.5 { WHITE } else { BLACK };
-                    let style = ("sans-serif", (cell as f64 * 0.35).clamp(8.0, 18.0))
-                        .into_font()
-                        .color(&ink)
-                        .pos(Pos::new(HPos::Center, VPos::Center));
-                    c.draw_series(std::iter::once(Text::new(
-                        count.to_string(),
-                        (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
-                        style,
-                    )))
-                    .map_err(|x| e(&x))?;
-                }
+                let numbered = k <= NUMBERED && count > 0;
+                square(
+                    &mut chart,
+                    (t, p, k),
+                    count as f64 / total,
+                    numbered.then_some((count, cell)),
+                )?;
             }
         }
-        root.present().map_err(|x| e(&x))?;
+        root.present().map_err(failed)?;
     }
     save(path, &buf, size).map(|()| true)
+}
+
+/// The confusion matrix's chart: a segment per class on each axis.
+type Matrix<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<SegmentedCoord<RangedCoordusize>, SegmentedCoord<RangedCoordusize>>,
+>;
+
+/// A plotters error as the confusion picture's.
+fn failed(x: impl std::fmt::Display) -> String {
+    format!("confusion matrix: {x}")
+}
+
+/// The title, the axes and the row names (rows run top to bottom in class order).
+fn axes<'a, 'b>(
+    root: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    m: &Metrics,
+    names: &[String],
+) -> Result<Matrix<'a, 'b>, String> {
+    let k = names.len();
+    let title = format!(
+        "Confusion matrix ({} images, top-1 {:.2}%)",
+        m.images,
+        100.0 * m.top1
+    );
+    // Segments put each class's label at the centre of its cell, not on a cell border.
+    let mut c = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(130)
+        .y_label_area_size(130)
+        .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
+        .map_err(failed)?;
+    // Segment y holds class k - 1 - y.
+    let row_label = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(y) => k
+            .checked_sub(1 + y)
+            .and_then(|i| names.get(i).cloned())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    c.configure_mesh()
+        .disable_mesh()
+        .x_labels(k.min(NUMBERED))
+        .y_labels(k.min(NUMBERED))
+        // Plotters centres an axis label on its tick, so a rotated one would stand half inside
+        // the chart: the column names are drawn below instead (`column_names`).
+        .x_label_formatter(&|_| String::new())
+        .y_label_formatter(&row_label)
+        .x_desc("predicted")
+        .y_desc("true")
+        .axis_desc_style(("sans-serif", 14))
+        .draw()
+        .map_err(failed)?;
+    Ok(c)
+}
+
+/// The predicted classes' names, rotated, under their columns.
+fn column_names(
+    root: &DrawingArea<BitMapBackend<'_>, Shift>,
+    c: &Matrix<'_, '_>,
+    names: &[String],
+) -> Result<(), String> {
+    let style = ("sans-serif", 12)
+        .into_font()
+        .transform(FontTransform::Rotate90)
+        .color(&BLACK)
+        .pos(Pos::new(HPos::Left, VPos::Center));
+    for (p, name) in names.iter().enumerate() {
+        let (x, y) = c.backend_coord(&(SegmentValue::CenterOf(p), SegmentValue::Exact(0)));
+        root.draw(&Text::new(name.clone(), (x, y + 10), style.clone()))
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// The cell of true class `t` and predicted `p` (of `k`), shaded by the row's `share`, with
+/// its count written in it when `number` is given (with the cell's side, for the font).
+fn square(
+    c: &mut Matrix<'_, '_>,
+    (t, p, k): (usize, usize, usize),
+    share: f64,
+    number: Option<(usize, u32)>,
+) -> Result<(), String> {
+    // The far edge of segment i: the next one's start, or the chart's end after the last.
+    let edge = |i: usize| {
+        if i + 1 < k {
+            SegmentValue::Exact(i + 1)
+        } else {
+            SegmentValue::Last
+        }
+    };
+    // White (none) to deep blue (all of the class).
+    let shade = |full: f64| (255.0 - share * (255.0 - full)) as u8;
+    let color = RGBColor(shade(20.0), shade(60.0), shade(160.0));
+    let y = k - 1 - t;
+    c.draw_series(std::iter::once(Rectangle::new(
+        [
+            (SegmentValue::Exact(p), SegmentValue::Exact(y)),
+            (edge(p), edge(y)),
+        ],
+        color.filled(),
+    )))
+    .map_err(failed)?;
+    if let Some((count, cell)) = number {
+        let ink = if share > 0.5 { WHITE } else { BLACK };
+        let style = ("sans-serif", (cell as f64 * 0.35).clamp(8.0, 18.0))
+            .into_font()
+            .color(&ink)
+            .pos(Pos::new(HPos::Center, VPos::Center));
+        c.draw_series(std::iter::once(Text::new(
+            count.to_string(),
+            (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
+            style,
+        )))
+        .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// The reliability diagram: accuracy per confidence bin against the diagonal of perfect
