@@ -197,7 +197,6 @@ const PLATEAU_EPS: f64 = 1e-8;
 impl ScheduleSection {
     /// Rejects impossible settings for a run of `run` units (steps or epochs, per `per`).
     pub fn validate(&self, run: usize) -> Result<(), String> {
-        use End::{Closed, Open};
         let s = self;
         if s.warmup >= run {
             return Err(format!(
@@ -209,30 +208,14 @@ impl ScheduleSection {
         in_range(
             "schedule.warmup_factor",
             s.warmup_factor,
-            Open(0.0),
-            Closed(1.0),
+            End::Open(0.0),
+            End::Closed(1.0),
         )?;
         non_negative("schedule.min_lr", s.min_lr)?;
         match s.name {
             ScheduleKind::Constant => {}
             ScheduleKind::Step | ScheduleKind::Multistep | ScheduleKind::Exponential => {
-                in_range("schedule.gamma", s.gamma, Open(0.0), Closed(1.0))?;
-                if s.name == ScheduleKind::Step && s.step_size == 0 {
-                    return Err("schedule.step_size must be at least 1".into());
-                }
-                if s.name == ScheduleKind::Multistep {
-                    if s.milestones.is_empty() {
-                        return Err("schedule.milestones is empty; multistep needs at least \
-                                    one"
-                        .into());
-                    }
-                    if s.milestones.windows(2).any(|w| w[0] >= w[1]) {
-                        return Err(format!(
-                            "schedule.milestones must increase, got {:?}",
-                            s.milestones
-                        ));
-                    }
-                }
+                self.validate_decay()?
             }
             ScheduleKind::InverseTime => {
                 non_negative("schedule.decay_rate", s.decay_rate)?;
@@ -246,38 +229,75 @@ impl ScheduleSection {
                     return Err("schedule.period_mult must be at least 1".into());
                 }
             }
-            ScheduleKind::OneCycle => {
-                in_range("schedule.pct_start", s.pct_start, Open(0.0), Open(1.0))?;
-                positive("schedule.div_factor", s.div_factor)?;
-                positive("schedule.final_div_factor", s.final_div_factor)?;
-                let total = self.main_len(run);
-                let phases = if s.three_phase { 3.0 } else { 2.0 };
-                if (s.pct_start * total as f64) < phases - 0.5 {
-                    return Err(format!(
-                        "schedule: one-cycle over {total} {}s is too short for pct_start {}",
-                        self.unit(),
-                        s.pct_start
-                    ));
-                }
-            }
-            ScheduleKind::Plateau => {
-                if s.per != Per::Epoch {
-                    return Err(
-                        "schedule: plateau watches a validation metric, which exists \
-                                once an epoch: set per = \"epoch\""
-                            .into(),
-                    );
-                }
-                in_range("schedule.factor", s.factor, Open(0.0), Open(1.0))?;
-                non_negative("schedule.threshold", s.threshold)?;
-            }
+            ScheduleKind::OneCycle => self.validate_one_cycle(run)?,
+            ScheduleKind::Plateau => self.validate_plateau()?,
         }
-        if let Some(t) = s.total
-            && t == 0
-        {
+        if s.total == Some(0) {
             return Err("schedule.total must be at least 1".into());
         }
         Ok(())
+    }
+
+    /// step, multistep, exponential: the factor, the period, the milestones.
+    fn validate_decay(&self) -> Result<(), String> {
+        let s = self;
+        in_range("schedule.gamma", s.gamma, End::Open(0.0), End::Closed(1.0))?;
+        if s.name == ScheduleKind::Step && s.step_size == 0 {
+            return Err("schedule.step_size must be at least 1".into());
+        }
+        if s.name == ScheduleKind::Multistep {
+            if s.milestones.is_empty() {
+                return Err("schedule.milestones is empty; multistep needs at least one".into());
+            }
+            if s.milestones.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!(
+                    "schedule.milestones must increase, got {:?}",
+                    s.milestones
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// one-cycle: its factors, and a cycle long enough for its phases.
+    fn validate_one_cycle(&self, run: usize) -> Result<(), String> {
+        let s = self;
+        in_range(
+            "schedule.pct_start",
+            s.pct_start,
+            End::Open(0.0),
+            End::Open(1.0),
+        )?;
+        positive("schedule.div_factor", s.div_factor)?;
+        positive("schedule.final_div_factor", s.final_div_factor)?;
+        let total = self.main_len(run);
+        let phases = if s.three_phase { 3.0 } else { 2.0 };
+        if (s.pct_start * total as f64) < phases - 0.5 {
+            return Err(format!(
+                "schedule: one-cycle over {total} {}s is too short for pct_start {}",
+                self.unit(),
+                s.pct_start
+            ));
+        }
+        Ok(())
+    }
+
+    /// plateau: per epoch (it watches a validation metric), its factor and threshold.
+    fn validate_plateau(&self) -> Result<(), String> {
+        if self.per != Per::Epoch {
+            return Err(
+                "schedule: plateau watches a validation metric, which exists once an \
+                        epoch: set per = \"epoch\""
+                    .into(),
+            );
+        }
+        in_range(
+            "schedule.factor",
+            self.factor,
+            End::Open(0.0),
+            End::Open(1.0),
+        )?;
+        non_negative("schedule.threshold", self.threshold)
     }
 
     fn unit(&self) -> &'static str {

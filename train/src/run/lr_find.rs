@@ -20,7 +20,7 @@ use crate::data::loader::{EpochLoader, Training};
 use crate::error::TrainError;
 use crate::run::phase::trainee;
 use crate::run::plan::Plan;
-use crate::run::strategy;
+use crate::run::strategy::{self, Phase};
 use crate::run::trainee::Trainee;
 use crate::run::{devices, load_data, start};
 
@@ -73,25 +73,11 @@ pub struct Found {
 
 /// Runs the range test `f` on `cfg`'s model, data, strategy and optimiser.
 pub fn lr_find(cfg: &TrainConfig, f: &LrFind) -> Result<Found, TrainError> {
-    cfg.validate()?;
-    if !(f.start > 0.0 && f.start < f.end && f.end.is_finite()) || f.steps < 20 {
-        return Err(TrainError::Config(format!(
-            "lr-find: needs 0 < --start < --end and --steps >= 20, not {} .. {} in {} steps",
-            f.start, f.end, f.steps
-        )));
-    }
+    check(cfg, f)?;
     let device = devices(cfg)?.remove(0);
     let data = Arc::new(load_data(cfg)?);
     let plan = Plan::new(cfg, data.train.len())?;
-    let phase = plan.phases[0];
-    if plan.phases.len() > 1 {
-        return Err(TrainError::Config(
-            "lr-find: the config changes the frozen stages or the batch size during the run \
-             (train.strategy = \"gradual\" or train.batch_schedule); find the rate for one \
-             phase with train.strategy = \"full\", \"partial\" or \"feature-extraction\""
-                .into(),
-        ));
-    }
+    let phase = one_phase(&plan)?;
     let (net, preprocess) = start::open(cfg, data.class_names.len(), &device.clone().autodiff())?;
     let loss = cfg
         .loss
@@ -99,17 +85,8 @@ pub fn lr_find(cfg: &TrainConfig, f: &LrFind) -> Result<Found, TrainError> {
         .map_err(TrainError::Config)?;
     let model = trainee(cfg, &plan, &Trainee::new(net), phase, (loss, None));
     let groups = strategy::param_groups(&plan.groups, &model.net);
-    let gamma = (f.end / f.start).powf(1.0 / (f.steps - 1) as f64);
-    // Exponential growth per step: the catalog's exponential schedule with gamma > 1, which a
-    // run's config refuses but the sweep is made of.
-    let sweep = ScheduleSection {
-        name: ScheduleKind::Exponential,
-        per: Per::Iteration,
-        gamma,
-        ..Default::default()
-    };
     let shape = Arc::new(RunShape::new(&[f.steps]));
-    let scheduler = module_scheduler(&sweep, shape, f.start, &groups, &[]);
+    let scheduler = module_scheduler(&sweep_schedule(f), shape, f.start, &groups, &[]);
     let mut learner = Learner::new(model, cfg.optim.optimizer(), scheduler);
     let training = Training::of(cfg, preprocess.crop, data.class_names.len(), 1);
     let loader = EpochLoader::train(
@@ -121,42 +98,100 @@ pub fn lr_find(cfg: &TrainConfig, f: &LrFind) -> Result<Found, TrainError> {
         cfg.data.workers,
         device,
     );
-    let (mut points, mut stopped) = (Vec::new(), None);
-    let (mut avg, mut best) = (0.0, f64::INFINITY);
+    let mut curve = Curve::default();
     'sweep: loop {
         for batch in loader.iter() {
             let batch = batch.map_err(|e| TrainError::Stopped(e.to_string()))?;
-            let i = points.len();
             learner.lr_step();
             // The rate the optimiser is given, as the scheduler computed it.
             let lr = learner.lr_current().base();
             let out = learner.train_step(batch);
             let loss = f64::from(out.item.loss.clone().into_scalar::<f32>());
             learner.optimizer_step(out.grads);
-            avg = 0.98 * avg + 0.02 * loss;
-            let smoothed = avg / (1.0 - 0.98f64.powi(i as i32 + 1));
-            points.push(Point { lr, loss, smoothed });
-            best = best.min(smoothed);
-            if !smoothed.is_finite() || smoothed > 4.0 * best {
-                stopped = Some(format!(
-                    "the smoothed loss passed 4x its minimum ({:.4}) at lr {:.3e}",
-                    best, points[i].lr
-                ));
-                break 'sweep;
-            }
-            if points.len() == f.steps {
+            if curve.add(lr, loss) || curve.points.len() == f.steps {
                 break 'sweep;
             }
         }
     }
-    let (valley, steep, minimum) = suggest(&points, f.steps);
+    let (valley, steep, minimum) = suggest(&curve.points, f.steps);
     Ok(Found {
-        points,
+        points: curve.points,
         valley,
         steep,
         minimum,
-        stopped,
+        stopped: curve.stopped,
     })
+}
+
+/// Refuses a config that cannot run, or a sweep that is not one.
+fn check(cfg: &TrainConfig, f: &LrFind) -> Result<(), TrainError> {
+    cfg.validate()?;
+    if !(f.start > 0.0 && f.start < f.end && f.end.is_finite()) || f.steps < 20 {
+        return Err(TrainError::Config(format!(
+            "lr-find: needs 0 < --start < --end and --steps >= 20, not {} .. {} in {} steps",
+            f.start, f.end, f.steps
+        )));
+    }
+    Ok(())
+}
+
+/// The run's only phase: the sweep has one set of frozen stages and one batch size.
+fn one_phase(plan: &Plan) -> Result<Phase, TrainError> {
+    if plan.phases.len() > 1 {
+        return Err(TrainError::Config(
+            "lr-find: the config changes the frozen stages or the batch size during the run \
+             (train.strategy = \"gradual\" or train.batch_schedule); find the rate for one \
+             phase with train.strategy = \"full\", \"partial\" or \"feature-extraction\""
+                .into(),
+        ));
+    }
+    Ok(plan.phases[0])
+}
+
+/// Exponential growth per step from `start` to `end`: the catalog's exponential schedule with
+/// gamma > 1, which a run's config refuses but the sweep is made of.
+fn sweep_schedule(f: &LrFind) -> ScheduleSection {
+    ScheduleSection {
+        name: ScheduleKind::Exponential,
+        per: Per::Iteration,
+        gamma: (f.end / f.start).powf(1.0 / (f.steps - 1) as f64),
+        ..Default::default()
+    }
+}
+
+/// The sweep's losses as they come, smoothed as fastai smooths them.
+#[derive(Default)]
+struct Curve {
+    points: Vec<Point>,
+    /// The moving average before its bias correction.
+    avg: f64,
+    /// The lowest smoothed loss so far.
+    best: f64,
+    stopped: Option<String>,
+}
+
+impl Curve {
+    /// Adds a step's rate and loss; `true` when the smoothed loss has blown up (past 4x its
+    /// minimum, or not finite) and the sweep stops.
+    fn add(&mut self, lr: f64, loss: f64) -> bool {
+        let i = self.points.len();
+        self.avg = 0.98 * self.avg + 0.02 * loss;
+        let smoothed = self.avg / (1.0 - 0.98f64.powi(i as i32 + 1));
+        self.points.push(Point { lr, loss, smoothed });
+        self.best = if i == 0 {
+            smoothed
+        } else {
+            self.best.min(smoothed)
+        };
+        if !smoothed.is_finite() || smoothed > 4.0 * self.best {
+            self.stopped = Some(format!(
+                "the smoothed loss passed 4x its minimum ({:.4}) at lr {lr:.3e}",
+                self.best
+            ));
+            return true;
+        }
+        false
+    }
 }
 
 /// fastai's three suggestions from the smoothed losses, skipping the first tenth of the

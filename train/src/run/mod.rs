@@ -23,6 +23,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use rekindle_model::{Preprocess, load_model};
 
+use crate::catalog::loss::Loss;
 use crate::catalog::prune::LayerSparsity;
 use crate::config::{Strategy, TrainConfig};
 use crate::data::dataset::{Dataset, skip_warning};
@@ -95,87 +96,137 @@ fn train_locked(
     dir: &RunDir,
 ) -> Result<Outcome, TrainError> {
     let started = Instant::now();
-    let dir = dir.clone();
-    // Held lock: any temporary file here is a dead process's.
-    atomic::remove_leftovers(dir.path());
-    atomic::remove_leftovers(&dir.checkpoints());
-    let done = epochs_done(&dir, cfg.train.epochs, resume)?;
-    let devices = devices(cfg)?;
-    atomic::write(&dir.config(), cfg.to_toml().as_bytes())
-        .map_err(|e| TrainError::io(&dir.config(), e))?;
-    let data = load_data(cfg)?;
-    let plan = Plan::new(cfg, data.train.len())?;
-    let loss = cfg
-        .loss
-        .build(&data.class_counts())
-        .map_err(TrainError::Config)?;
-    // Parameters must be created on the autodiff device to be tracked by the learner.
-    let classes = data.class_names.clone();
-    let (net, preprocess) = start::open(cfg, classes.len(), &devices[0].clone().autodiff())?;
-    let model = Trainee::with_average(net, cfg.ema.active());
-    let logged = if done > 0 {
-        read_epochs(&dir).map_err(|e| TrainError::io(dir.path(), e))?
-    } else {
-        Vec::new()
-    };
-    let ema = cfg
-        .ema
-        .active()
-        .then(|| EmaWatch::new(cfg.ema.clone(), &logged));
-    announce(cfg, &plan, &model, &data, &preprocess);
-    let sizes = (data.train.len(), data.val.len());
-    let launcher = Launcher {
-        cfg,
-        plan: &plan,
-        dir: &dir,
-        devices: &devices,
-        data: Arc::new(data),
-        preprocess: &preprocess,
-        shared: Arc::new(Mutex::new(Shared {
-            watch,
-            ema: ema.clone(),
-            ..Default::default()
-        })),
-        loss,
-        ema,
-    };
-    for phase in plan.remaining(done) {
-        if plan.phases.len() > 1 {
-            let what = strategy::describe(phase.depth);
-            eprintln!("epochs {}-{}: {what}", phase.first, phase.last);
-        }
-        if launcher.launch(&model, phase)? == PhaseEnd::EarlyStopped {
-            break;
-        }
+    let run = Started::open(cfg, dir, resume)?;
+    run.train_phases(cfg, dir, watch)?;
+    run.publish(dir, started)
+}
+
+/// A run ready to train: everything its phases need, and what it publishes at the end.
+struct Started {
+    /// Epochs already trained (when resuming).
+    done: usize,
+    devices: Vec<Device>,
+    data: Arc<Dataset>,
+    plan: Plan,
+    loss: Loss,
+    model: Trainee,
+    preprocess: Preprocess,
+}
+
+impl Started {
+    /// Clears a dead process's temporary files, finds where a resumed run stands, writes the
+    /// effective config and opens the data and the starting network.
+    fn open(cfg: &TrainConfig, dir: &RunDir, resume: bool) -> Result<Self, TrainError> {
+        // Held lock: any temporary file here is a dead process's.
+        atomic::remove_leftovers(dir.path());
+        atomic::remove_leftovers(&dir.checkpoints());
+        let done = epochs_done(dir, cfg.train.epochs, resume)?;
+        let devices = devices(cfg)?;
+        atomic::write(&dir.config(), cfg.to_toml().as_bytes())
+            .map_err(|e| TrainError::io(&dir.config(), e))?;
+        let data = load_data(cfg)?;
+        let plan = Plan::new(cfg, data.train.len())?;
+        let loss = cfg
+            .loss
+            .build(&data.class_counts())
+            .map_err(TrainError::Config)?;
+        // Parameters must be created on the autodiff device to be tracked by the learner.
+        let classes = data.class_names.len();
+        let (net, preprocess) = start::open(cfg, classes, &devices[0].clone().autodiff())?;
+        let model = Trainee::with_average(net, cfg.ema.active());
+        announce(cfg, &plan, &model, &data, &preprocess);
+        Ok(Self {
+            done,
+            devices,
+            data: Arc::new(data),
+            plan,
+            loss,
+            model,
+            preprocess,
+        })
     }
-    let epochs = read_epochs(&dir).map_err(|e| TrainError::io(dir.path(), e))?;
-    let data = launcher.data.clone();
-    drop(launcher);
-    let out = export::export(&dir, model, &epochs, plan.prune_final, classes, preprocess)?;
-    fault::point("export", None);
-    let report = final_report(&dir, &devices[0], &data)?;
-    // Warned about one by one as they failed; counted once more where the run ends.
-    let failed: Vec<_> = (data.load_failures.list().into_iter())
-        .map(|(path, _)| (path, "failed to decode (warned above)".to_string()))
-        .collect();
-    if let Some(w) = skip_warning("left out while loading", &failed) {
-        eprintln!("{w}");
+
+    /// Trains the phases left, each from the checkpoint the one before it wrote.
+    fn train_phases(
+        &self,
+        cfg: &TrainConfig,
+        dir: &RunDir,
+        watch: Option<Box<dyn Watch>>,
+    ) -> Result<(), TrainError> {
+        let logged = if self.done > 0 {
+            read_epochs(dir).map_err(|e| TrainError::io(dir.path(), e))?
+        } else {
+            Vec::new()
+        };
+        let ema = cfg
+            .ema
+            .active()
+            .then(|| EmaWatch::new(cfg.ema.clone(), &logged));
+        let launcher = Launcher {
+            cfg,
+            plan: &self.plan,
+            dir,
+            devices: &self.devices,
+            data: self.data.clone(),
+            preprocess: &self.preprocess,
+            shared: Arc::new(Mutex::new(Shared {
+                watch,
+                ema: ema.clone(),
+                ..Default::default()
+            })),
+            loss: self.loss.clone(),
+            ema,
+        };
+        for phase in self.plan.remaining(self.done) {
+            if self.plan.phases.len() > 1 {
+                let what = strategy::describe(phase.depth);
+                eprintln!("epochs {}-{}: {what}", phase.first, phase.last);
+            }
+            if launcher.launch(&self.model, phase)? == PhaseEnd::EarlyStopped {
+                break;
+            }
+        }
+        Ok(())
     }
-    atomic::commit(&dir.model_staging(), &dir.model())
-        .map_err(|e| TrainError::io(&dir.model(), e))?;
-    Ok(Outcome {
-        model: dir.model(),
-        dir: dir.path().to_path_buf(),
-        best_epoch: out.epoch,
-        best_accuracy: out.accuracy,
-        averaged: out.averaged,
-        epochs,
-        seconds: started.elapsed().as_secs_f64(),
-        sizes,
-        plots: out.plots,
-        sparsity: out.sparsity,
-        report,
-    })
+
+    /// Exports the best epoch, evaluates it, and publishes the model file: the run is done.
+    fn publish(self, dir: &RunDir, started: Instant) -> Result<Outcome, TrainError> {
+        let epochs = read_epochs(dir).map_err(|e| TrainError::io(dir.path(), e))?;
+        let classes = self.data.class_names.clone();
+        let (prune_final, data) = (self.plan.prune_final, &self.data);
+        let out = export::export(
+            dir,
+            self.model,
+            &epochs,
+            prune_final,
+            classes,
+            self.preprocess,
+        )?;
+        fault::point("export", None);
+        let report = final_report(dir, &self.devices[0], data)?;
+        // Warned about one by one as they failed; counted once more where the run ends.
+        let failed: Vec<_> = (data.load_failures.list().into_iter())
+            .map(|(path, _)| (path, "failed to decode (warned above)".to_string()))
+            .collect();
+        if let Some(w) = skip_warning("left out while loading", &failed) {
+            eprintln!("{w}");
+        }
+        atomic::commit(&dir.model_staging(), &dir.model())
+            .map_err(|e| TrainError::io(&dir.model(), e))?;
+        Ok(Outcome {
+            model: dir.model(),
+            dir: dir.path().to_path_buf(),
+            best_epoch: out.epoch,
+            best_accuracy: out.accuracy,
+            averaged: out.averaged,
+            epochs,
+            seconds: started.elapsed().as_secs_f64(),
+            sizes: (data.train.len(), data.val.len()),
+            plots: out.plots,
+            sparsity: out.sparsity,
+            report,
+        })
+    }
 }
 
 /// The evaluation report of the exported model (not yet published) on the validation split,

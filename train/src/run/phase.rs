@@ -161,13 +161,13 @@ impl Launcher<'_> {
     }
 
     /// Burn's `SupervisedTraining` for the phase: metrics, checkpoints (the last two, and the
-    /// best by validation accuracy; written atomically with checksums), our renderer, early stopping, devices and the resume point.
+    /// best by validation accuracy; written atomically with checksums), our renderer, early
+    /// stopping, devices and the resume point.
     fn training(
         &self,
         phase: Phase,
         interrupter: &Interrupter,
     ) -> Result<SupervisedTraining<Trainee>, TrainError> {
-        let t = &self.cfg.train;
         let (train, valid) = self.loaders(phase);
         let renderer = Renderer::new(
             self.dir,
@@ -178,40 +178,53 @@ impl Launcher<'_> {
         )
         .map_err(|e| TrainError::io(self.dir.path(), e))?;
         let top_k = self.data.class_names.len().min(5);
-        let best = || {
-            MetricCheckpointingStrategy::new(
-                &AccuracyMetric::new(),
-                Aggregate::Mean,
-                Direction::Highest,
-                Split::Valid,
-            )
-        };
+        let [model_ckpt, optim_ckpt, scheduler_ckpt] = checkpointers(self.dir);
+        let training = SupervisedTraining::new(self.dir.path(), Arc::new(train), Arc::new(valid))
+            .metrics((
+                LossMetric::new(),
+                AccuracyMetric::new(),
+                TopKAccuracyMetric::new(top_k),
+            ))
+            .metric_train_numeric(LearningRateMetric::new())
+            .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
+            .with_checkpointing_strategy(self.checkpoints_kept())
+            .renderer(Box::new(renderer))
+            .with_interrupter(interrupter.clone())
+            .num_epochs(phase.last);
+        Ok(self.stopping_and_devices(training, phase))
+    }
+
+    /// Which checkpoints stay: the last two and the best by validation accuracy (and by the
+    /// average's, with EMA on).
+    fn checkpoints_kept(&self) -> ComposedCheckpointingStrategy {
         // The last two: while epoch N is being written (or if it turns out corrupted), epoch
         // N-1 is whole on disk. With one, Burn deletes N-1 as soon as model-N is written,
         // while optim-N may still be in progress.
         let mut keep = ComposedCheckpointingStrategy::builder()
             .add(KeepLastNCheckpoints::new(2))
-            .add(best());
+            .add(MetricCheckpointingStrategy::new(
+                &AccuracyMetric::new(),
+                Aggregate::Mean,
+                Direction::Highest,
+                Split::Valid,
+            ));
         if let Some(watch) = &self.ema {
             keep = keep.add(BestEma {
                 current: watch.best(),
                 watch: watch.clone(),
             });
         }
-        let [model_ckpt, optim_ckpt, scheduler_ckpt] = checkpointers(self.dir);
-        let mut training =
-            SupervisedTraining::new(self.dir.path(), Arc::new(train), Arc::new(valid))
-                .metrics((
-                    LossMetric::new(),
-                    AccuracyMetric::new(),
-                    TopKAccuracyMetric::new(top_k),
-                ))
-                .metric_train_numeric(LearningRateMetric::new())
-                .with_custom_checkpointers(model_ckpt, optim_ckpt, scheduler_ckpt)
-                .with_checkpointing_strategy(keep.build())
-                .renderer(Box::new(renderer))
-                .with_interrupter(interrupter.clone())
-                .num_epochs(phase.last);
+        keep.build()
+    }
+
+    /// `training` with the config's gradient accumulation, early stopping, devices, and the
+    /// epoch it resumes from.
+    fn stopping_and_devices(
+        &self,
+        mut training: SupervisedTraining<Trainee>,
+        phase: Phase,
+    ) -> SupervisedTraining<Trainee> {
+        let t = &self.cfg.train;
         if t.grad_accumulation > 1 {
             training = training.grads_accumulation(t.grad_accumulation);
         }
@@ -235,7 +248,7 @@ impl Launcher<'_> {
         if phase.first > 1 {
             training = training.checkpoint(phase.first - 1);
         }
-        Ok(training)
+        training
     }
 }
 
