@@ -1,117 +1,27 @@
 //! Labelled images: image folders, manifests and Fashion-MNIST's IDX files, split into train
-//! and validation, class-filtered and subsampled with the run's seed.
+//! and validation, class-filtered and subsampled with the run's seed. The types are in
+//! [`super::item`], image folders in [`super::folder`], one file's checks in
+//! [`super::image_file`]; re-exported here, where the rest of the crate finds them.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
-use image::{DynamicImage, GrayImage};
+use image::DynamicImage;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
-use rekindle_model::decode::Limits;
 
 use crate::config::{BadImage, DataKind, DataSection};
 use crate::data::fashion_mnist;
-use crate::data::manifest::{self, Format, Manifest, Split};
+use crate::data::folder::{folder, stratified_split};
+use crate::data::item::file_item;
+use crate::data::manifest::{self, Manifest, Split};
 use crate::error::TrainError;
 
-/// File extensions read from image folders (case-insensitive).
-const EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
-
-/// Where one image's pixels come from.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ImageRef {
-    /// The `index`-th image of the dataset's in-memory grayscale images.
-    Memory(usize),
-    /// An image file, decoded when the batch is built.
-    File(PathBuf),
-}
-
-impl std::fmt::Display for ImageRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Memory(i) => write!(f, "in-memory image {i}"),
-            Self::File(path) => write!(f, "{}", path.display()),
-        }
-    }
-}
-
-/// One labelled image.
-#[derive(Clone, Debug)]
-pub struct Item {
-    /// The pixels.
-    pub image: ImageRef,
-    /// Class index into [`Dataset::class_names`].
-    pub label: usize,
-}
-
-/// A dataset ready for the loaders.
-#[derive(Debug)]
-pub struct Dataset {
-    /// Class names, in label order.
-    pub class_names: Vec<String>,
-    /// Training items.
-    pub train: Vec<Item>,
-    /// Validation items.
-    pub val: Vec<Item>,
-    /// In-memory images ([`ImageRef::Memory`]).
-    pub memory: Arc<Vec<GrayImage>>,
-    /// Files left out before training (empty, unreadable, not PNG or JPEG, over the size
-    /// limit by their header, symbolic-link loops), with the reason.
-    pub skipped: Vec<(PathBuf, String)>,
-    /// Skip or fail when a file fails to decode while a batch is built.
-    pub on_bad_image: BadImage,
-    /// Files that passed the scan but failed to decode while a batch was built.
-    pub load_failures: LoadFailures,
-}
-
-/// Files that failed to decode while batches were built, each counted once however many
-/// epochs it fails in; shared by every loader of the dataset.
-#[derive(Debug, Default)]
-pub struct LoadFailures(Mutex<BTreeMap<PathBuf, String>>);
-
-impl LoadFailures {
-    /// Records that `path` failed with `why`; true the first time it does.
-    pub fn record(&self, path: &Path, why: &str) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(path.to_path_buf(), why.to_string()).is_none()
-    }
-
-    /// The files and why, sorted by path.
-    pub fn list(&self) -> Vec<(PathBuf, String)> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().map(|(p, w)| (p.clone(), w.clone())).collect()
-    }
-
-    /// Whether `path` failed.
-    pub fn contains(&self, path: &Path) -> bool {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        map.contains_key(path)
-    }
-
-    /// How many files.
-    pub fn count(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
-/// A warning for files left out: the count, and the first few with their reasons.
-pub fn skip_warning(what: &str, files: &[(PathBuf, String)]) -> Option<String> {
-    const SHOWN: usize = 3;
-    if files.is_empty() {
-        return None;
-    }
-    let mut msg = format!("warning: {what} {} image file(s):", files.len());
-    for (path, why) in files.iter().take(SHOWN) {
-        msg.push_str(&format!("\n  {}: {why}", path.display()));
-    }
-    if files.len() > SHOWN {
-        msg.push_str(&format!("\n  and {} more", files.len() - SHOWN));
-    }
-    Some(msg)
-}
+pub(crate) use crate::data::folder::class_folders;
+pub use crate::data::image_file::{check_file, decode_file, skip_warning};
+pub use crate::data::item::{Dataset, ImageRef, Item, LoadFailures, Scan};
 
 /// Fashion-MNIST's two splits as a dataset held in memory, classes in label order.
 fn in_memory((train, val): (fashion_mnist::Split, fashion_mnist::Split)) -> Dataset {
@@ -258,15 +168,6 @@ impl Dataset {
     }
 }
 
-/// How much of each file [`Dataset::scan`] reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Scan {
-    /// The header: format, declared size.
-    Header,
-    /// The whole image, decoded.
-    Decode,
-}
-
 /// Keeps at most `n` items per class (all when `n` is 0), chosen at random, in a shuffled order.
 fn per_class(mut items: Vec<Item>, n: usize, rng: &mut StdRng) -> Vec<Item> {
     items.shuffle(rng);
@@ -280,199 +181,6 @@ fn per_class(mut items: Vec<Item>, n: usize, rng: &mut StdRng) -> Vec<Item> {
         *c <= n
     });
     items
-}
-
-/// Decodes an image file to upright 8-bit RGB, with the reason when it cannot: the model
-/// crate's [`rekindle_model::decode::decode_file`] within [`Limits::TRAINING`], the decoding
-/// inference uses too, so both see the same pixels (EXIF orientation, pixel rules).
-pub fn decode_file(path: &Path) -> Result<DynamicImage, String> {
-    rekindle_model::decode::decode_file(path, &Limits::TRAINING)
-        .map(DynamicImage::ImageRgb8)
-        .map_err(|e| e.to_string())
-}
-
-/// Reads only the header of an image file: empty, not PNG or JPEG, unreadable (a broken or
-/// looping symbolic link), or over [`Limits::TRAINING`] by its declared size; the reason.
-pub fn check_file(path: &Path) -> Result<(), String> {
-    rekindle_model::decode::check_file(path, &Limits::TRAINING)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// Class folders under `dir`, sorted, each with its image files (sorted). Subfolders of a class
-/// folder are not searched, so no symbolic link can make the walk endless; a class folder that
-/// is a link back to `dir` or above it is left out and pushed to `skipped`.
-pub(crate) fn class_folders(
-    dir: &Path,
-    skipped: &mut Vec<(PathBuf, String)>,
-) -> Result<Vec<(String, Vec<PathBuf>)>, TrainError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))?;
-    let top = dir.canonicalize().map_err(|e| TrainError::io(dir, e))?;
-    let mut classes = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| TrainError::io(dir, e))?;
-        let path = entry.path();
-        if !path.is_dir() {
-            continue;
-        }
-        if path.canonicalize().is_ok_and(|real| top.starts_with(real)) {
-            let why = "symbolic link loop: leads back to the folder it is in; left out";
-            skipped.push((path, why.into()));
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
-            .map_err(|e| TrainError::io(&path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_image_name(p) && is_file_or_dangling(p))
-            .collect();
-        files.sort();
-        classes.push((name, files));
-    }
-    classes.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok(classes)
-}
-
-/// Whether `p` ends in an image extension; the name need not be UTF-8.
-fn is_image_name(p: &Path) -> bool {
-    p.extension()
-        .is_some_and(|x| EXTENSIONS.contains(&x.to_string_lossy().to_lowercase().as_str()))
-}
-
-/// A regular file, or a symbolic link that leads nowhere (broken, or a loop): kept so that the
-/// scan names it among the skipped files instead of it vanishing. Folders, pipes and devices
-/// are not images (opening a pipe would block).
-fn is_file_or_dangling(p: &Path) -> bool {
-    match std::fs::metadata(p) {
-        Ok(m) => m.is_file(),
-        Err(_) => p.symlink_metadata().is_ok_and(|m| m.is_symlink()),
-    }
-}
-
-/// Class folders of every root before the split: files that a root's `train/` and `val/`
-/// folders already place, and those of flat roots, left to the stratified split.
-#[derive(Default)]
-struct Folders {
-    /// Training files by class name, from `root/train/<class>/`.
-    train: BTreeMap<String, Vec<PathBuf>>,
-    /// Validation class folders: the folder, its class name and its files.
-    val: Vec<(PathBuf, String, Vec<PathBuf>)>,
-    /// Files by class name from `root/<class>/`, to split by `data.val_split`.
-    to_split: BTreeMap<String, Vec<PathBuf>>,
-    /// Class folders left out (symbolic-link loops), with the reason.
-    skipped: Vec<(PathBuf, String)>,
-}
-
-impl Folders {
-    /// Adds the class folders of one root (either layout).
-    fn add(&mut self, root: &Path) -> Result<(), TrainError> {
-        if !root.is_dir() {
-            let hint = match Format::of(root) {
-                Ok(_) => " (a manifest? set data.kind = \"manifest\")",
-                Err(_) => "",
-            };
-            return Err(TrainError::data(root, format!("not a directory{hint}")));
-        }
-        let (train_dir, val_dir) = (root.join("train"), root.join("val"));
-        let split_dirs = train_dir.is_dir() && val_dir.is_dir();
-        let dir = if split_dirs { &train_dir } else { root };
-        let classes = class_folders(dir, &mut self.skipped)?;
-        if classes.is_empty() {
-            return Err(TrainError::data(
-                root,
-                "no class folders: expected root/<class>/*.png|jpg or root/train/<class>/..",
-            ));
-        }
-        let into = if split_dirs {
-            &mut self.train
-        } else {
-            &mut self.to_split
-        };
-        for (name, files) in classes {
-            if files.is_empty() {
-                return Err(TrainError::data(
-                    &dir.join(&name),
-                    "class folder with no images (png, jpg, jpeg)",
-                ));
-            }
-            into.entry(name).or_default().extend(files);
-        }
-        if split_dirs {
-            for (name, files) in class_folders(&val_dir, &mut self.skipped)? {
-                self.val.push((val_dir.join(&name), name, files));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Image folders under `data.root` and every one of `data.roots`, merged by class name.
-fn folder(cfg: &DataSection, seed: u64) -> Result<Dataset, TrainError> {
-    let mut f = Folders::default();
-    for root in cfg.all_roots() {
-        f.add(root)?;
-    }
-    let names: BTreeSet<&String> = f.train.keys().chain(f.to_split.keys()).collect();
-    let class_names: Vec<String> = names.into_iter().cloned().collect();
-    let label = |name: &str| class_names.iter().position(|n| n == name);
-    let mut by_label = vec![Vec::new(); class_names.len()];
-    for (name, files) in f.to_split {
-        by_label[label(&name).unwrap_or_default()] = files;
-    }
-    let (mut train, mut val) = stratified_split(by_label, cfg.val_split, seed);
-    for (name, files) in f.train {
-        let label = label(&name).unwrap_or_default();
-        train.extend(files.into_iter().map(|f| file_item(f, label)));
-    }
-    for (dir, name, files) in f.val {
-        let label = label(&name).ok_or_else(|| {
-            TrainError::data(
-                &dir,
-                format!("validation class `{name}` has no training folder"),
-            )
-        })?;
-        val.extend(files.into_iter().map(|f| file_item(f, label)));
-    }
-    let mut ds = Dataset {
-        class_names,
-        train,
-        val,
-        memory: Arc::new(Vec::new()),
-        skipped: f.skipped,
-        on_bad_image: cfg.on_bad_image,
-        load_failures: LoadFailures::default(),
-    };
-    ds.scan(cfg.on_bad_image, Scan::Header)?;
-    Ok(ds)
-}
-
-/// An image file with its label.
-fn file_item(path: PathBuf, label: usize) -> Item {
-    Item {
-        image: ImageRef::File(path),
-        label,
-    }
-}
-
-/// Splits each class's files (`by_label[label]`) into training and validation items: the same
-/// fraction `val_split` of every class, rounded, at least one left to train, chosen by `seed`.
-fn stratified_split(
-    by_label: Vec<Vec<PathBuf>>,
-    val_split: f64,
-    seed: u64,
-) -> (Vec<Item>, Vec<Item>) {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x0005_9117);
-    let (mut train, mut val) = (Vec::new(), Vec::new());
-    for (label, mut files) in by_label.into_iter().enumerate() {
-        files.shuffle(&mut rng);
-        let n_val = ((files.len() as f64) * val_split).round() as usize;
-        let n_val = n_val.min(files.len().saturating_sub(1));
-        for (i, f) in files.into_iter().enumerate() {
-            let part = if i < n_val { &mut val } else { &mut train };
-            part.push(file_item(f, label));
-        }
-    }
-    (train, val)
 }
 
 /// The images listed in `data.root` and every one of `data.roots`, all manifests: split by

@@ -4,6 +4,9 @@
 pub mod augment;
 pub mod dataset;
 pub mod fashion_mnist;
+pub mod folder;
+pub mod image_file;
+pub mod item;
 pub mod loader;
 pub mod manifest;
 pub mod mixup;
