@@ -73,10 +73,9 @@ impl Tpe {
             if !space.0[key].applies(&point) {
                 continue;
             }
-            let value = match drawn.remove(key) {
-                Some(v) => Some(v),
-                None => self.draw(space, &[key], &split, rng).remove(key),
-            };
+            let value = drawn
+                .remove(key)
+                .or_else(|| self.draw(space, &[key], &split, rng).remove(key));
             if let Some(v) = value {
                 point.insert(key.to_string(), v);
             }
